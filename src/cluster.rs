@@ -1,0 +1,188 @@
+//! What the core knows about the cluster: pods, nodes, namespaces, PDBs, Leases and the
+//! owning workloads, as plain data. The controller fills it from its reflectors; `plan`
+//! from a snapshot file (`kubectl get ... -o yaml`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use serde::de::DeserializeOwned;
+
+type Labels = BTreeMap<String, String>;
+
+/// Everything the pure core reads about the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFacts {
+    pub pods: Vec<Arc<Pod>>,
+    /// Node name → labels.
+    pub nodes: BTreeMap<String, Labels>,
+    /// Namespace name → labels. Namespaces not listed get the label Kubernetes always sets
+    /// (`kubernetes.io/metadata.name`).
+    pub namespaces: BTreeMap<String, Labels>,
+    pub pdbs: Vec<Arc<PodDisruptionBudget>>,
+    pub leases: Vec<Arc<Lease>>,
+    /// (namespace, name) → StatefulSet.
+    pub statefulsets: BTreeMap<(String, String), Arc<StatefulSet>>,
+    /// (namespace, name) → ReplicaSet, to resolve Deployments exactly.
+    pub replicasets: BTreeMap<(String, String), Arc<ReplicaSet>>,
+    /// (namespace, name) → Deployment.
+    pub deployments: BTreeMap<(String, String), Arc<Deployment>>,
+    /// (namespace, name) → DaemonSet.
+    pub daemonsets: BTreeMap<(String, String), Arc<DaemonSet>>,
+}
+
+impl ClusterFacts {
+    /// Labels of a namespace, including the one Kubernetes always sets.
+    pub fn namespace_labels(&self, ns: &str) -> Labels {
+        let mut l = self.namespaces.get(ns).cloned().unwrap_or_default();
+        l.entry("kubernetes.io/metadata.name".to_string()).or_insert_with(|| ns.to_string());
+        l
+    }
+
+    /// Labels of a node, if the node is known.
+    pub fn node_labels(&self, node: &str) -> Option<&Labels> {
+        self.nodes.get(node)
+    }
+
+    /// Adds any object of a kind the core uses; other kinds are ignored (returns false).
+    pub fn insert_value(&mut self, v: serde_json::Value) -> Result<bool, SnapshotError> {
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        fn parse<K: DeserializeOwned>(kind: &str, v: serde_json::Value) -> Result<K, SnapshotError> {
+            let name = v.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("<unnamed>").to_string();
+            serde_json::from_value(v).map_err(|e| SnapshotError::Object { kind: kind.to_string(), name, error: e.to_string() })
+        }
+        fn key<K: ResourceExt>(o: &K) -> (String, String) {
+            (o.namespace().unwrap_or_default(), o.name_any())
+        }
+        match kind.as_str() {
+            "Pod" => self.pods.push(Arc::new(parse(&kind, v)?)),
+            "Node" => {
+                let n: Node = parse(&kind, v)?;
+                self.nodes.insert(n.name_any(), n.labels().clone());
+            }
+            "Namespace" => {
+                let n: Namespace = parse(&kind, v)?;
+                self.namespaces.insert(n.name_any(), n.labels().clone());
+            }
+            "PodDisruptionBudget" => self.pdbs.push(Arc::new(parse(&kind, v)?)),
+            "Lease" => self.leases.push(Arc::new(parse(&kind, v)?)),
+            "StatefulSet" => {
+                let o: StatefulSet = parse(&kind, v)?;
+                self.statefulsets.insert(key(&o), Arc::new(o));
+            }
+            "ReplicaSet" => {
+                let o: ReplicaSet = parse(&kind, v)?;
+                self.replicasets.insert(key(&o), Arc::new(o));
+            }
+            "Deployment" => {
+                let o: Deployment = parse(&kind, v)?;
+                self.deployments.insert(key(&o), Arc::new(o));
+            }
+            "DaemonSet" => {
+                let o: DaemonSet = parse(&kind, v)?;
+                self.daemonsets.insert(key(&o), Arc::new(o));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Reads a snapshot: a `List` (what `kubectl get pods,nodes,... -A -o yaml` prints), a
+    /// single object, or several YAML documents of either; YAML or JSON.
+    pub fn from_snapshot(text: &str) -> Result<ClusterFacts, SnapshotError> {
+        let mut facts = ClusterFacts::default();
+        let mut docs = 0;
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .map_err(|e| SnapshotError::Yaml { document: i + 1, error: e.to_string() })?;
+            if value.is_null() {
+                continue;
+            }
+            docs += 1;
+            let value: serde_json::Value = serde_json::to_value(value)
+                .map_err(|e| SnapshotError::Yaml { document: i + 1, error: e.to_string() })?;
+            if !value.is_object() {
+                return Err(SnapshotError::NotAnObject { document: i + 1 });
+            }
+            match value.get("items") {
+                Some(serde_json::Value::Array(items)) => {
+                    for item in items.clone() {
+                        facts.insert_value(item)?;
+                    }
+                }
+                Some(_) => return Err(SnapshotError::NotAnObject { document: i + 1 }),
+                None => {
+                    if value.get("kind").is_none() {
+                        return Err(SnapshotError::NotAnObject { document: i + 1 });
+                    }
+                    facts.insert_value(value)?;
+                }
+            }
+        }
+        if docs == 0 {
+            return Err(SnapshotError::Empty);
+        }
+        Ok(facts)
+    }
+}
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SnapshotError {
+    #[error("document {document} is not valid YAML: {error}")]
+    Yaml { document: usize, error: String },
+    #[error("document {document} is not a Kubernetes object or List")]
+    NotAnObject { document: usize },
+    #[error("{kind} {name}: {error}")]
+    Object { kind: String, name: String, error: String },
+    #[error("the snapshot is empty; create one with `kubectl get pods,nodes,pdb,leases,statefulsets,replicasets,deployments -A -o yaml`")]
+    Empty,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_list_and_loose_documents() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata: {name: n1, labels: {topology.kubernetes.io/zone: zone-a}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p1, namespace: default}
+  spec: {containers: [{name: c}]}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: ignored}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+"#;
+        let f = ClusterFacts::from_snapshot(text).unwrap();
+        assert_eq!(f.pods.len(), 1);
+        assert_eq!(f.nodes["n1"]["topology.kubernetes.io/zone"], "zone-a");
+        assert_eq!(f.namespace_labels("shop")["team"], "a");
+        assert_eq!(f.namespace_labels("other")["kubernetes.io/metadata.name"], "other");
+    }
+
+    #[test]
+    fn bad_snapshots_give_errors() {
+        assert!(matches!(ClusterFacts::from_snapshot(""), Err(SnapshotError::Empty)));
+        assert!(matches!(ClusterFacts::from_snapshot("---\n"), Err(SnapshotError::Empty)));
+        assert!(matches!(ClusterFacts::from_snapshot("a: [b"), Err(SnapshotError::Yaml { .. })));
+        assert!(matches!(ClusterFacts::from_snapshot("- 1\n- 2"), Err(SnapshotError::NotAnObject { .. })));
+        assert!(matches!(ClusterFacts::from_snapshot("items: 3"), Err(SnapshotError::NotAnObject { .. })));
+        let e = ClusterFacts::from_snapshot("kind: Pod\nmetadata: {name: x}\nspec: {containers: 7}").unwrap_err();
+        assert!(matches!(&e, SnapshotError::Object { kind, name, .. } if kind == "Pod" && name == "x"), "{e}");
+    }
+}

@@ -1,0 +1,13 @@
+//! armor-refresh: roll AppArmor/KubeArmor profiles out to running pods gradually and safely.
+//!
+//! Functional core (no I/O): [`policy`] validation, [`compliance`], [`select`]ion,
+//! [`schedule`] (windows), [`plan`] (batches) and the [`run`] state machine.
+//! See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod cluster;
+pub mod compliance;
+pub mod plan;
+pub mod policy;
+pub mod schedule;
+pub mod select;
