@@ -39,7 +39,8 @@ impl ClusterFacts {
     /// Labels of a namespace, including the one Kubernetes always sets.
     pub fn namespace_labels(&self, ns: &str) -> Labels {
         let mut l = self.namespaces.get(ns).cloned().unwrap_or_default();
-        l.entry("kubernetes.io/metadata.name".to_string()).or_insert_with(|| ns.to_string());
+        l.entry("kubernetes.io/metadata.name".to_string())
+            .or_insert_with(|| ns.to_string());
         l
     }
 
@@ -50,10 +51,25 @@ impl ClusterFacts {
 
     /// Adds any object of a kind the core uses; other kinds are ignored (returns false).
     pub fn insert_value(&mut self, v: serde_json::Value) -> Result<bool, SnapshotError> {
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        fn parse<K: DeserializeOwned>(kind: &str, v: serde_json::Value) -> Result<K, SnapshotError> {
-            let name = v.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("<unnamed>").to_string();
-            serde_json::from_value(v).map_err(|e| SnapshotError::Object { kind: kind.to_string(), name, error: e.to_string() })
+        let kind = v
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        fn parse<K: DeserializeOwned>(
+            kind: &str,
+            v: serde_json::Value,
+        ) -> Result<K, SnapshotError> {
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("<unnamed>")
+                .to_string();
+            serde_json::from_value(v).map_err(|e| SnapshotError::Object {
+                kind: kind.to_string(),
+                name,
+                error: e.to_string(),
+            })
         }
         fn key<K: ResourceExt>(o: &K) -> (String, String) {
             (o.namespace().unwrap_or_default(), o.name_any())
@@ -97,14 +113,22 @@ impl ClusterFacts {
         let mut facts = ClusterFacts::default();
         let mut docs = 0;
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|e| SnapshotError::Yaml { document: i + 1, error: e.to_string() })?;
+            let value =
+                <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| {
+                    SnapshotError::Yaml {
+                        document: i + 1,
+                        error: e.to_string(),
+                    }
+                })?;
             if value.is_null() {
                 continue;
             }
             docs += 1;
-            let value: serde_json::Value = serde_json::to_value(value)
-                .map_err(|e| SnapshotError::Yaml { document: i + 1, error: e.to_string() })?;
+            let value: serde_json::Value =
+                serde_json::to_value(value).map_err(|e| SnapshotError::Yaml {
+                    document: i + 1,
+                    error: e.to_string(),
+                })?;
             if !value.is_object() {
                 return Err(SnapshotError::NotAnObject { document: i + 1 });
             }
@@ -138,8 +162,14 @@ pub enum SnapshotError {
     #[error("document {document} is not a Kubernetes object or List")]
     NotAnObject { document: usize },
     #[error("{kind} {name}: {error}")]
-    Object { kind: String, name: String, error: String },
-    #[error("the snapshot is empty; create one with `kubectl get pods,nodes,pdb,leases,statefulsets,replicasets,deployments -A -o yaml`")]
+    Object {
+        kind: String,
+        name: String,
+        error: String,
+    },
+    #[error(
+        "the snapshot is empty; create one with `kubectl get pods,nodes,pdb,leases,statefulsets,replicasets,deployments -A -o yaml`"
+    )]
     Empty,
 }
 
@@ -172,17 +202,40 @@ metadata: {name: shop, labels: {team: a}}
         assert_eq!(f.pods.len(), 1);
         assert_eq!(f.nodes["n1"]["topology.kubernetes.io/zone"], "zone-a");
         assert_eq!(f.namespace_labels("shop")["team"], "a");
-        assert_eq!(f.namespace_labels("other")["kubernetes.io/metadata.name"], "other");
+        assert_eq!(
+            f.namespace_labels("other")["kubernetes.io/metadata.name"],
+            "other"
+        );
     }
 
     #[test]
     fn bad_snapshots_give_errors() {
-        assert!(matches!(ClusterFacts::from_snapshot(""), Err(SnapshotError::Empty)));
-        assert!(matches!(ClusterFacts::from_snapshot("---\n"), Err(SnapshotError::Empty)));
-        assert!(matches!(ClusterFacts::from_snapshot("a: [b"), Err(SnapshotError::Yaml { .. })));
-        assert!(matches!(ClusterFacts::from_snapshot("- 1\n- 2"), Err(SnapshotError::NotAnObject { .. })));
-        assert!(matches!(ClusterFacts::from_snapshot("items: 3"), Err(SnapshotError::NotAnObject { .. })));
-        let e = ClusterFacts::from_snapshot("kind: Pod\nmetadata: {name: x}\nspec: {containers: 7}").unwrap_err();
-        assert!(matches!(&e, SnapshotError::Object { kind, name, .. } if kind == "Pod" && name == "x"), "{e}");
+        assert!(matches!(
+            ClusterFacts::from_snapshot(""),
+            Err(SnapshotError::Empty)
+        ));
+        assert!(matches!(
+            ClusterFacts::from_snapshot("---\n"),
+            Err(SnapshotError::Empty)
+        ));
+        assert!(matches!(
+            ClusterFacts::from_snapshot("a: [b"),
+            Err(SnapshotError::Yaml { .. })
+        ));
+        assert!(matches!(
+            ClusterFacts::from_snapshot("- 1\n- 2"),
+            Err(SnapshotError::NotAnObject { .. })
+        ));
+        assert!(matches!(
+            ClusterFacts::from_snapshot("items: 3"),
+            Err(SnapshotError::NotAnObject { .. })
+        ));
+        let e =
+            ClusterFacts::from_snapshot("kind: Pod\nmetadata: {name: x}\nspec: {containers: 7}")
+                .unwrap_err();
+        assert!(
+            matches!(&e, SnapshotError::Object { kind, name, .. } if kind == "Pod" && name == "x"),
+            "{e}"
+        );
     }
 }

@@ -35,7 +35,10 @@ impl Profile {
         match s {
             "runtime/default" => Some(Profile::RuntimeDefault),
             "unconfined" => Some(Profile::Unconfined),
-            _ => s.strip_prefix("localhost/").filter(|n| !n.is_empty()).map(|n| Profile::Localhost(n.to_string())),
+            _ => s
+                .strip_prefix("localhost/")
+                .filter(|n| !n.is_empty())
+                .map(|n| Profile::Localhost(n.to_string())),
         }
     }
 
@@ -44,7 +47,11 @@ impl Profile {
         match f.type_.as_str() {
             "RuntimeDefault" => Some(Profile::RuntimeDefault),
             "Unconfined" => Some(Profile::Unconfined),
-            "Localhost" => f.localhost_profile.clone().filter(|n| !n.is_empty()).map(Profile::Localhost),
+            "Localhost" => f
+                .localhost_profile
+                .clone()
+                .filter(|n| !n.is_empty())
+                .map(Profile::Localhost),
             _ => None,
         }
     }
@@ -61,9 +68,18 @@ impl Profile {
     /// The field value.
     pub fn field(&self) -> AppArmorProfile {
         match self {
-            Profile::RuntimeDefault => AppArmorProfile { type_: "RuntimeDefault".into(), localhost_profile: None },
-            Profile::Unconfined => AppArmorProfile { type_: "Unconfined".into(), localhost_profile: None },
-            Profile::Localhost(n) => AppArmorProfile { type_: "Localhost".into(), localhost_profile: Some(n.clone()) },
+            Profile::RuntimeDefault => AppArmorProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            },
+            Profile::Unconfined => AppArmorProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            },
+            Profile::Localhost(n) => AppArmorProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some(n.clone()),
+            },
         }
     }
 }
@@ -98,31 +114,58 @@ impl std::fmt::Display for Owner {
 /// the ReplicaSet object when `facts` has it, else by trimming the `pod-template-hash`
 /// suffix (what KubeArmor does). A pod without a controller owns itself.
 pub fn owner_of(pod: &Pod, facts: Option<&ClusterFacts>) -> Owner {
-    let ctrl = pod.owner_references().iter().find(|o| o.controller == Some(true));
+    let ctrl = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
     let Some(ctrl) = ctrl else {
         let name = if pod.metadata.name.as_deref().unwrap_or_default().is_empty() {
             // At admission a bare pod may only have generateName.
-            pod.metadata.generate_name.clone().unwrap_or_default().trim_end_matches('-').to_string()
+            pod.metadata
+                .generate_name
+                .clone()
+                .unwrap_or_default()
+                .trim_end_matches('-')
+                .to_string()
         } else {
             pod.name_any()
         };
-        return Owner { kind: "Pod".into(), name };
+        return Owner {
+            kind: "Pod".into(),
+            name,
+        };
     };
     if ctrl.kind == "ReplicaSet" {
         let ns = pod.namespace().unwrap_or_default();
         if let Some(rs) = facts.and_then(|f| f.replicasets.get(&(ns, ctrl.name.clone()))) {
-            if let Some(d) = rs.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "Deployment") {
-                return Owner { kind: "Deployment".into(), name: d.name.clone() };
+            if let Some(d) = rs
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+            {
+                return Owner {
+                    kind: "Deployment".into(),
+                    name: d.name.clone(),
+                };
             }
-            return Owner { kind: "ReplicaSet".into(), name: ctrl.name.clone() };
+            return Owner {
+                kind: "ReplicaSet".into(),
+                name: ctrl.name.clone(),
+            };
         }
         if let Some(hash) = pod.labels().get("pod-template-hash") {
             if let Some(dep) = ctrl.name.strip_suffix(&format!("-{hash}")) {
-                return Owner { kind: "Deployment".into(), name: dep.to_string() };
+                return Owner {
+                    kind: "Deployment".into(),
+                    name: dep.to_string(),
+                };
             }
         }
     }
-    Owner { kind: ctrl.kind.clone(), name: ctrl.name.clone() }
+    Owner {
+        kind: ctrl.kind.clone(),
+        name: ctrl.name.clone(),
+    }
 }
 
 fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
@@ -144,13 +187,26 @@ pub struct Desired {
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
     let spec = pod.spec.as_ref();
-    let init = spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten().map(|c| (c, true));
-    let main = spec.map(|s| s.containers.iter()).into_iter().flatten().map(|c| (c, false));
+    let init = spec
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| (c, true));
+    let main = spec
+        .map(|s| s.containers.iter())
+        .into_iter()
+        .flatten()
+        .map(|c| (c, false));
     init.chain(main)
 }
 
 /// The profile each container (init containers included) must carry under `policy`.
-pub fn desired_profiles(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels) -> Vec<Desired> {
+pub fn desired_profiles(
+    policy: &ValidPolicy,
+    pod: &Pod,
+    owner: &Owner,
+    ns_labels: &Labels,
+) -> Vec<Desired> {
     let ns = pod.namespace().unwrap_or_default();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let labels = pod.labels();
@@ -161,14 +217,22 @@ pub fn desired_profiles(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_label
                 .iter()
                 .find(|o| {
                     o.pod_selector.matches(labels)
-                        && o.namespace_selector.as_ref().is_none_or(|s| s.matches(ns_labels))
+                        && o.namespace_selector
+                            .as_ref()
+                            .is_none_or(|s| s.matches(ns_labels))
                         && (o.containers.is_empty() || o.containers.contains(&c.name))
                 })
-                .map_or(policy.spec.profile.template.as_str(), |o| o.profile.as_str());
+                .map_or(policy.spec.profile.template.as_str(), |o| {
+                    o.profile.as_str()
+                });
             let text = expand(template, &ns, owner, &pod_name, &c.name);
             // Templates are validated, so this only falls back on a value that cannot occur.
             let profile = Profile::parse(&text).unwrap_or(Profile::Localhost(text));
-            Desired { container: c.name.clone(), init, profile }
+            Desired {
+                container: c.name.clone(),
+                init,
+                profile,
+            }
         })
         .collect()
 }
@@ -183,11 +247,25 @@ pub struct Current {
 /// Reads a container's current profile: the annotation, and the field (the container's own,
 /// else the pod's).
 pub fn current_profile(pod: &Pod, container: &str) -> Current {
-    let annotation = pod.annotations().get(&format!("{ANNOTATION_PREFIX}{container}")).and_then(|v| Profile::parse(v));
+    let annotation = pod
+        .annotations()
+        .get(&format!("{ANNOTATION_PREFIX}{container}"))
+        .and_then(|v| Profile::parse(v));
     let field = all_containers(pod)
         .find(|(c, _)| c.name == container)
-        .and_then(|(c, _)| c.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()))
-        .or_else(|| pod.spec.as_ref()?.security_context.as_ref()?.app_armor_profile.as_ref())
+        .and_then(|(c, _)| {
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.app_armor_profile.as_ref())
+        })
+        .or_else(|| {
+            pod.spec
+                .as_ref()?
+                .security_context
+                .as_ref()?
+                .app_armor_profile
+                .as_ref()
+        })
         .and_then(Profile::from_field);
     Current { annotation, field }
 }
@@ -212,11 +290,17 @@ pub struct Compliance {
 impl Compliance {
     /// Every container carries its profile or one the user chose.
     pub fn is_compliant(&self) -> bool {
-        self.containers.iter().all(|(_, v)| *v != ContainerVerdict::Missing)
+        self.containers
+            .iter()
+            .all(|(_, v)| *v != ContainerVerdict::Missing)
     }
     /// Every container carries a profile the user chose (none of ours).
     pub fn all_explicit(&self) -> bool {
-        !self.containers.is_empty() && self.containers.iter().all(|(_, v)| *v == ContainerVerdict::Explicit)
+        !self.containers.is_empty()
+            && self
+                .containers
+                .iter()
+                .all(|(_, v)| *v == ContainerVerdict::Explicit)
     }
 }
 
@@ -224,7 +308,13 @@ impl Compliance {
 pub fn injected_containers(pod: &Pod) -> Vec<String> {
     pod.annotations()
         .get(INJECTED_ANNOTATION)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -248,7 +338,9 @@ pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels)
             let cur = current_profile(pod, &d.container);
             let verdict = if satisfies(&cur, &d.profile, policy.format()) {
                 ContainerVerdict::Compliant
-            } else if (cur.annotation.is_some() || cur.field.is_some()) && !injected.contains(&d.container) {
+            } else if (cur.annotation.is_some() || cur.field.is_some())
+                && !injected.contains(&d.container)
+            {
                 ContainerVerdict::Explicit
             } else {
                 ContainerVerdict::Missing
@@ -286,22 +378,46 @@ spec:
     #[test]
     fn owner_resolution() {
         let p = pod(DEPLOY_POD);
-        assert_eq!(owner_of(&p, None), Owner { kind: "Deployment".into(), name: "web".into() });
-        let sts = pod("metadata: {name: db-2, namespace: x, ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]}");
-        assert_eq!(owner_of(&sts, None), Owner { kind: "StatefulSet".into(), name: "db".into() });
+        assert_eq!(
+            owner_of(&p, None),
+            Owner {
+                kind: "Deployment".into(),
+                name: "web".into()
+            }
+        );
+        let sts = pod(
+            "metadata: {name: db-2, namespace: x, ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]}",
+        );
+        assert_eq!(
+            owner_of(&sts, None),
+            Owner {
+                kind: "StatefulSet".into(),
+                name: "db".into()
+            }
+        );
         let bare = pod("metadata: {name: solo, namespace: x}");
-        assert_eq!(owner_of(&bare, None), Owner { kind: "Pod".into(), name: "solo".into() });
+        assert_eq!(
+            owner_of(&bare, None),
+            Owner {
+                kind: "Pod".into(),
+                name: "solo".into()
+            }
+        );
         let generated = pod("metadata: {generateName: solo-, namespace: x}");
         assert_eq!(owner_of(&generated, None).name, "solo");
         // A ReplicaSet of no Deployment, known from facts, stays a ReplicaSet.
         let mut facts = ClusterFacts::default();
         facts.replicasets.insert(
             ("shop".into(), "web-7d9f8b6c5d".into()),
-            std::sync::Arc::new(serde_yaml::from_str("metadata: {name: web-7d9f8b6c5d, namespace: shop}").unwrap()),
+            std::sync::Arc::new(
+                serde_yaml::from_str("metadata: {name: web-7d9f8b6c5d, namespace: shop}").unwrap(),
+            ),
         );
         assert_eq!(owner_of(&p, Some(&facts)).kind, "ReplicaSet");
         // A non-controller owner reference does not count.
-        let p2 = pod("metadata: {name: a, namespace: x, ownerReferences: [{apiVersion: v1, kind: Foo, name: f, uid: u}]}");
+        let p2 = pod(
+            "metadata: {name: a, namespace: x, ownerReferences: [{apiVersion: v1, kind: Foo, name: f, uid: u}]}",
+        );
         assert!(owner_of(&p2, None).is_bare());
     }
 
@@ -311,13 +427,24 @@ spec:
         let p = pod(DEPLOY_POD);
         let o = owner_of(&p, None);
         let d = desired_profiles(&pol, &p, &o, &Labels::new());
-        let names: Vec<_> = d.iter().map(|d| (d.container.as_str(), d.init, d.profile.annotation())).collect();
+        let names: Vec<_> = d
+            .iter()
+            .map(|d| (d.container.as_str(), d.init, d.profile.annotation()))
+            .collect();
         assert_eq!(
             names,
             vec![
-                ("init", true, "localhost/kubearmor-shop-web-init".to_string()),
+                (
+                    "init",
+                    true,
+                    "localhost/kubearmor-shop-web-init".to_string()
+                ),
                 ("app", false, "localhost/kubearmor-shop-web-app".to_string()),
-                ("sidecar", false, "localhost/kubearmor-shop-web-sidecar".to_string()),
+                (
+                    "sidecar",
+                    false,
+                    "localhost/kubearmor-shop-web-sidecar".to_string()
+                ),
             ]
         );
     }
@@ -338,16 +465,23 @@ profile:
         assert_eq!(d[0].profile, Profile::RuntimeDefault);
         assert_eq!(d[2].profile, Profile::Unconfined);
         // Namespace-scoped override.
-        let pol = policy("profile: {overrides: [{podSelector: {}, namespaceSelector: {matchLabels: {tier: infra}}, profile: unconfined}]}");
+        let pol = policy(
+            "profile: {overrides: [{podSelector: {}, namespaceSelector: {matchLabels: {tier: infra}}, profile: unconfined}]}",
+        );
         let infra: Labels = [("tier".to_string(), "infra".to_string())].into();
-        assert_eq!(desired_profiles(&pol, &p, &owner_of(&p, None), &infra)[0].profile, Profile::Unconfined);
-        assert_ne!(desired_profiles(&pol, &p, &owner_of(&p, None), &Labels::new())[0].profile, Profile::Unconfined);
+        assert_eq!(
+            desired_profiles(&pol, &p, &owner_of(&p, None), &infra)[0].profile,
+            Profile::Unconfined
+        );
+        assert_ne!(
+            desired_profiles(&pol, &p, &owner_of(&p, None), &Labels::new())[0].profile,
+            Profile::Unconfined
+        );
     }
 
     #[test]
     fn compliance_by_format() {
-        let annotated = pod(
-            r#"
+        let annotated = pod(r#"
 metadata:
   name: a
   namespace: ns
@@ -355,21 +489,19 @@ metadata:
     container.apparmor.security.beta.kubernetes.io/c: localhost/kubearmor-ns-a-c
     refresh.armor.dev/injected: c
 spec: {containers: [{name: c}]}
-"#,
-        );
-        let fielded = pod(
-            r#"
+"#);
+        let fielded = pod(r#"
 metadata: {name: a, namespace: ns, annotations: {refresh.armor.dev/injected: c}}
 spec: {containers: [{name: c, securityContext: {appArmorProfile: {type: Localhost, localhostProfile: kubearmor-ns-a-c}}}]}
-"#,
-        );
-        let pod_level = pod(
-            r#"
+"#);
+        let pod_level = pod(r#"
 metadata: {name: a, namespace: ns, annotations: {refresh.armor.dev/injected: c}}
 spec: {securityContext: {appArmorProfile: {type: Localhost, localhostProfile: kubearmor-ns-a-c}}, containers: [{name: c}]}
-"#,
-        );
-        let o = Owner { kind: "Pod".into(), name: "a".into() };
+"#);
+        let o = Owner {
+            kind: "Pod".into(),
+            name: "a".into(),
+        };
         let ann = policy("profile: {format: Annotation}");
         let fld = policy("profile: {format: Field}");
         let both = policy("profile: {format: Both}");
@@ -384,31 +516,34 @@ spec: {securityContext: {appArmorProfile: {type: Localhost, localhostProfile: ku
 
     #[test]
     fn explicit_profiles_are_respected_stale_ones_are_not() {
-        let user_set = pod(
-            r#"
+        let user_set = pod(r#"
 metadata: {name: a, namespace: ns, annotations: {container.apparmor.security.beta.kubernetes.io/c: runtime/default}}
 spec: {containers: [{name: c}, {name: d}]}
-"#,
-        );
-        let o = Owner { kind: "Pod".into(), name: "a".into() };
+"#);
+        let o = Owner {
+            kind: "Pod".into(),
+            name: "a".into(),
+        };
         let pol = policy("{}");
         let v = check(&pol, &user_set, &o, &Labels::new());
         assert_eq!(v.containers[0].1, ContainerVerdict::Explicit);
         assert_eq!(v.containers[1].1, ContainerVerdict::Missing);
         assert!(!v.is_compliant());
         // The same annotation written by us under an older template is stale.
-        let stale = pod(
-            r#"
+        let stale = pod(r#"
 metadata: {name: a, namespace: ns, annotations: {container.apparmor.security.beta.kubernetes.io/c: localhost/old, refresh.armor.dev/injected: "c"}}
 spec: {containers: [{name: c}]}
-"#,
-        );
+"#);
         assert!(!check(&pol, &stale, &o, &Labels::new()).is_compliant());
     }
 
     #[test]
     fn profile_round_trips() {
-        for p in [Profile::RuntimeDefault, Profile::Unconfined, Profile::Localhost("x".into())] {
+        for p in [
+            Profile::RuntimeDefault,
+            Profile::Unconfined,
+            Profile::Localhost("x".into()),
+        ] {
             assert_eq!(Profile::parse(&p.annotation()), Some(p.clone()));
             assert_eq!(Profile::from_field(&p.field()), Some(p.clone()));
         }

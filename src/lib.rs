@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod compliance;
 pub mod plan;
 pub mod policy;
+pub mod run;
 pub mod schedule;
 pub mod select;

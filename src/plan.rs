@@ -87,29 +87,43 @@ pub struct Context {
 
 /// Orders targets so batches spread over workloads: the first pod of every workload, then
 /// the second, ...; within a StatefulSet the highest ordinal first; deterministic.
-pub fn order(targets: &mut [Target]) {
-    targets.sort_by(|a, b| {
-        (&a.namespace, &a.owner, std::cmp::Reverse(a.ordinal), a.leader, &a.name).cmp(&(
-            &b.namespace,
-            &b.owner,
-            std::cmp::Reverse(b.ordinal),
-            b.leader,
-            &b.name,
-        ))
-    });
-    let mut rank: BTreeMap<Workload, u32> = BTreeMap::new();
-    let mut ranked: Vec<(u32, Target)> = targets
+pub fn order(targets: &mut Vec<Target>) {
+    let idx = order_indices(targets);
+    let mut taken: Vec<Option<Target>> = std::mem::take(targets).into_iter().map(Some).collect();
+    *targets = idx
+        .into_iter()
+        .map(|i| taken[i].take().expect("a permutation"))
+        .collect();
+}
+
+/// [`order`] as a permutation of indexes.
+pub fn order_indices(targets: &[Target]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..targets.len()).collect();
+    let key = |t: &Target| {
+        (
+            t.namespace.clone(),
+            t.owner.clone(),
+            std::cmp::Reverse(t.ordinal),
+            t.leader,
+            t.name.clone(),
+        )
+    };
+    idx.sort_by_cached_key(|&i| key(&targets[i]));
+    let mut rank: BTreeMap<(&str, &Owner), u32> = BTreeMap::new();
+    let ranks: Vec<u32> = idx
         .iter()
-        .map(|t| {
-            let r = rank.entry(t.workload()).or_default();
+        .map(|&i| {
+            let r = rank
+                .entry((&targets[i].namespace, &targets[i].owner))
+                .or_default();
             *r += 1;
-            (*r, t.clone())
+            *r
         })
         .collect();
-    ranked.sort_by(|(ra, a), (rb, b)| (ra, &a.namespace, &a.owner).cmp(&(rb, &b.namespace, &b.owner)));
-    for (slot, (_, t)) in targets.iter_mut().zip(ranked) {
-        *slot = t;
-    }
+    let mut pos: Vec<(u32, usize)> = ranks.into_iter().zip(idx).collect();
+    // Stable: within a rank, workloads keep their sorted order.
+    pos.sort_by_key(|(r, _)| *r);
+    pos.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Why a target could not join the batch (first reason found).
@@ -130,7 +144,13 @@ pub enum Blocked {
 /// still disrupted). When PodDisruptionBudgets alone block every candidate and nothing is
 /// in flight, one pod per budget is still planned, so the eviction's refusal shows in status
 /// instead of the run waiting silently.
-pub fn next_batch(remaining: &[Target], limits: &Limits, in_flight: &InFlight, ctx: &Context, budget: u32) -> Vec<usize> {
+pub fn next_batch(
+    remaining: &[&Target],
+    limits: &Limits,
+    in_flight: &InFlight,
+    ctx: &Context,
+    budget: u32,
+) -> Vec<usize> {
     if limits.by_workload {
         return next_workloads(remaining, in_flight, budget);
     }
@@ -149,13 +169,19 @@ pub fn next_batch(remaining: &[Target], limits: &Limits, in_flight: &InFlight, c
         if chosen.len() as u32 >= budget {
             break;
         }
-        if limits.sts_one_at_a_time && t.owner.kind == "StatefulSet" && !t.leader && !sets_seen.insert(t.workload()) {
+        if limits.sts_one_at_a_time
+            && t.owner.kind == "StatefulSet"
+            && !t.leader
+            && !sets_seen.insert(t.workload())
+        {
             continue;
         }
         if eligible(t, limits, &flight, ctx, &left).is_err() {
             continue;
         }
-        if t.pdbs.iter().any(|p| pdb_used.get(p).copied().unwrap_or(0) >= ctx.pdb_allowed.get(*p).copied().unwrap_or(0)) {
+        if t.pdbs.iter().any(|p| {
+            pdb_used.get(p).copied().unwrap_or(0) >= ctx.pdb_allowed.get(*p).copied().unwrap_or(0)
+        }) {
             pdb_blocked.push(i);
             continue;
         }
@@ -175,7 +201,7 @@ pub fn next_batch(remaining: &[Target], limits: &Limits, in_flight: &InFlight, c
             if chosen.len() as u32 >= budget {
                 break;
             }
-            let t = &remaining[i];
+            let t = remaining[i];
             if seen.insert(t.pdbs.clone()) && eligible(t, limits, &flight, ctx, &left).is_ok() {
                 flight.add_target(t);
                 chosen.push(i);
@@ -185,11 +211,24 @@ pub fn next_batch(remaining: &[Target], limits: &Limits, in_flight: &InFlight, c
     chosen
 }
 
-fn eligible(t: &Target, limits: &Limits, flight: &InFlight, ctx: &Context, left: &BTreeMap<Workload, u32>) -> Result<(), Blocked> {
-    if limits.max_per_node.is_some_and(|m| flight.per_node.get(&t.node).copied().unwrap_or(0) >= m) {
+fn eligible(
+    t: &Target,
+    limits: &Limits,
+    flight: &InFlight,
+    ctx: &Context,
+    left: &BTreeMap<Workload, u32>,
+) -> Result<(), Blocked> {
+    if limits
+        .max_per_node
+        .is_some_and(|m| flight.per_node.get(&t.node).copied().unwrap_or(0) >= m)
+    {
         return Err(Blocked::NodeLimit);
     }
-    if !t.zone.is_empty() && limits.max_per_zone.is_some_and(|m| flight.per_zone.get(&t.zone).copied().unwrap_or(0) >= m) {
+    if !t.zone.is_empty()
+        && limits
+            .max_per_zone
+            .is_some_and(|m| flight.per_zone.get(&t.zone).copied().unwrap_or(0) >= m)
+    {
         return Err(Blocked::ZoneLimit);
     }
     let w = t.workload();
@@ -197,7 +236,10 @@ fn eligible(t: &Target, limits: &Limits, flight: &InFlight, ctx: &Context, left:
         if flight.workloads.contains(&w) {
             return Err(Blocked::StatefulSetBusy);
         }
-        if ctx.unready_sets.contains(&(t.namespace.clone(), t.owner.name.clone())) {
+        if ctx
+            .unready_sets
+            .contains(&(t.namespace.clone(), t.owner.name.clone()))
+        {
             return Err(Blocked::StatefulSetNotReady);
         }
     }
@@ -205,14 +247,17 @@ fn eligible(t: &Target, limits: &Limits, flight: &InFlight, ctx: &Context, left:
         return Err(Blocked::VolumeWorkloadBusy);
     }
     // A leader waits until no other target of its workload is left or in flight.
-    if limits.leader_last && t.leader && (left.get(&w).copied().unwrap_or(0) > 0 || flight.workloads.contains(&w)) {
+    if limits.leader_last
+        && t.leader
+        && (left.get(&w).copied().unwrap_or(0) > 0 || flight.workloads.contains(&w))
+    {
         return Err(Blocked::LeaderWaits);
     }
     Ok(())
 }
 
 /// RolloutRestart: one unit per workload not already restarting.
-fn next_workloads(remaining: &[Target], in_flight: &InFlight, budget: u32) -> Vec<usize> {
+fn next_workloads(remaining: &[&Target], in_flight: &InFlight, budget: u32) -> Vec<usize> {
     let mut seen = BTreeSet::new();
     let mut chosen = Vec::new();
     for (i, t) in remaining.iter().enumerate() {
@@ -231,31 +276,50 @@ fn next_workloads(remaining: &[Target], in_flight: &InFlight, budget: u32) -> Ve
 /// The whole plan: batches of targets (as indexes into `targets`), assuming each batch
 /// completes before the next starts and PDBs recover in between.
 pub fn plan_all(targets: &[Target], limits: &Limits, ctx: &Context) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = {
-        let mut sorted: Vec<Target> = targets.to_vec();
-        order(&mut sorted);
-        sorted.iter().map(|s| targets.iter().position(|t| t == s).expect("same targets")).collect()
-    };
+    let mut idx = order_indices(targets);
     // The simulation assumes every set is Ready again between batches.
-    let sim_ctx = Context { pdb_allowed: ctx.pdb_allowed.clone(), unready_sets: BTreeSet::new() };
+    let sim_ctx = Context {
+        pdb_allowed: ctx.pdb_allowed.clone(),
+        unready_sets: BTreeSet::new(),
+    };
     let mut batches = Vec::new();
     while !idx.is_empty() {
-        let remaining: Vec<Target> = idx.iter().map(|&i| targets[i].clone()).collect();
-        let picked = next_batch(&remaining, limits, &InFlight::default(), &sim_ctx, limits.batch);
+        let remaining: Vec<&Target> = idx.iter().map(|&i| &targets[i]).collect();
+        let picked = next_batch(
+            &remaining,
+            limits,
+            &InFlight::default(),
+            &sim_ctx,
+            limits.batch,
+        );
         if picked.is_empty() {
             // Cannot happen with nothing in flight (see next_batch), but never loop forever.
             batches.push(idx.clone());
             break;
         }
-        let mut batch: Vec<usize> = Vec::new();
+        let mut in_batch = vec![false; idx.len()];
         if limits.by_workload {
             // A unit stands for every target pod of its workload.
             let ws: BTreeSet<Workload> = picked.iter().map(|&p| remaining[p].workload()).collect();
-            batch.extend(idx.iter().copied().filter(|&i| ws.contains(&targets[i].workload())));
+            for (k, &i) in idx.iter().enumerate() {
+                in_batch[k] = ws.contains(&targets[i].workload());
+            }
         } else {
-            batch.extend(picked.iter().map(|&p| idx[p]));
+            for &p in &picked {
+                in_batch[p] = true;
+            }
         }
-        idx.retain(|i| !batch.contains(i));
+        let batch: Vec<usize> = idx
+            .iter()
+            .zip(&in_batch)
+            .filter(|(_, b)| **b)
+            .map(|(&i, _)| i)
+            .collect();
+        let mut k = 0;
+        idx.retain(|_| {
+            k += 1;
+            !in_batch[k - 1]
+        });
         batches.push(batch);
     }
     batches
@@ -274,7 +338,10 @@ mod tests {
             uid: format!("uid-{ns}-{name}"),
             node: node.into(),
             zone: zone.into(),
-            owner: Owner { kind: kind.into(), name: owner.into() },
+            owner: Owner {
+                kind: kind.into(),
+                name: owner.into(),
+            },
             ordinal: None,
             volumes: false,
             leader: false,
@@ -296,13 +363,23 @@ mod tests {
     }
 
     fn names(targets: &[Target], batches: &[Vec<usize>]) -> Vec<Vec<String>> {
-        batches.iter().map(|b| b.iter().map(|&i| targets[i].name.clone()).collect()).collect()
+        batches
+            .iter()
+            .map(|b| b.iter().map(|&i| targets[i].name.clone()).collect())
+            .collect()
     }
 
     fn sts(n: u32) -> Vec<Target> {
         (0..n)
             .map(|i| {
-                let mut x = t("db", "StatefulSet", "pg", &format!("pg-{i}"), &format!("n{i}"), "z");
+                let mut x = t(
+                    "db",
+                    "StatefulSet",
+                    "pg",
+                    &format!("pg-{i}"),
+                    &format!("n{i}"),
+                    "z",
+                );
                 x.ordinal = Some(i);
                 x
             })
@@ -328,11 +405,18 @@ mod tests {
     fn statefulset_one_at_a_time_highest_ordinal_first() {
         let ts = sts(3);
         let b = plan_all(&ts, &limits(5), &Context::default());
-        assert_eq!(names(&ts, &b), vec![vec!["pg-2"], vec!["pg-1"], vec!["pg-0"]]);
+        assert_eq!(
+            names(&ts, &b),
+            vec![vec!["pg-2"], vec!["pg-1"], vec!["pg-0"]]
+        );
         // Live: an unready set starts nothing; a set with a pod in flight neither.
         let mut ordered = ts.clone();
         order(&mut ordered);
-        let ctx = Context { unready_sets: [("db".to_string(), "pg".to_string())].into(), ..Default::default() };
+        let ordered: Vec<&Target> = ordered.iter().collect();
+        let ctx = Context {
+            unready_sets: [("db".to_string(), "pg".to_string())].into(),
+            ..Default::default()
+        };
         assert!(next_batch(&ordered, &limits(5), &InFlight::default(), &ctx, 5).is_empty());
         let mut f = InFlight::default();
         f.add_target(&ordered[0]);
@@ -345,7 +429,9 @@ mod tests {
 
     #[test]
     fn leader_goes_last_in_its_workload() {
-        let mut ts: Vec<Target> = (0..3).map(|i| t("a", "Deployment", "ctl", &format!("ctl-{i}"), "n", "z")).collect();
+        let mut ts: Vec<Target> = (0..3)
+            .map(|i| t("a", "Deployment", "ctl", &format!("ctl-{i}"), "n", "z"))
+            .collect();
         ts[0].leader = true;
         let b = plan_all(&ts, &limits(3), &Context::default());
         assert_eq!(names(&ts, &b), vec![vec!["ctl-1", "ctl-2"], vec!["ctl-0"]]);
@@ -356,7 +442,9 @@ mod tests {
 
     #[test]
     fn volume_pods_serialised_per_workload() {
-        let mut ts: Vec<Target> = (0..3).map(|i| t("a", "Deployment", "cache", &format!("c-{i}"), "n", "z")).collect();
+        let mut ts: Vec<Target> = (0..3)
+            .map(|i| t("a", "Deployment", "cache", &format!("c-{i}"), "n", "z"))
+            .collect();
         ts[0].volumes = true;
         ts[1].volumes = true;
         let b = plan_all(&ts, &limits(3), &Context::default());
@@ -370,7 +458,14 @@ mod tests {
     fn node_and_zone_limits() {
         let mut ts = vec![];
         for i in 0..6 {
-            ts.push(t("a", "Deployment", &format!("w{i}"), &format!("p{i}"), &format!("n{}", i % 2), &format!("z{}", i % 3)));
+            ts.push(t(
+                "a",
+                "Deployment",
+                &format!("w{i}"),
+                &format!("p{i}"),
+                &format!("n{}", i % 2),
+                &format!("z{}", i % 3),
+            ));
         }
         let mut l = limits(6);
         l.max_per_zone = Some(1);
@@ -386,29 +481,75 @@ mod tests {
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 2]);
         // In-flight disruption counts against the limits.
         let mut f = InFlight::default();
-        f.add("n0", "z0", ("x".into(), Owner { kind: "Deployment".into(), name: "x".into() }), false);
-        f.add("n0", "z0", ("x".into(), Owner { kind: "Deployment".into(), name: "x".into() }), false);
+        f.add(
+            "n0",
+            "z0",
+            (
+                "x".into(),
+                Owner {
+                    kind: "Deployment".into(),
+                    name: "x".into(),
+                },
+            ),
+            false,
+        );
+        f.add(
+            "n0",
+            "z0",
+            (
+                "x".into(),
+                Owner {
+                    kind: "Deployment".into(),
+                    name: "x".into(),
+                },
+            ),
+            false,
+        );
         let mut ordered = ts.clone();
         order(&mut ordered);
+        let ordered: Vec<&Target> = ordered.iter().collect();
         let picked = next_batch(&ordered, &l, &f, &Context::default(), 4);
         assert!(picked.iter().all(|&i| ordered[i].node == "n1"));
     }
 
     #[test]
     fn pdbs_cap_a_batch_and_zero_budget_still_surfaces() {
-        let mut ts: Vec<Target> = (0..4).map(|i| t("a", "Deployment", "web", &format!("w-{i}"), "n", "z")).collect();
+        let mut ts: Vec<Target> = (0..4)
+            .map(|i| t("a", "Deployment", "web", &format!("w-{i}"), "n", "z"))
+            .collect();
         for x in &mut ts {
             x.pdbs = vec![0];
         }
-        let ctx = Context { pdb_allowed: vec![1], ..Default::default() };
+        let ctx = Context {
+            pdb_allowed: vec![1],
+            ..Default::default()
+        };
         let b = plan_all(&ts, &limits(4), &ctx);
         assert_eq!(b.len(), 4);
-        let ctx0 = Context { pdb_allowed: vec![0], ..Default::default() };
+        let ctx0 = Context {
+            pdb_allowed: vec![0],
+            ..Default::default()
+        };
         let mut ordered = ts.clone();
         order(&mut ordered);
-        assert_eq!(next_batch(&ordered, &limits(4), &InFlight::default(), &ctx0, 4).len(), 1);
+        let ordered: Vec<&Target> = ordered.iter().collect();
+        assert_eq!(
+            next_batch(&ordered, &limits(4), &InFlight::default(), &ctx0, 4).len(),
+            1
+        );
         let mut f = InFlight::default();
-        f.add("n", "z", ("o".into(), Owner { kind: "Deployment".into(), name: "o".into() }), false);
+        f.add(
+            "n",
+            "z",
+            (
+                "o".into(),
+                Owner {
+                    kind: "Deployment".into(),
+                    name: "o".into(),
+                },
+            ),
+            false,
+        );
         assert!(next_batch(&ordered, &limits(4), &f, &ctx0, 3).is_empty());
     }
 
@@ -435,12 +576,31 @@ mod tests {
     }
 
     fn arb_targets() -> impl proptest::strategy::Strategy<Value = Vec<Target>> {
-        proptest::collection::vec((0u8..3, 0u8..4, 0u8..5, 0u8..3, any::<bool>(), any::<bool>(), 0u8..3), 0..40).prop_map(|v| {
+        proptest::collection::vec(
+            (
+                0u8..3,
+                0u8..4,
+                0u8..5,
+                0u8..3,
+                any::<bool>(),
+                any::<bool>(),
+                0u8..3,
+            ),
+            0..40,
+        )
+        .prop_map(|v| {
             v.into_iter()
                 .enumerate()
                 .map(|(i, (ns, w, node, zone, vol, leader, kind))| {
                     let kind = ["Deployment", "StatefulSet", "DaemonSet"][kind as usize];
-                    let mut x = t(&format!("ns{ns}"), kind, &format!("w{w}{kind}"), &format!("p{i}"), &format!("n{node}"), &format!("z{zone}"));
+                    let mut x = t(
+                        &format!("ns{ns}"),
+                        kind,
+                        &format!("w{w}{kind}"),
+                        &format!("p{i}"),
+                        &format!("n{node}"),
+                        &format!("z{zone}"),
+                    );
                     x.volumes = vol;
                     x.leader = leader;
                     x.ordinal = (kind == "StatefulSet").then_some(i as u32);

@@ -24,7 +24,10 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { field: field.into(), message: message.into() }
+        SpecError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -57,13 +60,20 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
     let bad = || {
         SpecError::new(
             field,
-            format!("must be a count of at least {min} or a percentage such as \"10%\", got {}", show(v)),
+            format!(
+                "must be a count of at least {min} or a percentage such as \"10%\", got {}",
+                show(v)
+            ),
         )
     };
     match v {
         IntOrString::Int(n) => {
             let n = u32::try_from(*n).map_err(|_| bad())?;
-            if n < min { Err(bad()) } else { Ok(Amount::Count(n)) }
+            if n < min {
+                Err(bad())
+            } else {
+                Ok(Amount::Count(n))
+            }
         }
         IntOrString::String(s) => {
             let s = s.trim();
@@ -76,7 +86,11 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
             } else {
                 // "5" as a string is what Helm sometimes renders; accept it as a count.
                 let n: u32 = s.parse().map_err(|_| bad())?;
-                if n < min { Err(bad()) } else { Ok(Amount::Count(n)) }
+                if n < min {
+                    Err(bad())
+                } else {
+                    Ok(Amount::Count(n))
+                }
             }
         }
     }
@@ -91,9 +105,12 @@ fn show(v: &IntOrString) -> String {
 
 /// Parses a Go-style duration ("30s", "1h30m").
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, SpecError> {
-    let d: kube::core::Duration = s
-        .parse()
-        .map_err(|e| SpecError::new(field, format!("{s:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\": {e}")))?;
+    let d: kube::core::Duration = s.parse().map_err(|e| {
+        SpecError::new(
+            field,
+            format!("{s:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\": {e}"),
+        )
+    })?;
     if d.is_negative() {
         return Err(SpecError::new(field, format!("{s:?} is negative")));
     }
@@ -101,7 +118,10 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration, SpecError> {
 }
 
 /// Parses a label selector, naming the field on error.
-pub fn parse_selector(field: &str, sel: &Option<LabelSelector>) -> Result<Option<Selector>, SpecError> {
+pub fn parse_selector(
+    field: &str,
+    sel: &Option<LabelSelector>,
+) -> Result<Option<Selector>, SpecError> {
     match sel {
         None => Ok(None),
         Some(s) => {
@@ -133,7 +153,10 @@ const PLACEHOLDERS: [&str; 5] = ["namespace", "owner", "ownerKind", "pod", "cont
 
 /// Checks a profile template: a known kind of profile and only known placeholders.
 pub fn check_template(field: &str, t: &str) -> Result<(), SpecError> {
-    if !(t == "unconfined" || t == "runtime/default" || t.strip_prefix("localhost/").is_some_and(|r| !r.is_empty())) {
+    if !(t == "unconfined"
+        || t == "runtime/default"
+        || t.strip_prefix("localhost/").is_some_and(|r| !r.is_empty()))
+    {
         return Err(SpecError::new(
             field,
             format!("{t:?} must be `unconfined`, `runtime/default` or `localhost/<profile name>`"),
@@ -148,7 +171,9 @@ pub fn check_template(field: &str, t: &str) -> Result<(), SpecError> {
         if !PLACEHOLDERS.contains(&name) {
             return Err(SpecError::new(
                 field,
-                format!("unknown placeholder {{{name}}} in {t:?}; known: {{namespace}}, {{owner}}, {{ownerKind}}, {{pod}}, {{container}}"),
+                format!(
+                    "unknown placeholder {{{name}}} in {t:?}; known: {{namespace}}, {{owner}}, {{ownerKind}}, {{pod}}, {{container}}"
+                ),
             ));
         }
         rest = &rest[open + close + 1..];
@@ -198,29 +223,53 @@ impl ValidPolicy {
 /// Validates a policy spec; the first error found is returned (fix one thing at a time,
 /// in the order of the spec).
 pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy, SpecError> {
-    let namespace_selector = parse_selector("spec.selector.namespaceSelector", &spec.selector.namespace_selector)?;
+    let namespace_selector = parse_selector(
+        "spec.selector.namespaceSelector",
+        &spec.selector.namespace_selector,
+    )?;
     let pod_selector = parse_selector("spec.selector.podSelector", &spec.selector.pod_selector)?;
-    let exclude_pod_selector = parse_selector("spec.exclude.podSelector", &spec.exclude.pod_selector)?;
+    let exclude_pod_selector =
+        parse_selector("spec.exclude.podSelector", &spec.exclude.pod_selector)?;
     for (i, ns) in spec.exclude.namespaces.iter().enumerate() {
-        if ns.is_empty() || ns.len() > 63 || !ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(SpecError::new(format!("spec.exclude.namespaces[{i}]"), format!("{ns:?} is not a namespace name")));
+        if ns.is_empty()
+            || ns.len() > 63
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(SpecError::new(
+                format!("spec.exclude.namespaces[{i}]"),
+                format!("{ns:?} is not a namespace name"),
+            ));
         }
     }
     check_template("spec.profile.template", &spec.profile.template)?;
-    if spec.profile.inject_at == crate::api::InjectAt::Binding && spec.profile.format != ProfileFormat::Annotation {
+    if spec.profile.inject_at == crate::api::InjectAt::Binding
+        && spec.profile.format != ProfileFormat::Annotation
+    {
         return Err(SpecError::new(
             "spec.profile.injectAt",
             "Binding can only write annotations (a Binding carries no pod spec); set format: Annotation or injectAt: Create",
         ));
     }
-    let enforcing_nodes = parse_selector("spec.profile.enforcingNodeSelector", &spec.profile.enforcing_node_selector)?;
+    let enforcing_nodes = parse_selector(
+        "spec.profile.enforcingNodeSelector",
+        &spec.profile.enforcing_node_selector,
+    )?;
     let mut overrides = Vec::new();
     for (i, o) in spec.profile.overrides.iter().enumerate() {
         let f = format!("spec.profile.overrides[{i}]");
         check_template(&format!("{f}.profile"), &o.profile)?;
         overrides.push(Override {
-            pod_selector: parse_selector(&format!("{f}.podSelector"), &Some(o.pod_selector.clone()))?.unwrap_or_default(),
-            namespace_selector: parse_selector(&format!("{f}.namespaceSelector"), &o.namespace_selector)?,
+            pod_selector: parse_selector(
+                &format!("{f}.podSelector"),
+                &Some(o.pod_selector.clone()),
+            )?
+            .unwrap_or_default(),
+            namespace_selector: parse_selector(
+                &format!("{f}.namespaceSelector"),
+                &o.namespace_selector,
+            )?,
             containers: o.containers.clone(),
             profile: o.profile.clone(),
         });
@@ -230,29 +279,51 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
     let interval = parse_duration("spec.rollout.interval", &r.interval)?;
     let ready_timeout = parse_duration("spec.rollout.readyTimeout", &r.ready_timeout)?;
     if ready_timeout.is_zero() {
-        return Err(SpecError::new("spec.rollout.readyTimeout", "must be longer than 0s, e.g. \"5m\""));
+        return Err(SpecError::new(
+            "spec.rollout.readyTimeout",
+            "must be longer than 0s, e.g. \"5m\"",
+        ));
     }
-    if r.strategy == Strategy::RolloutRestart && (r.max_per_node.is_some() || r.max_per_zone.is_some()) {
+    if r.strategy == Strategy::RolloutRestart
+        && (r.max_per_node.is_some() || r.max_per_zone.is_some())
+    {
         return Err(SpecError::new(
             "spec.rollout",
             "maxPerNode and maxPerZone only apply to strategy Evict; remove them or use strategy: Evict",
         ));
     }
     if r.max_per_node == Some(0) {
-        return Err(SpecError::new("spec.rollout.maxPerNode", "must be at least 1 (or absent for no limit)"));
+        return Err(SpecError::new(
+            "spec.rollout.maxPerNode",
+            "must be at least 1 (or absent for no limit)",
+        ));
     }
     if r.max_per_zone == Some(0) {
-        return Err(SpecError::new("spec.rollout.maxPerZone", "must be at least 1 (or absent for no limit)"));
+        return Err(SpecError::new(
+            "spec.rollout.maxPerZone",
+            "must be at least 1 (or absent for no limit)",
+        ));
     }
     if r.topology_key.is_empty() {
-        return Err(SpecError::new("spec.rollout.topologyKey", "must name a node label such as topology.kubernetes.io/zone"));
+        return Err(SpecError::new(
+            "spec.rollout.topologyKey",
+            "must name a node label such as topology.kubernetes.io/zone",
+        ));
     }
     let mut windows = Vec::new();
     for (i, w) in spec.windows.iter().enumerate() {
-        windows.push(WindowSpec::parse(&format!("spec.windows[{i}]"), &w.schedule, &w.duration, &w.time_zone)?);
+        windows.push(WindowSpec::parse(
+            &format!("spec.windows[{i}]"),
+            &w.schedule,
+            &w.duration,
+            &w.time_zone,
+        )?);
     }
     let max_failures = parse_amount("spec.health.maxFailures", &spec.health.max_failures, 0)?;
-    let volume_ready_timeout = parse_duration("spec.stateful.volumeReadyTimeout", &spec.stateful.volume_ready_timeout)?;
+    let volume_ready_timeout = parse_duration(
+        "spec.stateful.volumeReadyTimeout",
+        &spec.stateful.volume_ready_timeout,
+    )?;
     Ok(ValidPolicy {
         name: name.to_string(),
         spec: spec.clone(),
@@ -291,16 +362,33 @@ mod tests {
 
     #[test]
     fn amounts() {
-        assert_eq!(parse_amount("f", &IntOrString::Int(5), 1), Ok(Amount::Count(5)));
-        assert_eq!(parse_amount("f", &IntOrString::String("10%".into()), 1), Ok(Amount::Percent(10)));
-        assert_eq!(parse_amount("f", &IntOrString::String("7".into()), 1), Ok(Amount::Count(7)));
+        assert_eq!(
+            parse_amount("f", &IntOrString::Int(5), 1),
+            Ok(Amount::Count(5))
+        );
+        assert_eq!(
+            parse_amount("f", &IntOrString::String("10%".into()), 1),
+            Ok(Amount::Percent(10))
+        );
+        assert_eq!(
+            parse_amount("f", &IntOrString::String("7".into()), 1),
+            Ok(Amount::Count(7))
+        );
         assert!(parse_amount("f", &IntOrString::Int(0), 1).is_err());
         assert!(parse_amount("f", &IntOrString::Int(-1), 0).is_err());
         assert!(parse_amount("f", &IntOrString::String("0%".into()), 1).is_err());
-        assert_eq!(parse_amount("f", &IntOrString::String("0%".into()), 0), Ok(Amount::Percent(0)));
+        assert_eq!(
+            parse_amount("f", &IntOrString::String("0%".into()), 0),
+            Ok(Amount::Percent(0))
+        );
         assert!(parse_amount("f", &IntOrString::String("101%".into()), 1).is_err());
         assert!(parse_amount("f", &IntOrString::String("ten".into()), 1).is_err());
-        let e = parse_amount("spec.rollout.batchSize", &IntOrString::String("x%".into()), 1).unwrap_err();
+        let e = parse_amount(
+            "spec.rollout.batchSize",
+            &IntOrString::String("x%".into()),
+            1,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "spec.rollout.batchSize");
         assert_eq!(Amount::Percent(10).resolve_up(95, 1), 10);
         assert_eq!(Amount::Percent(1).resolve_up(5, 1), 1);
@@ -313,14 +401,28 @@ mod tests {
     fn errors_name_the_field() {
         let mut s = spec();
         s.rollout.interval = "soon".into();
-        assert_eq!(validate("p", &s).unwrap_err().field, "spec.rollout.interval");
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.rollout.interval"
+        );
 
         let mut s = spec();
-        s.windows = vec![Window { schedule: "0 25 * * *".into(), duration: "1h".into(), time_zone: "UTC".into() }];
-        assert_eq!(validate("p", &s).unwrap_err().field, "spec.windows[0].schedule");
+        s.windows = vec![Window {
+            schedule: "0 25 * * *".into(),
+            duration: "1h".into(),
+            time_zone: "UTC".into(),
+        }];
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.windows[0].schedule"
+        );
 
         let mut s = spec();
-        s.windows = vec![Window { schedule: "0 1 * * *".into(), duration: "1h".into(), time_zone: "Mars/Olympus".into() }];
+        s.windows = vec![Window {
+            schedule: "0 1 * * *".into(),
+            duration: "1h".into(),
+            time_zone: "Mars/Olympus".into(),
+        }];
         let e = validate("p", &s).unwrap_err();
         assert_eq!(e.field, "spec.windows[0].timeZone");
         assert!(e.message.contains("Mars/Olympus"), "{e}");
@@ -333,14 +435,19 @@ mod tests {
 
         let mut s = spec();
         s.selector.pod_selector = Some(LabelSelector {
-            match_expressions: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                key: "app".into(),
-                operator: "Equals".into(),
-                values: Some(vec!["x".into()]),
-            }]),
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "app".into(),
+                    operator: "Equals".into(),
+                    values: Some(vec!["x".into()]),
+                },
+            ]),
             ..Default::default()
         });
-        assert_eq!(validate("p", &s).unwrap_err().field, "spec.selector.podSelector.matchExpressions[0]");
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.selector.podSelector.matchExpressions[0]"
+        );
 
         let mut s = spec();
         s.rollout.strategy = Strategy::RolloutRestart;
@@ -350,11 +457,17 @@ mod tests {
         let mut s = spec();
         s.profile.inject_at = crate::api::InjectAt::Binding;
         s.profile.format = ProfileFormat::Field;
-        assert_eq!(validate("p", &s).unwrap_err().field, "spec.profile.injectAt");
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.profile.injectAt"
+        );
 
         let mut s = spec();
         s.exclude.namespaces = vec!["Kube System".into()];
-        assert_eq!(validate("p", &s).unwrap_err().field, "spec.exclude.namespaces[0]");
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.exclude.namespaces[0]"
+        );
     }
 
     #[test]

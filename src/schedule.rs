@@ -24,7 +24,12 @@ pub struct WindowSpec {
 
 impl WindowSpec {
     /// Parses a window; `field` prefixes error paths (e.g. `spec.windows[0]`).
-    pub fn parse(field: &str, schedule: &str, duration: &str, time_zone: &str) -> Result<Self, SpecError> {
+    pub fn parse(
+        field: &str,
+        schedule: &str,
+        duration: &str,
+        time_zone: &str,
+    ) -> Result<Self, SpecError> {
         let cron = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .build()
@@ -43,15 +48,27 @@ impl WindowSpec {
         })?;
         let d = parse_duration(&format!("{field}.duration"), duration)?;
         if d.is_zero() {
-            return Err(SpecError::new(format!("{field}.duration"), "must be longer than 0s, e.g. \"4h\""));
+            return Err(SpecError::new(
+                format!("{field}.duration"),
+                "must be longer than 0s, e.g. \"4h\"",
+            ));
         }
-        let duration = TimeDelta::from_std(d)
-            .map_err(|_| SpecError::new(format!("{field}.duration"), format!("{duration:?} is too long")))?;
+        let duration = TimeDelta::from_std(d).map_err(|_| {
+            SpecError::new(
+                format!("{field}.duration"),
+                format!("{duration:?} is too long"),
+            )
+        })?;
         let w = WindowSpec { cron, duration, tz };
         // A pattern such as "0 0 30 2 *" parses but never fires; say so instead of waiting forever.
-        let probe = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("constant").with_timezone(&Utc);
+        let probe = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("constant")
+            .with_timezone(&Utc);
         if w.next_start_after(probe).is_none() {
-            return Err(SpecError::new(format!("{field}.schedule"), format!("{schedule:?} never matches a date")));
+            return Err(SpecError::new(
+                format!("{field}.schedule"),
+                format!("{schedule:?} never matches a date"),
+            ));
         }
         Ok(w)
     }
@@ -59,14 +76,21 @@ impl WindowSpec {
     /// The start of the window occurrence containing `now`, if any.
     fn open_start(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = now.with_timezone(&self.tz);
-        let start = self.cron.find_previous_occurrence(&local, true).ok()?.with_timezone(&Utc);
+        let start = self
+            .cron
+            .find_previous_occurrence(&local, true)
+            .ok()?
+            .with_timezone(&Utc);
         (start <= now && now < start + self.duration).then_some(start)
     }
 
     /// The first start strictly after `t`.
     fn next_start_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = t.with_timezone(&self.tz);
-        self.cron.find_next_occurrence(&local, false).ok().map(|d| d.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
     }
 
     /// Is this window open at `now`?
@@ -109,7 +133,10 @@ impl Schedule {
         if self.is_open(now) {
             return Some(now);
         }
-        self.windows.iter().filter_map(|w| w.next_start_after(now)).min()
+        self.windows
+            .iter()
+            .filter_map(|w| w.next_start_after(now))
+            .min()
     }
 
     /// When the schedule closes, if it is open at `now`: windows that overlap or touch are
@@ -158,8 +185,14 @@ mod tests {
         assert!(s.is_open(t("2026-03-01T01:00:00Z")));
         assert!(s.is_open(t("2026-03-01T04:59:59Z")));
         assert!(!s.is_open(t("2026-03-01T05:00:00Z")));
-        assert_eq!(s.next_open(t("2026-03-01T05:00:00Z")), Some(t("2026-03-02T01:00:00Z")));
-        assert_eq!(s.closes_at(t("2026-03-01T02:00:00Z")), Some(t("2026-03-01T05:00:00Z")));
+        assert_eq!(
+            s.next_open(t("2026-03-01T05:00:00Z")),
+            Some(t("2026-03-02T01:00:00Z"))
+        );
+        assert_eq!(
+            s.closes_at(t("2026-03-01T02:00:00Z")),
+            Some(t("2026-03-01T05:00:00Z"))
+        );
         assert_eq!(s.closes_at(t("2026-03-01T06:00:00Z")), None);
     }
 
@@ -169,12 +202,18 @@ mod tests {
         assert!(s.is_open(t("2026-03-01T23:30:00Z")));
         assert!(s.is_open(t("2026-03-02T01:59:00Z")));
         assert!(!s.is_open(t("2026-03-02T02:00:00Z")));
-        assert_eq!(s.closes_at(t("2026-03-02T00:30:00Z")), Some(t("2026-03-02T02:00:00Z")));
+        assert_eq!(
+            s.closes_at(t("2026-03-02T00:30:00Z")),
+            Some(t("2026-03-02T02:00:00Z"))
+        );
         // Friday night only: open into Saturday morning, closed Saturday night.
         let fri = Schedule::new(vec![w("0 22 * * FRI", "6h", "UTC")]);
         assert!(fri.is_open(t("2026-03-07T03:00:00Z"))); // Saturday 03:00, opened Friday 22:00
         assert!(!fri.is_open(t("2026-03-07T23:00:00Z")));
-        assert_eq!(fri.next_open(t("2026-03-07T23:00:00Z")), Some(t("2026-03-13T22:00:00Z")));
+        assert_eq!(
+            fri.next_open(t("2026-03-07T23:00:00Z")),
+            Some(t("2026-03-13T22:00:00Z"))
+        );
     }
 
     #[test]
@@ -215,7 +254,10 @@ mod tests {
         assert_eq!(s.closes_at(first), Some(t("2026-10-25T01:30:00Z")));
         // After it closes, the next opening is the following day, not the repeated 02:30.
         let next = s.next_open(t("2026-10-25T01:30:00Z")).unwrap();
-        assert!(next == t("2026-10-26T01:30:00Z") || next == t("2026-10-25T01:30:00Z"), "{next}");
+        assert!(
+            next == t("2026-10-26T01:30:00Z") || next == t("2026-10-25T01:30:00Z"),
+            "{next}"
+        );
         // 4h window from 01:00 CEST across the fall back: still exactly 4h.
         let s = Schedule::new(vec![w("0 1 * * *", "4h", "Europe/Berlin")]);
         let start = t("2026-10-24T23:00:00Z"); // 01:00 CEST
@@ -225,16 +267,29 @@ mod tests {
 
     #[test]
     fn overlapping_windows_chain() {
-        let s = Schedule::new(vec![w("0 1 * * *", "2h", "UTC"), w("0 2 * * *", "2h", "UTC"), w("0 10 * * *", "1h", "UTC")]);
+        let s = Schedule::new(vec![
+            w("0 1 * * *", "2h", "UTC"),
+            w("0 2 * * *", "2h", "UTC"),
+            w("0 10 * * *", "1h", "UTC"),
+        ]);
         let now = t("2026-03-01T01:30:00Z");
         assert!(s.is_open(now));
         assert_eq!(s.closes_at(now), Some(t("2026-03-01T04:00:00Z")));
         assert!(s.is_open(t("2026-03-01T03:59:00Z")));
         assert!(!s.is_open(t("2026-03-01T04:00:00Z")));
-        assert_eq!(s.next_open(t("2026-03-01T04:00:00Z")), Some(t("2026-03-01T10:00:00Z")));
+        assert_eq!(
+            s.next_open(t("2026-03-01T04:00:00Z")),
+            Some(t("2026-03-01T10:00:00Z"))
+        );
         // Touching windows chain too: [1,2) then [2,3).
-        let s = Schedule::new(vec![w("0 1 * * *", "1h", "UTC"), w("0 2 * * *", "1h", "UTC")]);
-        assert_eq!(s.closes_at(t("2026-03-01T01:10:00Z")), Some(t("2026-03-01T03:00:00Z")));
+        let s = Schedule::new(vec![
+            w("0 1 * * *", "1h", "UTC"),
+            w("0 2 * * *", "1h", "UTC"),
+        ]);
+        assert_eq!(
+            s.closes_at(t("2026-03-01T01:10:00Z")),
+            Some(t("2026-03-01T03:00:00Z"))
+        );
     }
 
     #[test]
@@ -252,7 +307,8 @@ mod tests {
         assert_eq!(e.field, "spec.windows[1].schedule");
         let e = WindowSpec::parse("spec.windows[1]", "0 1 * * * *", "1h", "UTC").unwrap_err();
         assert_eq!(e.field, "spec.windows[1].schedule");
-        let e = WindowSpec::parse("spec.windows[1]", "0 1 * * *", "1h", "Europe/Atlantis").unwrap_err();
+        let e =
+            WindowSpec::parse("spec.windows[1]", "0 1 * * *", "1h", "Europe/Atlantis").unwrap_err();
         assert_eq!(e.field, "spec.windows[1].timeZone");
         let e = WindowSpec::parse("spec.windows[1]", "0 1 * * *", "0s", "UTC").unwrap_err();
         assert_eq!(e.field, "spec.windows[1].duration");

@@ -109,7 +109,10 @@ pub struct Selection {
 
 impl Selection {
     pub fn skipped_counts(&self) -> BTreeMap<String, u32> {
-        self.skipped.iter().map(|(r, v)| (r.to_string(), v.len() as u32)).collect()
+        self.skipped
+            .iter()
+            .map(|(r, v)| (r.to_string(), v.len() as u32))
+            .collect()
     }
     fn count(&self, r: SkipReason) -> u32 {
         self.skipped.get(&r).map_or(0, |v| v.len() as u32)
@@ -123,7 +126,11 @@ impl Selection {
     }
     /// Skipped for any reason but "the policy does not select it".
     pub fn skipped_total(&self) -> u32 {
-        self.skipped.iter().filter(|(r, _)| **r != SkipReason::NotSelected).map(|(_, v)| v.len() as u32).sum()
+        self.skipped
+            .iter()
+            .filter(|(r, _)| **r != SkipReason::NotSelected)
+            .map(|(_, v)| v.len() as u32)
+            .sum()
     }
 }
 
@@ -139,37 +146,56 @@ pub fn is_terminating(pod: &Pod) -> bool {
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 pub fn is_mirror(pod: &Pod) -> bool {
-    pod.annotations().contains_key("kubernetes.io/config.mirror")
+    pod.annotations()
+        .contains_key("kubernetes.io/config.mirror")
 }
 
 fn mounts_claims(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
-        .is_some_and(|vs| vs.iter().any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some()))
+        .is_some_and(|vs| {
+            vs.iter()
+                .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+        })
 }
 
 fn ordinal(pod: &Pod, owner: &Owner) -> Option<u32> {
     if owner.kind != "StatefulSet" {
         return None;
     }
-    if let Some(i) = pod.labels().get("apps.kubernetes.io/pod-index").and_then(|v| v.parse().ok()) {
+    if let Some(i) = pod
+        .labels()
+        .get("apps.kubernetes.io/pod-index")
+        .and_then(|v| v.parse().ok())
+    {
         return Some(i);
     }
-    pod.name_any().strip_prefix(&format!("{}-", owner.name))?.parse().ok()
+    pod.name_any()
+        .strip_prefix(&format!("{}-", owner.name))?
+        .parse()
+        .ok()
 }
 
 fn holds_lease(facts: &ClusterFacts, ns: &str, pod: &str) -> bool {
     facts.leases.iter().any(|l| {
         l.namespace().as_deref() == Some(ns)
-            && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| {
-                // client-go leader election writes "<pod>_<uuid>"; others write the pod name.
-                h == pod || h.strip_prefix(pod).is_some_and(|rest| rest.starts_with('_'))
-            })
+            && l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .is_some_and(|h| {
+                    // client-go leader election writes "<pod>_<uuid>"; others write the pod name.
+                    h == pod
+                        || h.strip_prefix(pod)
+                            .is_some_and(|rest| rest.starts_with('_'))
+                })
     })
 }
 
@@ -182,7 +208,9 @@ pub fn pdbs_of(facts: &ClusterFacts, pod: &Pod) -> Vec<usize> {
         .enumerate()
         .filter(|(_, p)| p.namespace() == ns)
         .filter(|(_, p)| {
-            let Some(sel) = p.spec.as_ref().and_then(|s| s.selector.clone()) else { return false };
+            let Some(sel) = p.spec.as_ref().and_then(|s| s.selector.clone()) else {
+                return false;
+            };
             // An empty PDB selector (policy/v1) selects every pod of the namespace.
             Selector::try_from(sel).is_ok_and(|s| s.matches(pod.labels()))
         })
@@ -191,12 +219,22 @@ pub fn pdbs_of(facts: &ClusterFacts, pod: &Pod) -> Vec<usize> {
 }
 
 /// Classifies one pod; `Ok` means it is a target.
-pub fn classify(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> Result<Target, SkipReason> {
+pub fn classify(
+    policy: &ValidPolicy,
+    facts: &ClusterFacts,
+    pod: &Pod,
+) -> Result<Target, SkipReason> {
     let ns = pod.namespace().unwrap_or_default();
     let ns_labels = facts.namespace_labels(&ns);
     let spec = &policy.spec;
-    if policy.namespace_selector.as_ref().is_some_and(|s| !s.matches(&ns_labels))
-        || policy.pod_selector.as_ref().is_some_and(|s| !s.matches(pod.labels()))
+    if policy
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|s| !s.matches(&ns_labels))
+        || policy
+            .pod_selector
+            .as_ref()
+            .is_some_and(|s| !s.matches(pod.labels()))
     {
         return Err(SkipReason::NotSelected);
     }
@@ -204,7 +242,10 @@ pub fn classify(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> Result
         return Err(SkipReason::ExcludedNamespace);
     }
     if pod.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == "true")
-        || policy.exclude_pod_selector.as_ref().is_some_and(|s| s.matches(pod.labels()))
+        || policy
+            .exclude_pod_selector
+            .as_ref()
+            .is_some_and(|s| s.matches(pod.labels()))
     {
         return Err(SkipReason::ExcludedBySelector);
     }
@@ -221,7 +262,11 @@ pub fn classify(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> Result
     if is_terminating(pod) {
         return Err(SkipReason::Terminating);
     }
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
     if node.is_empty() {
         return Err(SkipReason::Unscheduled);
     }
@@ -234,15 +279,27 @@ pub fn classify(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> Result
     }
     let verdict = compliance::check(policy, pod, &owner, &ns_labels);
     if verdict.is_compliant() {
-        return Err(if verdict.all_explicit() { SkipReason::ExplicitProfile } else { SkipReason::Compliant });
+        return Err(if verdict.all_explicit() {
+            SkipReason::ExplicitProfile
+        } else {
+            SkipReason::Compliant
+        });
     }
     if owner.is_bare() && !spec.selector.include_bare_pods {
         return Err(SkipReason::BarePod);
     }
-    if policy.strategy() == Strategy::RolloutRestart && !matches!(owner.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
+    if policy.strategy() == Strategy::RolloutRestart
+        && !matches!(
+            owner.kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet"
+        )
+    {
         return Err(SkipReason::NotRestartable);
     }
-    let zone = node_labels.and_then(|l| l.get(&spec.rollout.topology_key)).cloned().unwrap_or_default();
+    let zone = node_labels
+        .and_then(|l| l.get(&spec.rollout.topology_key))
+        .cloned()
+        .unwrap_or_default();
     Ok(Target {
         ordinal: ordinal(pod, &owner),
         volumes: mounts_claims(pod),
@@ -264,10 +321,15 @@ pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     for pod in &facts.pods {
         match classify(policy, facts, pod) {
             Ok(t) => sel.targets.push(t),
-            Err(r) => sel.skipped.entry(r).or_default().push(format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())),
+            Err(r) => sel.skipped.entry(r).or_default().push(format!(
+                "{}/{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
+            )),
         }
     }
-    sel.targets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    sel.targets
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     sel
 }
 
@@ -281,7 +343,8 @@ mod tests {
         let mut f = ClusterFacts::default();
         for (i, n) in ["n-a", "n-b", "n-c"].iter().enumerate() {
             let zone = ["zone-a", "zone-b", "zone-c"][i];
-            let mut l = BTreeMap::from([("topology.kubernetes.io/zone".to_string(), zone.to_string())]);
+            let mut l =
+                BTreeMap::from([("topology.kubernetes.io/zone".to_string(), zone.to_string())]);
             if i != 2 {
                 l.insert("kubearmor.io/enforcer".into(), "apparmor".into());
             }
@@ -299,7 +362,9 @@ mod tests {
     const RS: &str = "ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-abc, uid: u, controller: true}]";
 
     fn p(extra_meta: &str, spec_extra: &str) -> String {
-        format!("metadata: {{name: web-abc-1, namespace: shop, uid: uid-1, labels: {{app: web, pod-template-hash: abc}}, {RS} {extra_meta}}}\nspec: {{nodeName: n-a, containers: [{{name: c}}] {spec_extra}}}\nstatus: {{phase: Running, conditions: [{{type: Ready, status: 'True'}}]}}")
+        format!(
+            "metadata: {{name: web-abc-1, namespace: shop, uid: uid-1, labels: {{app: web, pod-template-hash: abc}}, {RS} {extra_meta}}}\nspec: {{nodeName: n-a, containers: [{{name: c}}] {spec_extra}}}\nstatus: {{phase: Running, conditions: [{{type: Ready, status: 'True'}}]}}"
+        )
     }
 
     #[test]
@@ -313,42 +378,118 @@ mod tests {
 
     #[test]
     fn every_skip_reason() {
-        assert_eq!(only("selector: {podSelector: {matchLabels: {app: other}}}", &p("", "")), Err(SkipReason::NotSelected));
-        assert_eq!(only("selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}}", &p("", "")), Err(SkipReason::NotSelected));
-        assert_eq!(only("exclude: {namespaces: [shop]}", &p("", "")), Err(SkipReason::ExcludedNamespace));
-        assert_eq!(only("exclude: {podSelector: {matchLabels: {app: web}}}", &p("", "")), Err(SkipReason::ExcludedBySelector));
-        let opted_out = p("", "").replace("app: web", "app: web, refresh.armor.dev/exclude: 'true'");
+        assert_eq!(
+            only(
+                "selector: {podSelector: {matchLabels: {app: other}}}",
+                &p("", "")
+            ),
+            Err(SkipReason::NotSelected)
+        );
+        assert_eq!(
+            only(
+                "selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}}",
+                &p("", "")
+            ),
+            Err(SkipReason::NotSelected)
+        );
+        assert_eq!(
+            only("exclude: {namespaces: [shop]}", &p("", "")),
+            Err(SkipReason::ExcludedNamespace)
+        );
+        assert_eq!(
+            only(
+                "exclude: {podSelector: {matchLabels: {app: web}}}",
+                &p("", "")
+            ),
+            Err(SkipReason::ExcludedBySelector)
+        );
+        let opted_out =
+            p("", "").replace("app: web", "app: web, refresh.armor.dev/exclude: 'true'");
         assert_eq!(only("{}", &opted_out), Err(SkipReason::ExcludedBySelector));
-        assert_eq!(only("exclude: {ownerKinds: [Deployment]}", &p("", "")), Err(SkipReason::ExcludedOwnerKind));
-        assert_eq!(only("{}", &p(", annotations: {kubernetes.io/config.mirror: x}", "")), Err(SkipReason::MirrorPod));
-        assert_eq!(only("{}", &p("", "").replace("phase: Running", "phase: Succeeded")), Err(SkipReason::Completed));
-        assert_eq!(only("{}", &p(", deletionTimestamp: '2026-01-01T00:00:00Z'", "")), Err(SkipReason::Terminating));
-        assert_eq!(only("{}", &p("", "").replace("nodeName: n-a, ", "")), Err(SkipReason::Unscheduled));
-        let enforcing = "profile: {enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}}";
+        assert_eq!(
+            only("exclude: {ownerKinds: [Deployment]}", &p("", "")),
+            Err(SkipReason::ExcludedOwnerKind)
+        );
+        assert_eq!(
+            only(
+                "{}",
+                &p(", annotations: {kubernetes.io/config.mirror: x}", "")
+            ),
+            Err(SkipReason::MirrorPod)
+        );
+        assert_eq!(
+            only(
+                "{}",
+                &p("", "").replace("phase: Running", "phase: Succeeded")
+            ),
+            Err(SkipReason::Completed)
+        );
+        assert_eq!(
+            only("{}", &p(", deletionTimestamp: '2026-01-01T00:00:00Z'", "")),
+            Err(SkipReason::Terminating)
+        );
+        assert_eq!(
+            only("{}", &p("", "").replace("nodeName: n-a, ", "")),
+            Err(SkipReason::Unscheduled)
+        );
+        let enforcing =
+            "profile: {enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}}";
         assert!(only(enforcing, &p("", "")).is_ok());
-        assert_eq!(only(enforcing, &p("", "").replace("n-a", "n-c")), Err(SkipReason::NodeNotEnforcing));
-        assert_eq!(only(enforcing, &p("", "").replace("n-a", "n-unknown")), Err(SkipReason::NodeNotEnforcing));
-        let compliant = p(", annotations: {container.apparmor.security.beta.kubernetes.io/c: localhost/kubearmor-shop-web-c}", "");
+        assert_eq!(
+            only(enforcing, &p("", "").replace("n-a", "n-c")),
+            Err(SkipReason::NodeNotEnforcing)
+        );
+        assert_eq!(
+            only(enforcing, &p("", "").replace("n-a", "n-unknown")),
+            Err(SkipReason::NodeNotEnforcing)
+        );
+        let compliant = p(
+            ", annotations: {container.apparmor.security.beta.kubernetes.io/c: localhost/kubearmor-shop-web-c}",
+            "",
+        );
         assert_eq!(only("{}", &compliant), Err(SkipReason::Compliant));
-        let explicit = p(", annotations: {container.apparmor.security.beta.kubernetes.io/c: unconfined}", "");
+        let explicit = p(
+            ", annotations: {container.apparmor.security.beta.kubernetes.io/c: unconfined}",
+            "",
+        );
         assert_eq!(only("{}", &explicit), Err(SkipReason::ExplicitProfile));
         let bare = p("", "").replace(RS, "");
         assert_eq!(only("{}", &bare), Err(SkipReason::BarePod));
         assert!(only("selector: {includeBarePods: true}", &bare).is_ok());
         let job = p("", "").replace("kind: ReplicaSet, name: web-abc", "kind: Job, name: j");
-        assert_eq!(only("rollout: {strategy: RolloutRestart}", &job), Err(SkipReason::NotRestartable));
+        assert_eq!(
+            only("rollout: {strategy: RolloutRestart}", &job),
+            Err(SkipReason::NotRestartable)
+        );
         assert!(only("{}", &job).is_ok());
         // kube-system is excluded by default.
-        assert_eq!(only("{}", &p("", "").replace("namespace: shop", "namespace: kube-system")), Err(SkipReason::ExcludedNamespace));
+        assert_eq!(
+            only(
+                "{}",
+                &p("", "").replace("namespace: shop", "namespace: kube-system")
+            ),
+            Err(SkipReason::ExcludedNamespace)
+        );
     }
 
     #[test]
     fn stateful_facts() {
         let sts = "metadata: {name: db-2, namespace: data, uid: u2, ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: s, controller: true}]}\nspec: {nodeName: n-b, containers: [{name: c}], volumes: [{name: d, persistentVolumeClaim: {claimName: data-db-2}}]}";
         let mut f = facts(&[sts]);
-        f.leases.push(Arc::new(serde_yaml::from_str("metadata: {name: db-leader, namespace: data}\nspec: {holderIdentity: db-2_4f1c}").unwrap()));
-        f.pdbs.push(Arc::new(serde_yaml::from_str("metadata: {name: other, namespace: shop}\nspec: {selector: {}}").unwrap()));
-        f.pdbs.push(Arc::new(serde_yaml::from_str("metadata: {name: db, namespace: data}\nspec: {selector: {}}").unwrap()));
+        f.leases.push(Arc::new(
+            serde_yaml::from_str(
+                "metadata: {name: db-leader, namespace: data}\nspec: {holderIdentity: db-2_4f1c}",
+            )
+            .unwrap(),
+        ));
+        f.pdbs.push(Arc::new(
+            serde_yaml::from_str("metadata: {name: other, namespace: shop}\nspec: {selector: {}}")
+                .unwrap(),
+        ));
+        f.pdbs.push(Arc::new(
+            serde_yaml::from_str("metadata: {name: db, namespace: data}\nspec: {selector: {}}")
+                .unwrap(),
+        ));
         let t = classify(&policy("{}"), &f, &f.pods[0]).unwrap();
         assert_eq!(t.ordinal, Some(2));
         assert!(t.volumes);
@@ -360,7 +501,12 @@ mod tests {
 
     #[test]
     fn selection_counts() {
-        let f = facts(&[&p("", ""), &p("", "").replace("web-abc-1", "web-abc-2").replace("namespace: shop", "namespace: kube-system")]);
+        let f = facts(&[
+            &p("", ""),
+            &p("", "")
+                .replace("web-abc-1", "web-abc-2")
+                .replace("namespace: shop", "namespace: kube-system"),
+        ]);
         let s = select(&policy("{}"), &f);
         assert_eq!(s.targets.len(), 1);
         assert_eq!(s.skipped_counts()["ExcludedNamespace"], 1);

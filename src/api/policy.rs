@@ -15,8 +15,10 @@ pub const DEFAULT_TEMPLATE: &str = "localhost/kubearmor-{namespace}-{owner}-{con
 pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
 // CEL rule shared by the count-or-percentage fields.
-const COUNT_OR_PERCENT_MIN1: &str = "type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')";
-const COUNT_OR_PERCENT_MIN0: &str = "type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')";
+const COUNT_OR_PERCENT_MIN1: &str =
+    "type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')";
+const COUNT_OR_PERCENT_MIN0: &str =
+    "type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')";
 
 /// An `ArmorRefreshPolicy` selects pods, names the AppArmor profile each of their containers
 /// must carry, and bounds how fast pods that run without it may be recreated (batches,
@@ -32,12 +34,41 @@ const COUNT_OR_PERCENT_MIN0: &str = "type(self) == int ? self >= 0 : self.matche
     shortname = "arp",
     category = "armor",
     status = "ArmorRefreshPolicyStatus",
-    printcolumn(name = "Trigger", type_ = "string", json_path = ".spec.trigger", description = "Manual or Automatic"),
-    printcolumn(name = "Targets", type_ = "integer", json_path = ".status.targets.total", description = "Pods this policy selects"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.targets.pending", description = "Selected pods that still lack their profile"),
-    printcolumn(name = "Active run", type_ = "string", json_path = ".status.activeRun", description = "The run refreshing pods now"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Trigger",
+        type_ = "string",
+        json_path = ".spec.trigger",
+        description = "Manual or Automatic"
+    ),
+    printcolumn(
+        name = "Targets",
+        type_ = "integer",
+        json_path = ".status.targets.total",
+        description = "Pods this policy selects"
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.targets.pending",
+        description = "Selected pods that still lack their profile"
+    ),
+    printcolumn(
+        name = "Active run",
+        type_ = "string",
+        json_path = ".status.activeRun",
+        description = "The run refreshing pods now"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ArmorRefreshPolicySpec {
@@ -112,7 +143,11 @@ pub struct Exclusions {
 
 impl Default for Exclusions {
     fn default() -> Self {
-        Exclusions { namespaces: default_excluded_namespaces(), pod_selector: None, owner_kinds: vec![] }
+        Exclusions {
+            namespaces: default_excluded_namespaces(),
+            pod_selector: None,
+            owner_kinds: vec![],
+        }
     }
 }
 
@@ -131,7 +166,10 @@ pub struct ProfileSpec {
     /// `{container}`. `localhost/<name>` names a profile loaded on the node; `runtime/default`
     /// and `unconfined` are the runtime's. Default: KubeArmor's naming.
     #[serde(default = "default_template")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$")
+    )]
     pub template: String,
     /// Where the profile is written: `Annotation`
     /// (`container.apparmor.security.beta.kubernetes.io/<container>`), `Field`
@@ -199,7 +237,10 @@ pub struct ProfileOverride {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,
     /// The profile: `unconfined`, `runtime/default`, or `localhost/<name>` (placeholders as in `template`).
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$")
+    )]
     pub profile: String,
 }
 
@@ -215,7 +256,6 @@ fn default_ready_timeout() -> String {
 fn default_topology_key() -> String {
     DEFAULT_TOPOLOGY_KEY.to_string()
 }
-
 
 /// How running pods are refreshed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -318,7 +358,9 @@ pub struct HealthSpec {
 
 impl Default for HealthSpec {
     fn default() -> Self {
-        HealthSpec { max_failures: default_max_failures() }
+        HealthSpec {
+            max_failures: default_max_failures(),
+        }
     }
 }
 

@@ -27,11 +27,30 @@ pub const HISTORY_LIMIT: usize = 10;
     status = "ArmorRefreshRunStatus",
     printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policyRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.summary", description = "refreshed/total"),
-    printcolumn(name = "Batch", type_ = "integer", json_path = ".status.currentBatch.index", description = "The batch in flight"),
+    printcolumn(
+        name = "Progress",
+        type_ = "string",
+        json_path = ".status.progress.summary",
+        description = "refreshed/total"
+    ),
+    printcolumn(
+        name = "Batch",
+        type_ = "integer",
+        json_path = ".status.currentBatch.index",
+        description = "The batch in flight"
+    ),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextBatchAt", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next",
+        type_ = "date",
+        json_path = ".status.nextBatchAt",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ArmorRefreshRunSpec {
@@ -261,7 +280,10 @@ impl PodState {
     }
     /// Nothing more will happen to it in this batch.
     pub fn is_settled(self) -> bool {
-        matches!(self, PodState::Refreshed | PodState::Failed | PodState::Gone)
+        matches!(
+            self,
+            PodState::Refreshed | PodState::Failed | PodState::Gone
+        )
     }
 }
 

@@ -1,0 +1,798 @@
+//! The state machine driven through a small simulated cluster: every transition and
+//! reason, and a property test with random crashes that checks DESIGN.md's invariants.
+
+use super::*;
+use crate::api::{ArmorRefreshRunSpec, PolicyRef};
+use crate::policy::validate;
+use proptest::prelude::{Just, ProptestConfig, any, prop_assert, prop_oneof, proptest};
+use proptest::strategy::Strategy as _;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn policy(yaml: &str) -> ValidPolicy {
+    validate("pol", &serde_yaml::from_str(yaml).unwrap()).unwrap()
+}
+
+/// A cluster where evicted pods are replaced by their workload with the profile injected
+/// (as the webhook does), Ready after `ready_delay` unless their workload is broken.
+struct World {
+    now: DateTime<Utc>,
+    facts: ClusterFacts,
+    next_uid: u32,
+    ready_delay: i64,
+    broken: BTreeSet<String>,
+    /// Deployment name → minAvailable (a PDB).
+    min_available: BTreeMap<String, usize>,
+    ready_at: Vec<(String, DateTime<Utc>)>,
+    /// Evicted uid → its replacement's uid.
+    replaced: BTreeMap<String, String>,
+    evictions: Vec<String>,
+    /// Workload of each eviction, in order.
+    evicted_apps: Vec<String>,
+    max_disrupted: usize,
+}
+
+impl World {
+    fn new(deployments: &[(&str, usize)]) -> World {
+        let mut w = World {
+            now: t0(),
+            facts: ClusterFacts::default(),
+            next_uid: 0,
+            ready_delay: 3,
+            broken: BTreeSet::new(),
+            min_available: BTreeMap::new(),
+            ready_at: vec![],
+            replaced: BTreeMap::new(),
+            evictions: vec![],
+            evicted_apps: vec![],
+            max_disrupted: 0,
+        };
+        for z in ["a", "b", "c"] {
+            w.facts.nodes.insert(
+                format!("node-{z}"),
+                [(
+                    "topology.kubernetes.io/zone".to_string(),
+                    format!("zone-{z}"),
+                )]
+                .into(),
+            );
+        }
+        for (d, n) in deployments {
+            for _ in 0..*n {
+                w.add_pod(d, false, true);
+            }
+        }
+        w
+    }
+
+    fn add_pod(&mut self, deploy: &str, compliant: bool, ready: bool) -> String {
+        self.next_uid += 1;
+        let uid = format!("uid-{}", self.next_uid);
+        let node = ["node-a", "node-b", "node-c"][self.next_uid as usize % 3];
+        let mut annotations = serde_json::Map::new();
+        if compliant {
+            annotations.insert(
+                format!("container.apparmor.security.beta.kubernetes.io/app"),
+                json!(format!("localhost/kubearmor-shop-{deploy}-app")),
+            );
+            annotations.insert("refresh.armor.dev/injected".into(), json!("app"));
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{deploy}-h{}-{}", deploy.len(), self.next_uid),
+                "namespace": "shop",
+                "uid": uid,
+                "creationTimestamp": self.now.to_rfc3339(),
+                "labels": {"app": deploy, "pod-template-hash": format!("h{}", deploy.len())},
+                "annotations": annotations,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-h{}", deploy.len()), "uid": "rs", "controller": true}],
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap();
+        self.facts.pods.push(Arc::new(pod));
+        uid
+    }
+
+    fn pod(&self, uid: &str) -> Option<&Pod> {
+        self.facts
+            .pods
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid))
+            .map(|p| p.as_ref())
+    }
+
+    fn ready_of(&self, deploy: &str) -> usize {
+        self.facts
+            .pods
+            .iter()
+            .filter(|p| {
+                p.labels().get("app").map(String::as_str) == Some(deploy) && select::is_ready(p)
+            })
+            .count()
+    }
+
+    fn disrupted(&self) -> usize {
+        self.replaced
+            .values()
+            .filter(|r| self.pod(r).is_some_and(|p| !select::is_ready(p)))
+            .count()
+    }
+
+    fn evict(&mut self, uid: &str) -> Outcome {
+        let Some(p) = self.pod(uid) else {
+            return Outcome::NotFound;
+        };
+        let deploy = p.labels()["app"].clone();
+        if let Some(&min) = self.min_available.get(&deploy) {
+            if self.ready_of(&deploy) <= min {
+                return Outcome::Refused(
+                    "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+                );
+            }
+        }
+        self.facts
+            .pods
+            .retain(|p| p.metadata.uid.as_deref() != Some(uid));
+        self.evictions.push(uid.to_string());
+        self.evicted_apps.push(deploy.clone());
+        let r = self.add_pod(&deploy, true, false);
+        if !self.broken.contains(&deploy) {
+            self.ready_at
+                .push((r.clone(), self.now + TimeDelta::seconds(self.ready_delay)));
+        }
+        self.replaced.insert(uid.to_string(), r);
+        self.max_disrupted = self.max_disrupted.max(self.disrupted());
+        Outcome::Done
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += TimeDelta::from_std(d).unwrap();
+        let now = self.now;
+        let due: Vec<String> = self
+            .ready_at
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        self.ready_at.retain(|(_, t)| *t > now);
+        for p in self.facts.pods.iter_mut() {
+            if due.iter().any(|u| p.metadata.uid.as_deref() == Some(u)) {
+                let mut q = (**p).clone();
+                q.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();
+                *p = Arc::new(q);
+            }
+        }
+    }
+}
+
+struct Run {
+    spec: ArmorRefreshRunSpec,
+    status: ArmorRefreshRunStatus,
+}
+
+fn run_spec() -> ArmorRefreshRunSpec {
+    ArmorRefreshRunSpec {
+        policy_ref: PolicyRef { name: "pol".into() },
+        dry_run: false,
+        paused: false,
+        resume_token: String::new(),
+    }
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            spec: run_spec(),
+            status: ArmorRefreshRunStatus::default(),
+        }
+    }
+}
+
+/// What a shell does: step, persist, act, feed the outcomes back.
+fn shell_step(
+    w: &mut World,
+    r: &mut Run,
+    p: PolicyView,
+    results: &HashMap<String, Outcome>,
+) -> (Step, HashMap<String, Outcome>) {
+    let obs = Observations {
+        run_name: "run",
+        generation: Some(1),
+        spec: &r.spec,
+        policy: p,
+        facts: &w.facts,
+        others: &[],
+        blocked_by: None,
+        results,
+    };
+    let st = step(&r.status, &obs, w.now);
+    r.status = st.status.clone();
+    let mut out = HashMap::new();
+    for a in &st.actions {
+        if let Action::Evict { uid, .. } = a {
+            assert!(!r.spec.paused, "evicted while paused");
+            out.insert(uid.clone(), w.evict(uid));
+        }
+    }
+    (st, out)
+}
+
+/// Drives until the run is terminal or `limit` steps; returns the steps.
+fn drive(w: &mut World, r: &mut Run, p: PolicyView, limit: usize) -> Vec<Step> {
+    let mut results = HashMap::new();
+    let mut steps = vec![];
+    for _ in 0..limit {
+        let (st, out) = shell_step(w, r, p, &results);
+        let wait = st.requeue_after;
+        steps.push(st);
+        if r.status.phase.is_terminal() {
+            break;
+        }
+        results = out;
+        if results.is_empty() {
+            w.advance(
+                wait.unwrap_or(POLL)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            );
+        }
+    }
+    steps
+}
+
+fn events(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .flat_map(|s| &s.actions)
+        .filter_map(|a| match a {
+            Action::Event { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn refreshes_everything_once_within_the_batch() {
+    let mut w = World::new(&[("web", 5), ("api", 4)]);
+    let pol = policy("rollout: {batchSize: 3, interval: 10s}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed, "{:?}", r.status);
+    assert_eq!(r.status.reason, "Done");
+    assert_eq!(r.status.progress.refreshed, 9);
+    assert_eq!(r.status.progress.total, 9);
+    assert_eq!(r.status.progress.summary, "9/9");
+    assert_eq!(w.evictions.len(), 9);
+    let unique: BTreeSet<_> = w.evictions.iter().collect();
+    assert_eq!(unique.len(), 9, "no pod evicted twice");
+    assert!(w.max_disrupted <= 3, "max disrupted {}", w.max_disrupted);
+    assert_eq!(w.max_disrupted, 3);
+    assert_eq!(r.status.history.len(), 3);
+    assert!(
+        condition(&r.status.conditions, "Complete")
+            .unwrap()
+            .is_true()
+    );
+    assert!(
+        !condition(&r.status.conditions, "Progressing")
+            .unwrap()
+            .is_true()
+    );
+    let ev = events(&steps);
+    assert!(
+        ev.contains(&"Started".to_string())
+            && ev.contains(&"BatchStarted".to_string())
+            && ev.contains(&"Done".to_string()),
+        "{ev:?}"
+    );
+    assert!(r.status.completed_at.is_some() && r.status.started_at.is_some());
+}
+
+use crate::api::condition;
+
+#[test]
+fn a_batch_is_written_before_it_is_evicted() {
+    let mut w = World::new(&[("web", 2)]);
+    let pol = policy("rollout: {batchSize: 2}");
+    let mut r = Run::new();
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 0, "the first step only plans");
+    assert_eq!(st.requeue_after, Some(Duration::ZERO));
+    let b = r.status.current_batch.as_ref().unwrap();
+    assert!(b.pods.iter().all(|p| p.state == PodState::Planned));
+    let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 2);
+    assert!(
+        r.status
+            .current_batch
+            .as_ref()
+            .unwrap()
+            .pods
+            .iter()
+            .all(|p| p.state == PodState::Evicting)
+    );
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    assert!(
+        r.status
+            .current_batch
+            .as_ref()
+            .unwrap()
+            .pods
+            .iter()
+            .all(|p| p.state == PodState::Evicted)
+    );
+}
+
+#[test]
+fn dry_run_plans_and_evicts_nothing() {
+    let mut w = World::new(&[("web", 5)]);
+    let pol = policy("rollout: {batchSize: 2}");
+    let mut r = Run::new();
+    r.spec.dry_run = true;
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 10);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(r.status.reason, "DryRun");
+    let plan = r.status.plan.as_ref().unwrap();
+    assert_eq!((plan.targets, plan.batches, plan.batch_size), (5, 3, 2));
+    assert_eq!(plan.first_batches.len(), 3);
+    assert!(w.evictions.is_empty());
+    assert!(
+        condition(&r.status.conditions, "Complete")
+            .unwrap()
+            .is_true()
+    );
+}
+
+#[test]
+fn policy_not_found_waits_before_start_and_fails_mid_run() {
+    let mut w = World::new(&[("web", 4)]);
+    w.ready_delay = 60;
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::NotFound, 3);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Pending, "PolicyNotFound")
+    );
+    assert!(w.evictions.is_empty());
+    // Start, get a batch in flight, then lose the policy.
+    let pol = policy("rollout: {batchSize: 2}");
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    assert_eq!(r.status.phase, Phase::Batching);
+    assert_eq!(w.evictions.len(), 2);
+    shell_step(&mut w, &mut r, PolicyView::NotFound, &HashMap::new());
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "PolicyNotFound"),
+        "waits for the batch in flight"
+    );
+    w.advance(Duration::from_secs(60));
+    drive(&mut w, &mut r, PolicyView::NotFound, 5);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Failed, "PolicyNotFound")
+    );
+    assert_eq!(w.evictions.len(), 2);
+}
+
+#[test]
+fn invalid_policy_pauses_and_resumes_when_fixed() {
+    let mut w = World::new(&[("web", 4)]);
+    let mut r = Run::new();
+    let err = SpecError::new(
+        "spec.windows[0].timeZone",
+        "\"Mars\" is not an IANA time zone",
+    );
+    drive(&mut w, &mut r, PolicyView::Invalid(&err), 2);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Pending, "PolicyInvalid")
+    );
+    assert!(r.status.message.contains("spec.windows[0].timeZone"));
+    let pol = policy("rollout: {batchSize: 1}");
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 2);
+    assert_eq!(r.status.phase, Phase::Batching);
+    drive(&mut w, &mut r, PolicyView::Invalid(&err), 2);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "PolicyInvalid")
+    );
+    let n = w.evictions.len();
+    drive(&mut w, &mut r, PolicyView::Invalid(&err), 20);
+    assert_eq!(
+        w.evictions.len(),
+        n,
+        "nothing evicted while the policy is invalid"
+    );
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed);
+}
+
+#[test]
+fn user_pause_stops_evictions_and_resume_continues() {
+    let mut w = World::new(&[("web", 6)]);
+    let pol = policy("rollout: {batchSize: 2, interval: 0s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    assert_eq!(w.evictions.len(), 2);
+    r.spec.paused = true;
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 50);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "UserPaused")
+    );
+    assert_eq!(w.evictions.len(), 2);
+    assert!(condition(&r.status.conditions, "Paused").unwrap().is_true());
+    assert!(events(&steps).contains(&"UserPaused".to_string()));
+    // The batch in flight was still followed while paused.
+    assert_eq!(r.status.progress.refreshed, 2);
+    r.spec.paused = false;
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(w.evictions.len(), 6);
+}
+
+#[test]
+fn outside_window_waits_with_the_next_window_then_proceeds() {
+    let mut w = World::new(&[("web", 4)]);
+    // 10:00Z now; the window opens at 11:00 UTC for 30 minutes.
+    let pol = policy(
+        "rollout: {batchSize: 2, interval: 0s}\nwindows: [{schedule: '0 11 * * *', duration: 30m, timeZone: UTC}]",
+    );
+    let mut r = Run::new();
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "OutsideWindow")
+    );
+    let next = DateTime::parse_from_rfc3339("2026-03-02T11:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(r.status.next_window_at, Some(next));
+    assert_eq!(
+        st.requeue_after,
+        Some(Duration::from_secs(300)),
+        "requeue capped, the window is an hour away"
+    );
+    assert!(w.evictions.is_empty());
+    w.now = next;
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(r.status.next_window_at, None);
+}
+
+#[test]
+fn a_window_closing_mid_batch_lets_it_finish_but_starts_nothing() {
+    let mut w = World::new(&[("web", 4)]);
+    w.ready_delay = 120;
+    let pol = policy(
+        "rollout: {batchSize: 2, interval: 0s}\nwindows: [{schedule: '0 10 * * *', duration: 1m, timeZone: UTC}]",
+    );
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    assert_eq!(w.evictions.len(), 2);
+    // The window closes at 10:01 while the replacements need until 10:02.
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 100);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "OutsideWindow")
+    );
+    assert_eq!(
+        r.status.progress.refreshed, 2,
+        "the batch in flight finished"
+    );
+    assert_eq!(w.evictions.len(), 2, "no new batch outside the window");
+}
+
+#[test]
+fn circuit_breaker_opens_at_threshold_and_resume_token_closes_it() {
+    let mut w = World::new(&[("web", 3), ("bad", 4)]);
+    w.broken.insert("bad".into());
+    let pol = policy(
+        "rollout: {batchSize: 2, interval: 0s, readyTimeout: 30s}\nhealth: {maxFailures: 1}",
+    );
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Paused, "CircuitOpen"),
+        "{:?}",
+        r.status.message
+    );
+    assert_eq!(
+        r.status.progress.failed, 2,
+        "opens on the first failure beyond maxFailures"
+    );
+    assert!(events(&steps).contains(&"ReplacementNotReady".to_string()));
+    let n = w.evictions.len();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 100);
+    assert_eq!(
+        w.evictions.len(),
+        n,
+        "nothing evicted while the breaker is open"
+    );
+    // The failed replacements keep counting as disrupted.
+    assert_eq!(r.status.unhealthy.len(), 2);
+    // Fix the workload; the pods recover; resume declaratively.
+    w.broken.clear();
+    for (_, rep) in w.replaced.clone() {
+        w.ready_at.push((rep, w.now));
+    }
+    r.spec.resume_token = "fixed-1".into();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert!(events(&steps).contains(&"CircuitReset".to_string()));
+    assert_eq!(r.status.phase, Phase::Completed, "{:?}", r.status);
+    assert_eq!(r.status.resume_token, "fixed-1");
+    assert!(r.status.unhealthy.is_empty());
+}
+
+#[test]
+fn pdb_refusal_defers_and_retries_without_forcing() {
+    let mut w = World::new(&[("web", 3)]);
+    w.min_available.insert("web".into(), 3);
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 5);
+    let b = r.status.current_batch.as_ref().unwrap();
+    assert_eq!(b.pods[0].state, PodState::Deferred);
+    assert!(b.pods[0].attempts >= 1);
+    assert!(
+        r.status.message.contains("deferred"),
+        "{}",
+        r.status.message
+    );
+    assert!(events(&steps).contains(&"EvictionDeferred".to_string()));
+    assert!(w.evictions.is_empty());
+    // The budget loosens: the retry goes through.
+    w.min_available.insert("web".into(), 2);
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(w.evictions.len(), 3);
+}
+
+#[test]
+fn another_active_run_of_the_policy_keeps_it_pending() {
+    let w = World::new(&[("web", 2)]);
+    let pol = policy("{}");
+    let spec = run_spec();
+    let res = HashMap::new();
+    let obs = Observations {
+        run_name: "second",
+        generation: Some(1),
+        spec: &spec,
+        policy: PolicyView::Valid(&pol),
+        facts: &w.facts,
+        others: &[],
+        blocked_by: Some("first"),
+        results: &res,
+    };
+    let st = step(&ArmorRefreshRunStatus::default(), &obs, w.now);
+    assert_eq!(
+        (st.status.phase, st.status.reason.as_str()),
+        (Phase::Pending, "AnotherRunActive")
+    );
+    assert_eq!(st.disruptions().count(), 0);
+}
+
+#[test]
+fn pods_in_another_runs_batch_are_not_taken_and_limit_zones() {
+    let w = World::new(&[("web", 3)]);
+    let pol = policy("rollout: {batchSize: 3, maxPerZone: 1}");
+    let spec = run_spec();
+    let res = HashMap::new();
+    let first = &w.facts.pods[0];
+    let other = BatchPod {
+        namespace: "shop".into(),
+        name: first.name_any(),
+        uid: first.metadata.uid.clone().unwrap(),
+        node: first.spec.as_ref().unwrap().node_name.clone().unwrap(),
+        zone: "zone-b".into(),
+        owner: "Deployment/web".into(),
+        state: PodState::Evicted,
+        ..Default::default()
+    };
+    let others = [other.clone()];
+    let obs = Observations {
+        run_name: "r",
+        generation: Some(1),
+        spec: &spec,
+        policy: PolicyView::Valid(&pol),
+        facts: &w.facts,
+        others: &others,
+        blocked_by: None,
+        results: &res,
+    };
+    let st = step(&ArmorRefreshRunStatus::default(), &obs, w.now);
+    let b = st.status.current_batch.unwrap();
+    assert!(b.pods.iter().all(|p| p.uid != other.uid));
+    assert!(
+        b.pods.iter().all(|p| p.zone != "zone-b"),
+        "zone-b is at its limit because of the other run"
+    );
+    assert_eq!(b.pods.len(), 2);
+}
+
+#[test]
+fn policy_edit_mid_run_takes_effect_at_the_next_batch() {
+    let mut w = World::new(&[("web", 6), ("api", 2)]);
+    let mut r = Run::new();
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}");
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    assert_eq!(r.status.current_batch.as_ref().unwrap().pods.len(), 1);
+    let before = w.evictions.len();
+    // Bigger batches, and api excluded.
+    let pol = policy(
+        "rollout: {batchSize: 4, interval: 0s}\nexclude: {podSelector: {matchLabels: {app: api}}}",
+    );
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert!(r.status.history.iter().any(|h| h.pods == 4));
+    assert!(
+        w.evicted_apps[before..].iter().all(|a| a == "web"),
+        "api was excluded mid-run: {:?}",
+        w.evicted_apps
+    );
+    assert_eq!(w.evicted_apps.iter().filter(|a| *a == "web").count(), 6);
+    assert!(w.max_disrupted <= 4);
+}
+
+#[test]
+fn a_planned_pod_that_stops_being_a_target_is_dropped() {
+    let mut w = World::new(&[("web", 2), ("api", 1)]);
+    let mut r = Run::new();
+    let pol = policy("rollout: {batchSize: 3}");
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(r.status.current_batch.as_ref().unwrap().pods.len(), 3);
+    let pol = policy("rollout: {batchSize: 3}\nexclude: {podSelector: {matchLabels: {app: api}}}");
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 2);
+    let gone: Vec<_> = r
+        .status
+        .current_batch
+        .as_ref()
+        .unwrap()
+        .pods
+        .iter()
+        .filter(|p| p.state == PodState::Gone)
+        .collect();
+    assert_eq!(gone.len(), 1);
+    assert!(gone[0].name.starts_with("api"));
+}
+
+#[test]
+fn completed_runs_do_nothing_more() {
+    let mut w = World::new(&[("web", 1)]);
+    let pol = policy("{}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 100);
+    assert_eq!(r.status.phase, Phase::Completed);
+    w.add_pod("web", false, true);
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert!(st.actions.is_empty());
+    assert_eq!(st.requeue_after, None);
+}
+
+#[test]
+fn nothing_to_do_completes_at_once() {
+    let mut w = World::new(&[]);
+    w.add_pod("web", true, true);
+    let pol = policy("{}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 5);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Completed, "Done")
+    );
+    assert_eq!(r.status.progress.total, 0);
+}
+
+#[test]
+fn estimates_respect_windows() {
+    let pol = policy("rollout: {interval: 30s}");
+    assert_eq!(
+        estimate_end(&pol, 3, t0(), Duration::from_secs(60)),
+        Some(t0() + TimeDelta::seconds(240))
+    );
+    // One-minute nightly window: each batch waits for the next night.
+    let pol = policy("rollout: {interval: 0s}\nwindows: [{schedule: '0 1 * * *', duration: 1m}]");
+    let end = estimate_end(&pol, 2, t0(), Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        end,
+        DateTime::parse_from_rfc3339("2026-03-04T01:01:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    );
+}
+
+// ---- Invariants under random events and crashes ----
+
+#[derive(Debug, Clone)]
+enum Ev {
+    /// Let time pass (seconds).
+    Tick(u8),
+    /// Run one shell step; `crash` decides what is lost.
+    Step(Crash),
+    Pause(bool),
+    /// Break or heal a workload.
+    Break(bool),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    None,
+    /// The step's new status was never persisted (nothing acted on).
+    BeforePersist,
+    /// Persisted, but the process died before acting.
+    BeforeActing,
+    /// Acted, but the outcomes were lost.
+    AfterActing,
+}
+
+fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
+    let crash = prop_oneof![
+        6 => Just(Crash::None),
+        1 => Just(Crash::BeforePersist),
+        1 => Just(Crash::BeforeActing),
+        1 => Just(Crash::AfterActing),
+    ];
+    let ev = prop_oneof![
+        4 => (1u8..20).prop_map(Ev::Tick),
+        8 => crash.prop_map(Ev::Step),
+        1 => any::<bool>().prop_map(Ev::Pause),
+        1 => any::<bool>().prop_map(Ev::Break),
+    ];
+    proptest::collection::vec(ev, 1..300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn invariants_hold_through_crashes(events in arb_events(), batch in 1u32..4, windowed in any::<bool>()) {
+        let mut w = World::new(&[("web", 4), ("api", 3), ("bad", 2)]);
+        w.ready_delay = 7;
+        let window = if windowed { "\nwindows: [{schedule: '*/2 * * * *', duration: 1m}]" } else { "" };
+        let pol = policy(&format!("rollout: {{batchSize: {batch}, interval: 3s, readyTimeout: 40s}}\nhealth: {{maxFailures: 100}}{window}"));
+        let mut r = Run::new();
+        let mut results: HashMap<String, Outcome> = HashMap::new();
+        for ev in events {
+            match ev {
+                Ev::Tick(s) => { w.advance(Duration::from_secs(s.into())); results.clear(); }
+                Ev::Pause(p) => r.spec.paused = p,
+                Ev::Break(b) => { if b { w.broken.insert("bad".into()); } else { w.broken.clear(); } }
+                Ev::Step(crash) => {
+                    let obs = Observations { run_name: "r", generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results };
+                    let st = step(&r.status, &obs, w.now);
+                    if matches!(crash, Crash::BeforePersist) { results.clear(); continue; }
+                    r.status = st.status.clone();
+                    if matches!(crash, Crash::BeforeActing) { results.clear(); continue; }
+                    let mut out = HashMap::new();
+                    for a in st.disruptions() {
+                        let Action::Evict { uid, .. } = a else { continue };
+                        prop_assert!(!r.spec.paused, "evicted while paused");
+                        prop_assert!(pol.schedule.is_open(w.now), "evicted outside the window at {}", w.now);
+                        prop_assert!(!w.evictions.contains(uid), "{} evicted twice", uid);
+                        // Write-ahead: the pod is in the persisted batch before it is evicted.
+                        prop_assert!(r.status.current_batch.iter().flat_map(|b| &b.pods).any(|p| &p.uid == uid));
+                        out.insert(uid.clone(), w.evict(uid));
+                        // Disrupted = evicted and not Ready again; failed ones included.
+                        prop_assert!(w.disrupted() as u32 <= batch, "{} disrupted > batch {}", w.disrupted(), batch);
+                    }
+                    results = if matches!(crash, Crash::AfterActing) { HashMap::new() } else { out };
+                }
+            }
+        }
+        prop_assert!(w.max_disrupted as u32 <= batch);
+        // Counters add up.
+        let p = &r.status.progress;
+        prop_assert!(p.refreshed + p.failed <= p.total.max(p.refreshed + p.failed));
+        prop_assert!(p.refreshed as usize <= w.evictions.len());
+    }
+}
