@@ -7,8 +7,10 @@
 pub mod api;
 pub mod cluster;
 pub mod compliance;
+pub mod crdgen;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod select;

@@ -129,7 +129,10 @@ pub struct Exclusions {
     /// Namespaces whose pods are never injected or refreshed. Defaults to `[kube-system]`;
     /// setting the list replaces the default, so name kube-system again to keep it excluded.
     #[serde(default = "default_excluded_namespaces")]
-    #[schemars(length(max = 256))]
+    #[schemars(
+        length(max = 256),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))
+    )]
     pub namespaces: Vec<String>,
     /// Pods matching this label selector are never injected or refreshed,
     /// e.g. `matchLabels: {refresh.armor.dev/exclude: "true"}`.
@@ -137,7 +140,7 @@ pub struct Exclusions {
     pub pod_selector: Option<LabelSelector>,
     /// Kinds of controlling owner whose pods are never refreshed, e.g. `[DaemonSet, Job]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Z][A-Za-z0-9]*$'))").message("spec.exclude.ownerKinds: each entry must be a Kind such as DaemonSet or StatefulSet"))]
+    #[schemars(length(max = 16), inner(regex(pattern = r"^[A-Z][A-Za-z0-9]{0,62}$")))]
     pub owner_kinds: Vec<String>,
 }
 
@@ -235,6 +238,7 @@ pub struct ProfileOverride {
     pub namespace_selector: Option<LabelSelector>,
     /// Only these containers; empty means every container of the pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub containers: Vec<String>,
     /// The profile: `unconfined`, `runtime/default`, or `localhost/<name>` (placeholders as in `template`).
     #[schemars(
@@ -246,6 +250,17 @@ pub struct ProfileOverride {
 
 fn default_batch_size() -> IntOrString {
     IntOrString::Int(1)
+}
+
+// The generated schema marks optional int-or-string fields nullable; read an explicit null
+// as the default instead of failing the whole object.
+fn batch_size_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IntOrString, D::Error> {
+    Ok(Option::<IntOrString>::deserialize(d)?.unwrap_or_else(default_batch_size))
+}
+fn max_failures_or_default<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<IntOrString, D::Error> {
+    Ok(Option::<IntOrString>::deserialize(d)?.unwrap_or_else(default_max_failures))
 }
 fn default_interval() -> String {
     "30s".to_string()
@@ -269,7 +284,11 @@ pub struct RolloutSpec {
     pub strategy: Strategy,
     /// Pods disrupted at once: a count (at least 1) or a percentage of the run's targets such
     /// as "10%" (rounded up, at least 1 pod).
-    #[serde(default = "default_batch_size")]
+    #[serde(
+        default = "default_batch_size",
+        deserialize_with = "batch_size_or_default"
+    )]
+    #[schemars(extend("maxLength" = 4))]
     #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN1).message("spec.rollout.batchSize: must be a count of at least 1 or a percentage from 1% to 100%, such as 5 or \"10%\""))]
     pub batch_size: IntOrString,
     /// Pause between the end of one batch and the start of the next (Go duration, e.g. "30s").
@@ -351,7 +370,11 @@ pub struct HealthSpec {
     /// How many replacements may fail (miss the ready timeout) before the run pauses with
     /// reason CircuitOpen: a count or a percentage of the run's targets (rounded down). The
     /// breaker opens on the first failure beyond this number; default 0 (the first failure).
-    #[serde(default = "default_max_failures")]
+    #[serde(
+        default = "default_max_failures",
+        deserialize_with = "max_failures_or_default"
+    )]
+    #[schemars(extend("maxLength" = 4))]
     #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN0).message("spec.health.maxFailures: must be a count of at least 0 or a percentage from 0% to 100%, such as 3 or \"5%\""))]
     pub max_failures: IntOrString,
 }
@@ -447,4 +470,21 @@ pub struct TargetCounts {
     pub compliant: u32,
     /// Of those, pods that still lack it.
     pub pending: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_counts_read_as_defaults() {
+        let s: ArmorRefreshPolicySpec =
+            serde_yaml::from_str("{rollout: {batchSize: null}, health: {maxFailures: null}}")
+                .unwrap();
+        assert_eq!(s.rollout.batch_size, IntOrString::Int(1));
+        assert_eq!(s.health.max_failures, IntOrString::Int(0));
+        let s: ArmorRefreshPolicySpec =
+            serde_yaml::from_str("{rollout: {batchSize: '10%'}}").unwrap();
+        assert_eq!(s.rollout.batch_size, IntOrString::String("10%".into()));
+    }
 }

@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# A real Kubernetes 1.34 control plane on this machine, for the demo and the e2e tests:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from Go modules by
+# cluster/build.sh) and kwok simulating nodes in three zones and the pod lifecycle.
+# Everything listens on 127.0.0.1 only.
+#
+# Usage:
+#   e2e/cluster.sh up [--nodes N] [--ready-delay DURATION]   start (idempotent)
+#   e2e/cluster.sh down                                       stop what `up` started, remove its state
+#   e2e/cluster.sh status                                     what runs, and whether the API is ready
+#   e2e/cluster.sh kubeconfig                                 print the admin kubeconfig path
+#   e2e/cluster.sh logs COMPONENT                             etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok
+#   e2e/cluster.sh env                                        export lines for KUBECONFIG and PATH (eval them)
+#
+# --ready-delay (e.g. 2s, 500ms; default 1s): how long kwok takes to make a scheduled pod
+# Ready. Pods labelled e2e.armor.dev/never-ready=true never become Ready.
+# State lives in $ARMOR_REFRESH_CLUSTER_DIR (default /tmp/armor-refresh-cluster).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DIR="${ARMOR_REFRESH_CLUSTER_DIR:-${TMPDIR:-/tmp}/armor-refresh-cluster}"
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "[cluster] $*" >&2; }
+die() { echo "[cluster] error: $*" >&2; exit 1; }
+
+bin_dir() { "$HERE/cluster/build.sh"; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pid_alive() { # component
+  local f="$DIR/pids/$1"
+  [[ -f "$f" ]] || return 1
+  local pid; pid="$(cat "$f")"
+  [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
+  # Guard against a recycled PID: it must still be our binary.
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" || return 1
+}
+
+start() { # component args...
+  local name="$1"; shift
+  mkdir -p "$DIR/logs" "$DIR/pids"
+  nohup "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$DIR/pids/$name"
+  disown || true
+}
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS COMPONENT command...
+wait_for() {
+  local what="$1" timeout="$2" comp="$3"; shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "[cluster] gave up after ${timeout}s waiting for $what; last lines of $comp's log:" >&2
+      tail -n 30 "$DIR/logs/$comp.log" >&2 || true
+      return 1
+    fi
+    if [[ -n "$comp" ]] && ! pid_alive "$comp"; then
+      echo "[cluster] $comp exited while waiting for $what; last lines of its log:" >&2
+      tail -n 30 "$DIR/logs/$comp.log" >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+to_ms() { # 2s | 500ms | 1.5s -> milliseconds
+  local v="$1"
+  case "$v" in
+    *ms) echo "${v%ms}" ;;
+    *s) python3 -c "print(int(float('${v%s}')*1000))" ;;
+    *) die "--ready-delay: $v is not a duration such as 2s or 500ms" ;;
+  esac
+}
+
+gen_certs() {
+  local d="$DIR/pki"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl genrsa -out ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key ca.key -sha256 -days 2 -subj "/CN=armor-refresh-e2e-ca" -out ca.crt 2>/dev/null
+    cat >apiserver.ext <<EOF
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EOF
+    sign() { # name subject [extfile]
+      openssl genrsa -out "$1.key" 2048 2>/dev/null
+      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -sha256 ${3:+-extfile "$3"} -out "$1.crt" 2>/dev/null
+    }
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    sign apiserver "/CN=kube-apiserver" apiserver.ext
+    sign admin "/O=system:masters/CN=admin" client.ext
+    sign controller-manager "/CN=system:kube-controller-manager" client.ext
+    sign scheduler "/CN=system:kube-scheduler" client.ext
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+kubeconfig_for() { # name cert-basename
+  cat >"$DIR/$1.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: armor-refresh-e2e
+  cluster:
+    server: https://127.0.0.1:$(cat "$DIR/apiserver.port")
+    certificate-authority: $DIR/pki/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $DIR/pki/$2.crt
+    client-key: $DIR/pki/$2.key
+contexts:
+- name: armor-refresh-e2e
+  context: {cluster: armor-refresh-e2e, user: $1}
+current-context: armor-refresh-e2e
+EOF
+}
+
+create_nodes() { # count
+  local n="$1" kubectl="$2" i zone
+  {
+    for ((i = 0; i < n; i++)); do
+      zone="zone-$(printf '%s' abc | cut -c$((i % 3 + 1)))"
+      cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels:
+    type: kwok
+    kubernetes.io/hostname: node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    topology.kubernetes.io/zone: $zone
+$( ((i % 2 == 0)) && echo "    kubearmor.io/enforcer: apparmor")
+EOF
+    done
+  } | "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null
+}
+
+cmd_up() {
+  local nodes=6 delay=1s
+  while (($#)); do
+    case "$1" in
+      --nodes) nodes="${2:?--nodes needs a number}"; shift 2 ;;
+      --ready-delay) delay="${2:?--ready-delay needs a duration}"; shift 2 ;;
+      *) die "unknown option $1 (see the header of $0)" ;;
+    esac
+  done
+  [[ "$nodes" =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 5000)) || die "--nodes: $nodes is not a number from 1 to 5000"
+  local delay_ms; delay_ms="$(to_ms "$delay")"
+  [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--ready-delay: $delay is not a duration such as 2s or 500ms"
+
+  if pid_alive kube-apiserver; then
+    log "already running (state in $DIR); 'e2e/cluster.sh down' stops it"
+    cmd_status
+    return 0
+  fi
+  local bin; bin="$(bin_dir)"
+  command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
+  # Leftovers of a cluster that died: stop what is left, start clean.
+  [[ -d "$DIR" ]] && cmd_down >/dev/null 2>&1 || true
+  mkdir -p "$DIR"
+  local start_s=$SECONDS
+  log "generating certificates"
+  gen_certs
+  local etcd_port etcd_peer api_port
+  etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"
+  echo "$api_port" >"$DIR/apiserver.port"
+  echo "$bin" >"$DIR/bin.dir"
+  echo "$delay_ms" >"$DIR/ready-delay-ms"
+
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  start etcd "$bin/etcd" --name default --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "default=http://127.0.0.1:$etcd_peer" --listen-metrics-urls "" \
+    --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
+  wait_for "etcd to serve" 30 etcd python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$etcd_port/health', timeout=1)"
+
+  log "starting kube-apiserver on https://127.0.0.1:$api_port"
+  local p="$DIR/pki"
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
+    --client-ca-file "$p/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --authorization-mode Node,RBAC \
+    --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,PodSecurity \
+    --allow-privileged=true --profiling=false --cert-dir "$DIR/apiserver-certs" \
+    --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
+    --event-ttl 1h --v 1
+  kubeconfig_for admin admin
+  kubeconfig_for controller-manager controller-manager
+  kubeconfig_for scheduler scheduler
+  local kubectl="$bin/kubectl"
+  wait_for "kube-apiserver /readyz" 90 kube-apiserver "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz
+
+  log "starting kube-controller-manager and kube-scheduler"
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig "$DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$DIR/controller-manager.kubeconfig" --authorization-kubeconfig "$DIR/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port 0 \
+    --service-account-private-key-file "$p/sa.key" --root-ca-file "$p/ca.crt" \
+    --cluster-signing-cert-file "$p/ca.crt" --cluster-signing-key-file "$p/ca.key" \
+    --leader-elect=false --controllers '*' --use-service-account-credentials=true \
+    --kube-api-qps 200 --kube-api-burst 400 --concurrent-replicaset-syncs 10 --concurrent-deployment-syncs 10 \
+    --v 1
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig "$DIR/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$DIR/scheduler.kubeconfig" --authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 --v 1
+
+  log "starting kwok (pods Ready after ${delay_ms}ms)"
+  sed "s/@READY_DELAY_MS@/$delay_ms/" "$HERE/cluster/stages/pod.yaml.in" >"$DIR/kwok-stages.yaml"
+  start kwok "$bin/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$DIR/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.0.0.2 --server-address "127.0.0.1:$(free_port)"
+
+  wait_for "the default ServiceAccount" 60 kube-controller-manager "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" -n default get serviceaccount default
+  log "creating $nodes nodes across zone-a/b/c (even-numbered ones enforce AppArmor)"
+  create_nodes "$nodes" "$kubectl"
+  wait_for "$nodes nodes to be Ready" 90 kwok "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" wait --for=condition=Ready node --all --timeout=2s
+  log "ready in $((SECONDS - start_s))s; kubeconfig: $DIR/admin.kubeconfig"
+}
+
+cmd_down() {
+  [[ -d "$DIR" ]] || { log "not running"; return 0; }
+  local c pid
+  for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    if pid_alive "$c"; then
+      pid="$(cat "$DIR/pids/$c")"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do [[ -d "/proc/$pid" ]] || break; sleep 0.25; done
+      if [[ -d "/proc/$pid" ]]; then
+        log "$c ($pid) ignored SIGTERM for 10s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    fi
+  done
+  rm -rf "$DIR"
+  log "stopped"
+}
+
+cmd_status() {
+  [[ -d "$DIR" ]] || { echo "not running"; return 1; }
+  local c ok=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid_alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(cat "$DIR/pids/$c")"; else printf '%-24s stopped\n' "$c"; ok=1; fi
+  done
+  local bin; bin="$(cat "$DIR/bin.dir")"
+  if "$bin/kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then
+    echo "api server: ready at https://127.0.0.1:$(cat "$DIR/apiserver.port")"
+  else
+    echo "api server: not ready"; ok=1
+  fi
+  echo "kubeconfig: $DIR/admin.kubeconfig"
+  return $ok
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  kubeconfig) echo "$DIR/admin.kubeconfig" ;;
+  logs)
+    [[ -n "${2:-}" ]] || die "logs needs a component: ${COMPONENTS[*]}"
+    [[ -f "$DIR/logs/$2.log" ]] || die "no log for $2 (components: ${COMPONENTS[*]})"
+    cat "$DIR/logs/$2.log" ;;
+  env)
+    echo "export KUBECONFIG=$DIR/admin.kubeconfig"
+    echo "export PATH=$(bin_dir):\$PATH" ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
