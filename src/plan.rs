@@ -419,7 +419,7 @@ mod tests {
         };
         assert!(next_batch(&ordered, &limits(5), &InFlight::default(), &ctx, 5).is_empty());
         let mut f = InFlight::default();
-        f.add_target(&ordered[0]);
+        f.add_target(ordered[0]);
         assert!(next_batch(&ordered[1..], &limits(5), &f, &Context::default(), 4).is_empty());
         // Off: the set is treated like any other workload.
         let mut l = limits(5);

@@ -238,7 +238,7 @@ pub fn classify(
     {
         return Err(SkipReason::NotSelected);
     }
-    if spec.exclude.namespaces.iter().any(|n| *n == ns) {
+    if spec.exclude.namespaces.contains(&ns) {
         return Err(SkipReason::ExcludedNamespace);
     }
     if pod.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == "true")
@@ -250,7 +250,7 @@ pub fn classify(
         return Err(SkipReason::ExcludedBySelector);
     }
     let owner = compliance::owner_of(pod, Some(facts));
-    if spec.exclude.owner_kinds.iter().any(|k| *k == owner.kind) {
+    if spec.exclude.owner_kinds.contains(&owner.kind) {
         return Err(SkipReason::ExcludedOwnerKind);
     }
     if is_mirror(pod) {

@@ -25,6 +25,8 @@ const COUNT_OR_PERCENT_MIN0: &str =
 /// maintenance windows, per-node and per-zone limits, a health circuit breaker).
 /// New pods get the profile from the admission webhook; running pods are refreshed by
 /// `ArmorRefreshRun`s of this policy.
+// kube-derive repeats `type_` per printer column, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "refresh.armor.dev",

@@ -16,6 +16,8 @@ pub const HISTORY_LIMIT: usize = 10;
 /// their AppArmor profile: batch by batch, inside the policy's windows, within its
 /// disruption limits. The operator writes only its status; pause, resume and resume after
 /// the circuit breaker opened are all done by editing this spec.
+// kube-derive repeats `type_` per printer column, which clippy takes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "refresh.armor.dev",

@@ -79,7 +79,7 @@ impl World {
         let mut annotations = serde_json::Map::new();
         if compliant {
             annotations.insert(
-                format!("container.apparmor.security.beta.kubernetes.io/app"),
+                "container.apparmor.security.beta.kubernetes.io/app".to_string(),
                 json!(format!("localhost/kubearmor-shop-{deploy}-app")),
             );
             annotations.insert("refresh.armor.dev/injected".into(), json!("app"));

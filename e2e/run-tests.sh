@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suite on a fresh local control plane of its own, and stops it after.
+# Usage: e2e/run-tests.sh [cargo test filters/args...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# A cluster of its own, so a demo cluster left running is not touched.
+export ARMOR_REFRESH_CLUSTER_DIR="${ARMOR_REFRESH_E2E_CLUSTER_DIR:-${TMPDIR:-/tmp}/armor-refresh-e2e-$$}"
+trap 'e2e/cluster.sh down || true' EXIT
+e2e/cluster.sh up --ready-delay "${E2E_READY_DELAY:-1s}"
+eval "$(e2e/cluster.sh env)"
+cargo test -p armor-refresh-e2e "$@"

@@ -1,0 +1,358 @@
+//! Smoke suite on the local control plane: the CRDs install and validate on the real API
+//! server, kubectl reads them, and the parts of Kubernetes the operator relies on (the
+//! scheduler, kwok's pod lifecycle, PDBs and the Eviction API, the ReplicaSet controller)
+//! behave as they do in a real cluster.
+
+use std::time::Duration;
+
+use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun};
+use armor_refresh_e2e::{Result, client, fresh_namespace, install_crds, kubectl, root, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[tokio::test]
+async fn crds_install_and_kubectl_reads_them() -> Result<()> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    let (ok, _, err) = kubectl(&["get", "armorrefreshpolicies"], None).await?;
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(&["explain", "armorrefreshpolicy.spec"], None).await?;
+    assert!(ok, "{err}");
+    for field in [
+        "selector", "exclude", "profile", "rollout", "windows", "health", "stateful", "trigger",
+    ] {
+        assert!(out.contains(field), "explain lacks {field}: {out}");
+    }
+    let (ok, out, _) = kubectl(
+        &["explain", "armorrefreshpolicy.spec.rollout.batchSize"],
+        None,
+    )
+    .await?;
+    assert!(ok && out.contains("percentage"), "{out}");
+    // Category and short names.
+    let (ok, _, err) = kubectl(&["get", "armor"], None).await?;
+    assert!(ok, "{err}");
+    for short in ["arp", "arr"] {
+        let (ok, _, err) = kubectl(&["get", short], None).await?;
+        assert!(ok, "{short}: {err}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn examples_are_accepted_and_printed_with_their_columns() -> Result<()> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    for f in [
+        "policy-default.yaml",
+        "policy-zones-night.yaml",
+        "run.yaml",
+        "run-dry-run.yaml",
+    ] {
+        let path = root().join("examples").join(f);
+        let (ok, out, err) = kubectl(
+            &["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
+            None,
+        )
+        .await?;
+        assert!(ok, "{f}: {err}");
+        assert!(out.contains("(server dry run)"), "{out}");
+    }
+    // Apply one for real: defaults are filled in by the server.
+    let policies: Api<ArmorRefreshPolicy> = Api::all(c.clone());
+    let _ = policies
+        .delete("smoke-defaults", &DeleteParams::default())
+        .await;
+    let p: ArmorRefreshPolicy = serde_json::from_value(json!({
+        "apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy",
+        "metadata": {"name": "smoke-defaults"}, "spec": {}
+    }))?;
+    let created = policies.create(&PostParams::default(), &p).await?;
+    assert_eq!(created.spec.exclude.namespaces, vec!["kube-system"]);
+    assert_eq!(
+        created.spec.profile.template,
+        "localhost/kubearmor-{namespace}-{owner}-{container}"
+    );
+    let (ok, out, _) = kubectl(&["get", "arp", "smoke-defaults"], None).await?;
+    assert!(ok);
+    let header = out.lines().next().unwrap_or_default();
+    for col in ["TRIGGER", "TARGETS", "PENDING", "ACTIVE RUN", "AGE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let _ = runs.delete("smoke-run", &DeleteParams::default()).await;
+    let r: ArmorRefreshRun = serde_json::from_value(json!({
+        "apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshRun",
+        "metadata": {"name": "smoke-run"}, "spec": {"policyRef": {"name": "smoke-defaults"}, "dryRun": true}
+    }))?;
+    runs.create(&PostParams::default(), &r).await?;
+    let (ok, out, _) = kubectl(&["get", "arr", "smoke-run"], None).await?;
+    assert!(ok);
+    let header = out.lines().next().unwrap_or_default();
+    for col in ["POLICY", "PHASE", "PROGRESS", "BATCH", "REASON", "AGE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    // policyRef is immutable (a CEL transition rule).
+    let err = runs
+        .patch(
+            "smoke-run",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"policyRef": {"name": "other"}}})),
+        )
+        .await
+        .expect_err("policyRef must be immutable");
+    assert!(
+        err.to_string().contains("spec.policyRef is immutable"),
+        "{err}"
+    );
+    runs.delete("smoke-run", &DeleteParams::default()).await?;
+    policies
+        .delete("smoke-defaults", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_policies_are_rejected_with_their_messages() -> Result<()> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    let policies: Api<ArmorRefreshPolicy> = Api::all(c.clone());
+    let cases = [
+        (
+            json!({"rollout": {"batchSize": 0}}),
+            "spec.rollout.batchSize: must be a count of at least 1",
+        ),
+        (
+            json!({"rollout": {"batchSize": "150%"}}),
+            "spec.rollout.batchSize: must be a count of at least 1",
+        ),
+        (
+            json!({"rollout": {"batchSize": "ten"}}),
+            "spec.rollout.batchSize",
+        ),
+        (
+            json!({"rollout": {"strategy": "Sideways"}}),
+            "Unsupported value: \"Sideways\"",
+        ),
+        (
+            json!({"rollout": {"strategy": "RolloutRestart", "maxPerZone": 1}}),
+            "maxPerNode and maxPerZone only apply to strategy Evict",
+        ),
+        (
+            json!({"rollout": {"maxPerNode": 0}}),
+            "spec.rollout.maxPerNode",
+        ),
+        (
+            json!({"rollout": {"interval": "soon"}}),
+            "spec.rollout.interval",
+        ),
+        (
+            json!({"profile": {"injectAt": "Binding", "format": "Field"}}),
+            "injectAt Binding can only write annotations",
+        ),
+        (
+            json!({"profile": {"template": "docker-default"}}),
+            "spec.profile.template",
+        ),
+        (
+            json!({"profile": {"format": "Sometimes"}}),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
+            json!({"health": {"maxFailures": -1}}),
+            "spec.health.maxFailures: must be a count of at least 0",
+        ),
+        (
+            json!({"health": {"maxFailures": "101%"}}),
+            "spec.health.maxFailures",
+        ),
+        (
+            json!({"exclude": {"ownerKinds": ["daemonset"]}}),
+            "spec.exclude.ownerKinds[0]",
+        ),
+        (
+            json!({"exclude": {"namespaces": ["Not A Namespace"]}}),
+            "spec.exclude.namespaces[0]",
+        ),
+        (
+            json!({"windows": [{"schedule": "0 1 * * *", "duration": "forever"}]}),
+            "spec.windows[0].duration",
+        ),
+        (
+            json!({"trigger": "Sometimes"}),
+            "Unsupported value: \"Sometimes\"",
+        ),
+    ];
+    for (i, (spec, message)) in cases.iter().enumerate() {
+        let obj: ArmorRefreshPolicy = match serde_json::from_value(json!({
+            "apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy",
+            "metadata": {"name": format!("smoke-invalid-{i}")}, "spec": spec
+        })) {
+            Ok(o) => o,
+            // Values our own types refuse (unknown enum variants) go through kubectl instead.
+            Err(_) => {
+                let doc = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy", "metadata": {"name": format!("smoke-invalid-{i}")}, "spec": spec});
+                let (ok, _, err) = kubectl(&["create", "-f", "-"], Some(&doc.to_string())).await?;
+                assert!(!ok, "case {i} {spec} was accepted");
+                assert!(
+                    err.contains(message),
+                    "case {i} {spec}: expected {message:?} in {err}"
+                );
+                continue;
+            }
+        };
+        let err = policies
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(&format!("case {i} {spec} was accepted"));
+        match &err {
+            kube::Error::Api(s) => {
+                assert_eq!(s.code, 422, "case {i}: {err}");
+                assert!(
+                    s.message.contains(message),
+                    "case {i} {spec}: expected {message:?} in {}",
+                    s.message
+                );
+            }
+            other => panic!("case {i}: unexpected error {other}"),
+        }
+    }
+    Ok(())
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn pdbs_the_eviction_api_and_replicasets_behave_as_in_a_real_cluster() -> Result<()> {
+    let c = client().await?;
+    let ns = "smoke-evict";
+    fresh_namespace(&c, ns).await?;
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    deploys
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "example/web:1"}]}}}
+            }))?,
+        )
+        .await?;
+    pdbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "web"}}}}))?,
+    )
+    .await?;
+    let lp = ListParams::default().labels("app=web");
+    let running = wait_for(
+        "3 Ready web pods on fake nodes",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let lp = lp.clone();
+            async move {
+                let l = pods.list(&lp).await?;
+                let ok: Vec<Pod> = l
+                    .items
+                    .into_iter()
+                    .filter(|p| {
+                        ready(p) && p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some()
+                    })
+                    .collect();
+                Ok((ok.len() == 3).then_some(ok))
+            }
+        },
+    )
+    .await?;
+    for p in &running {
+        let node = p.spec.as_ref().unwrap().node_name.clone().unwrap();
+        assert!(
+            node.starts_with("node-"),
+            "scheduled on a kwok node: {node}"
+        );
+    }
+    // The disruption controller computes the budget: none allowed.
+    wait_for(
+        "the PDB to allow no disruption",
+        Duration::from_secs(30),
+        || {
+            let pdbs = pdbs.clone();
+            async move {
+                let p = pdbs.get("web").await?;
+                let s = p.status.unwrap_or_default();
+                Ok((s.current_healthy == 3
+                    && s.disruptions_allowed == 0
+                    && s.observed_generation.is_some())
+                .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let victim = running[0].name_any();
+    let victim_uid = running[0].uid().unwrap();
+    let err = pods
+        .evict(&victim, &EvictParams::default())
+        .await
+        .expect_err("the PDB must refuse the eviction");
+    match &err {
+        kube::Error::Api(s) => assert_eq!(s.code, 429, "{err}"),
+        other => panic!("unexpected {other}"),
+    }
+    // Loosen the budget: the eviction goes through and the ReplicaSet recreates the pod.
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 2}})),
+    )
+    .await?;
+    wait_for(
+        "the PDB to allow one disruption",
+        Duration::from_secs(30),
+        || {
+            let pdbs = pdbs.clone();
+            async move {
+                Ok((pdbs
+                    .get("web")
+                    .await?
+                    .status
+                    .unwrap_or_default()
+                    .disruptions_allowed
+                    == 1)
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    pods.evict(&victim, &EvictParams::default()).await?;
+    wait_for(
+        "a Ready replacement and the evicted pod gone",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let lp = lp.clone();
+            let victim_uid = victim_uid.clone();
+            async move {
+                let l = pods.list(&lp).await?;
+                let gone = l
+                    .items
+                    .iter()
+                    .all(|p| p.uid().as_deref() != Some(victim_uid.as_str()));
+                let ready_n = l.items.iter().filter(|p| ready(p)).count();
+                Ok((gone && ready_n == 3).then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}

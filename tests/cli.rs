@@ -1,0 +1,171 @@
+//! The binary as users run it: `crd` and `plan` on the shipped examples.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_armor-refresh"))
+}
+
+fn root(p: &str) -> String {
+    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn plan(policy: &str, snapshot: &str, output: &str) -> std::process::Output {
+    bin()
+        .args([
+            "plan",
+            "--policy",
+            &root(policy),
+            "--snapshot",
+            &root(snapshot),
+            "-o",
+            output,
+            "--now",
+            "2026-11-26T12:00:00Z",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn crd_prints_exactly_the_crds_directory() {
+    let out = bin().arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let mut expected = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(root("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        expected.push_str("---\n");
+        expected.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    assert_eq!(printed, expected);
+}
+
+#[test]
+fn plan_on_the_example_snapshot_in_every_format() {
+    let json = plan(
+        "examples/policy-default.yaml",
+        "examples/snapshot.yaml",
+        "json",
+    );
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["targets"], 15);
+    assert_eq!(v["batchSize"], 5);
+    assert_eq!(
+        v["skipped"]["ExcludedNamespace"], 7,
+        "kube-system and storage-system"
+    );
+    assert_eq!(v["skipped"]["BarePod"], 1);
+    assert_eq!(v["skipped"]["Compliant"], 1);
+    assert_eq!(v["skipped"]["Completed"], 1);
+    let batches = v["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 3);
+    let all: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(all.len(), 15);
+    // The StatefulSet goes one pod per batch, the leader (db-2) last.
+    let db: Vec<usize> = ["data/db-1", "data/db-0", "data/db-2"]
+        .iter()
+        .map(|p| {
+            batches
+                .iter()
+                .position(|b| b.as_array().unwrap().iter().any(|x| x == p))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(db, vec![0, 1, 2]);
+    assert!(v["estimatedDuration"].is_string());
+
+    let yaml = plan(
+        "examples/policy-default.yaml",
+        "examples/snapshot.yaml",
+        "yaml",
+    );
+    assert!(yaml.status.success());
+    let y: serde_json::Value = serde_yaml::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(y["targets"], 15);
+
+    let table = plan(
+        "examples/policy-zones-night.yaml",
+        "examples/snapshot.yaml",
+        "table",
+    );
+    assert!(table.status.success());
+    let t = String::from_utf8(table.stdout).unwrap();
+    assert!(t.contains("Policy zones-night: 12 targets"), "{t}");
+    assert!(t.contains("NodeNotEnforcing=4"), "{t}");
+    assert!(t.contains("Europe/Berlin"), "{t}");
+    assert!(
+        t.contains("done by 2026-11-27T00:13:00"),
+        "the night window delays the start: {t}"
+    );
+}
+
+#[test]
+fn broken_inputs_give_a_one_line_error_and_non_zero_exit() {
+    let dir = std::env::temp_dir().join(format!("armor-refresh-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "kind: List\nitems: [ {kind: Pod, metadata: {name: x}, spec: {containers: 3}} ]\n",
+    )
+    .unwrap();
+    let garbage = dir.join("garbage.yaml");
+    std::fs::write(&garbage, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "--policy".into(),
+            root("examples/policy-default.yaml"),
+            "--snapshot".into(),
+            broken.display().to_string(),
+        ],
+        vec![
+            "--policy".into(),
+            root("examples/policy-default.yaml"),
+            "--snapshot".into(),
+            garbage.display().to_string(),
+        ],
+        vec![
+            "--policy".into(),
+            root("examples/policy-default.yaml"),
+            "--snapshot".into(),
+            "/nonexistent/snap.yaml".into(),
+        ],
+        vec![
+            "--policy".into(),
+            root("examples/snapshot.yaml"),
+            "--snapshot".into(),
+            root("examples/snapshot.yaml"),
+        ],
+        vec![
+            "--policy".into(),
+            root("examples/policy-default.yaml"),
+            "--snapshot".into(),
+            root("examples/snapshot.yaml"),
+            "--batch-duration".into(),
+            "soon".into(),
+        ],
+    ];
+    for args in cases {
+        let out = bin().arg("plan").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
