@@ -175,7 +175,7 @@ pub fn render_table(r: &Report) -> String {
     out.push_str(&match (&r.estimated_duration, r.estimated_completion) {
         (Some(d), Some(end)) => format!(
             "Estimated duration: {d} (done by {}), assuming {} per batch\n",
-            end.to_rfc3339(),
+            end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             r.assumed_batch_duration
         ),
         _ => "Estimated duration: never (no window opens again)\n".to_string(),
