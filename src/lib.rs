@@ -7,7 +7,9 @@
 pub mod api;
 pub mod cluster;
 pub mod compliance;
+pub mod controller;
 pub mod crdgen;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod report;

@@ -26,8 +26,48 @@ enum Output {
     Yaml,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Run the operator without the admission webhook.
+    #[arg(long)]
+    no_webhook: bool,
+    /// This replica's identity for the leader Lease and events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Turn leader election off (only with a single replica).
+    #[arg(long)]
+    no_leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "armor-refresh")]
+    lease_name: String,
+    /// Seconds a leader Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Client-side limit on writes to the API server, per second.
+    #[arg(long, default_value_t = 20)]
+    write_qps: u32,
+    #[arg(long, default_value_t = 40)]
+    write_burst: u32,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_addr: std::net::SocketAddr,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator (and, unless --no-webhook, the admission webhook) against the
+    /// cluster KUBECONFIG or the in-cluster config names.
+    Run(RunArgs),
     /// Print both CustomResourceDefinitions as YAML (or write them into a directory).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -57,6 +97,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = cli.command {
+        return match operate(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -70,8 +119,83 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
+fn operate(args: RunArgs) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_lease_manager=warn"));
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut config = kube::Config::infer().await.map_err(|e| {
+            format!("no Kubernetes configuration (set KUBECONFIG or run in a cluster): {e}")
+        })?;
+        // 429s are ours to handle: a PDB refusal must come back at once, overload slows us down.
+        config.default_retry = false;
+        let client =
+            kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+        if !args.no_webhook {
+            return Err(
+                "the admission webhook is not part of this build yet; run with --no-webhook"
+                    .to_string(),
+            );
+        }
+        let identity = args
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("armor-refresh-{}", std::process::id()));
+        let health = armor_refresh::metrics::Health::default();
+        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let app = armor_refresh::metrics::router(health.clone());
+        let mut stop_http = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            }
+            let _ = stop_tx.send(true);
+        });
+        let cfg = armor_refresh::controller::Config {
+            identity,
+            leader_election: !args.no_leader_elect,
+            lease_namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+            lease_duration: args.lease_duration.max(3),
+            write_qps: args.write_qps,
+            write_burst: args.write_burst,
+        };
+        armor_refresh::controller::run(client, cfg, health, stop_rx)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Run(_) => unreachable!("handled in main"),
         Command::Crd { write: None } => {
             print!("{}", crdgen::all_yaml());
             Ok(())

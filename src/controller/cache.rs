@@ -1,0 +1,345 @@
+//! Reflectors over what the operator reads, stripped to what the core uses so memory stays
+//! small at tens of thousands of pods. Every change wakes the reconcile loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, Node, Pod, PodSpec, PodStatus, SecurityContext, Volume,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
+use crate::cluster::ClusterFacts;
+use crate::compliance::{ANNOTATION_PREFIX, INJECTED_ANNOTATION};
+
+/// The stores the operator reconciles from.
+#[derive(Clone)]
+pub struct Caches {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub namespaces: Store<Namespace>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub leases: Store<Lease>,
+    pub statefulsets: Store<StatefulSet>,
+    pub replicasets: Store<ReplicaSet>,
+    pub policies: Store<DeserializeGuard<ArmorRefreshPolicy>>,
+    pub runs: Store<DeserializeGuard<ArmorRefreshRun>>,
+}
+
+fn strip_meta<K: Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Keeps of a pod only what compliance, selection and planning read.
+pub fn strip_pod(p: &mut Pod) {
+    strip_meta(p);
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| {
+            k.starts_with(ANNOTATION_PREFIX)
+                || k == INJECTED_ANNOTATION
+                || k == "kubernetes.io/config.mirror"
+        });
+    }
+    let slim = |c: &Container| Container {
+        name: c.name.clone(),
+        security_context: c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.app_armor_profile.clone())
+            .map(|a| SecurityContext {
+                app_armor_profile: Some(a),
+                ..Default::default()
+            }),
+        ..Default::default()
+    };
+    if let Some(s) = p.spec.take() {
+        p.spec = Some(PodSpec {
+            node_name: s.node_name,
+            containers: s.containers.iter().map(slim).collect(),
+            init_containers: s.init_containers.map(|cs| cs.iter().map(slim).collect()),
+            security_context: s
+                .security_context
+                .and_then(|sc| sc.app_armor_profile)
+                .map(|a| k8s_openapi::api::core::v1::PodSecurityContext {
+                    app_armor_profile: Some(a),
+                    ..Default::default()
+                }),
+            volumes: s.volumes.map(|vs| {
+                vs.into_iter()
+                    .filter(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+                    .map(|v| Volume {
+                        name: v.name,
+                        persistent_volume_claim: v.persistent_volume_claim,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(s) = p.status.take() {
+        p.status = Some(PodStatus {
+            phase: s.phase,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "Ready")
+                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+fn strip_node(n: &mut Node) {
+    strip_meta(n);
+    n.metadata.annotations = None;
+    n.spec = None;
+    n.status = None;
+}
+
+fn strip_sts(s: &mut StatefulSet) {
+    strip_meta(s);
+    if let Some(spec) = s.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+}
+
+fn strip_rs(r: &mut ReplicaSet) {
+    strip_meta(r);
+    r.spec = None;
+    r.status = None;
+}
+
+/// Starts a reflector task; every event notifies `wake`.
+fn reflect<K, F>(api: Api<K>, cfg: watcher::Config, strip: F, wake: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    F: FnMut(&mut K) + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
+    tokio::spawn(drain(stream, wake, std::any::type_name::<K>()));
+    store
+}
+
+async fn drain<S, T>(stream: S, wake: Arc<Notify>, kind: &'static str)
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(ev) = stream.next().await {
+        if let Err(e) = ev {
+            // The backoff retries; say why a cache may be stale.
+            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+            crate::metrics::METRICS.reconcile_error("watch");
+        }
+        wake.notify_one();
+    }
+}
+
+impl Caches {
+    /// Starts every reflector.
+    pub fn start(client: &Client, wake: Arc<Notify>) -> Caches {
+        let c = client.clone();
+        let all = watcher::Config::default();
+        Caches {
+            pods: reflect(Api::all(c.clone()), all.clone(), strip_pod, wake.clone()),
+            nodes: reflect(Api::all(c.clone()), all.clone(), strip_node, wake.clone()),
+            namespaces: reflect(
+                Api::all(c.clone()),
+                all.clone(),
+                |n: &mut Namespace| {
+                    strip_meta(n);
+                    n.spec = None;
+                    n.status = None;
+                },
+                wake.clone(),
+            ),
+            pdbs: reflect(
+                Api::all(c.clone()),
+                all.clone(),
+                |p: &mut PodDisruptionBudget| strip_meta(p),
+                wake.clone(),
+            ),
+            // Node heartbeats live in kube-node-lease; they are many and never leaders of pods.
+            leases: reflect(
+                Api::all(c.clone()),
+                watcher::Config::default().fields("metadata.namespace!=kube-node-lease"),
+                |l: &mut Lease| strip_meta(l),
+                wake.clone(),
+            ),
+            statefulsets: reflect(Api::all(c.clone()), all.clone(), strip_sts, wake.clone()),
+            replicasets: reflect(Api::all(c.clone()), all.clone(), strip_rs, wake.clone()),
+            policies: reflect(
+                Api::all(c.clone()),
+                all.clone(),
+                |_: &mut DeserializeGuard<ArmorRefreshPolicy>| {},
+                wake.clone(),
+            ),
+            runs: reflect(
+                Api::all(c.clone()),
+                all,
+                |_: &mut DeserializeGuard<ArmorRefreshRun>| {},
+                wake,
+            ),
+        }
+    }
+
+    /// Waits until every store has its initial list.
+    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.pods.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.pdbs.wait_until_ready().await?;
+        self.leases.wait_until_ready().await?;
+        self.statefulsets.wait_until_ready().await?;
+        self.replicasets.wait_until_ready().await?;
+        self.policies.wait_until_ready().await?;
+        self.runs.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// A snapshot of the cluster for the core.
+    pub fn facts(&self) -> ClusterFacts {
+        let key = |m: &dyn ResourceLike| (m.ns(), m.nm());
+        ClusterFacts {
+            pods: self.pods.state(),
+            nodes: self
+                .nodes
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect::<BTreeMap<_, _>>(),
+            pdbs: self.pdbs.state(),
+            leases: self.leases.state(),
+            statefulsets: self
+                .statefulsets
+                .state()
+                .into_iter()
+                .map(|s| (key(s.as_ref()), s))
+                .collect(),
+            replicasets: self
+                .replicasets
+                .state()
+                .into_iter()
+                .map(|s| (key(s.as_ref()), s))
+                .collect(),
+            deployments: BTreeMap::new(),
+            daemonsets: BTreeMap::new(),
+        }
+    }
+}
+
+trait ResourceLike {
+    fn ns(&self) -> String;
+    fn nm(&self) -> String;
+}
+impl<K: ResourceExt> ResourceLike for K {
+    fn ns(&self) -> String {
+        self.namespace().unwrap_or_default()
+    }
+    fn nm(&self) -> String {
+        self.name_any()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::tests::policy;
+    use crate::compliance::{check, owner_of};
+
+    #[test]
+    fn stripping_keeps_what_the_core_reads() {
+        let full: Pod = serde_yaml::from_str(
+            r#"
+metadata:
+  name: web-abc-1
+  namespace: shop
+  uid: u1
+  labels: {app: web, pod-template-hash: abc}
+  annotations:
+    container.apparmor.security.beta.kubernetes.io/app: localhost/kubearmor-shop-web-app
+    refresh.armor.dev/injected: app
+    kubectl.kubernetes.io/last-applied-configuration: "{...huge...}"
+    other: x
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-abc, uid: r, controller: true}]
+  managedFields: [{manager: kubectl}]
+spec:
+  nodeName: n1
+  initContainers: [{name: init, image: busybox, command: [sh]}]
+  containers:
+  - name: app
+    image: nginx
+    env: [{name: A, value: b}]
+    securityContext: {runAsUser: 1000, appArmorProfile: {type: Localhost, localhostProfile: x}}
+  volumes:
+  - {name: cfg, configMap: {name: c}}
+  - {name: data, persistentVolumeClaim: {claimName: d}}
+status:
+  phase: Running
+  conditions: [{type: Ready, status: "True"}, {type: PodScheduled, status: "True"}]
+  containerStatuses: [{name: app, image: nginx, imageID: x, ready: true, restartCount: 0}]
+"#,
+        )
+        .unwrap();
+        let mut slim = full.clone();
+        strip_pod(&mut slim);
+        let size = |p: &Pod| serde_json::to_string(p).unwrap().len();
+        assert!(
+            size(&slim) * 2 < size(&full),
+            "{} vs {}",
+            size(&slim),
+            size(&full)
+        );
+        assert!(slim.metadata.managed_fields.is_none());
+        assert_eq!(slim.annotations().len(), 2);
+        assert_eq!(
+            slim.spec.as_ref().unwrap().volumes.as_ref().unwrap().len(),
+            1
+        );
+        assert!(crate::select::is_ready(&slim));
+        // The core answers the same on both.
+        let pol = policy("{}");
+        let l = BTreeMap::new();
+        assert_eq!(
+            check(&pol, &full, &owner_of(&full, None), &l),
+            check(&pol, &slim, &owner_of(&slim, None), &l)
+        );
+        let pol = policy("profile: {format: Field}");
+        assert_eq!(
+            check(&pol, &full, &owner_of(&full, None), &l),
+            check(&pol, &slim, &owner_of(&slim, None), &l)
+        );
+    }
+}

@@ -1,0 +1,684 @@
+//! The operator: the imperative shell around [`crate::run::step`] and [`crate::select`].
+//!
+//! One loop, woken by any watch event or the earliest requeue: each pass reconciles every
+//! run (oldest first, so overlapping runs see each other's batches) and then every policy.
+//! Only the Lease holder passes. A run's status is written (server-side apply, status
+//! subresource) *before* the actions of the same step are executed, and the in-memory copy
+//! of what was written is authoritative while this process leads.
+
+mod cache;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+pub use cache::{Caches, strip_pod};
+
+use crate::api::{
+    ArmorRefreshPolicy, ArmorRefreshPolicyStatus, ArmorRefreshRun, ArmorRefreshRunStatus, BatchPod,
+    Condition, FIELD_MANAGER, Phase, TargetCounts, Trigger, set_condition,
+};
+use crate::metrics::{Health, METRICS, ResultLabel, RunPhaseLabel};
+use crate::policy::{SpecError, ValidPolicy, validate};
+use crate::run::{self, Action, Observations, Outcome, PolicyView};
+use crate::select;
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("a cache stopped before it synced")]
+    CacheStopped,
+}
+
+/// Operator settings (flags of `armor-refresh run`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Who this replica is (pod name); used for the Lease and events.
+    pub identity: String,
+    pub leader_election: bool,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Seconds a Lease is valid without renewal.
+    pub lease_duration: u64,
+    /// Client-side limit on writes (status, evictions, events, patches).
+    pub write_qps: u32,
+    pub write_burst: u32,
+}
+
+/// The label of a label-less event reason, for metrics.
+fn eviction_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Done => "ok",
+        Outcome::Refused(_) => "refused",
+        Outcome::NotFound => "not_found",
+        Outcome::Error(_) => "error",
+    }
+}
+
+struct Operator {
+    client: Client,
+    cfg: Config,
+    caches: Caches,
+    limiter: DefaultDirectRateLimiter,
+    recorder: Recorder,
+    leader: watch::Receiver<bool>,
+    /// Run UID → the status this process last wrote.
+    statuses: HashMap<String, ArmorRefreshRunStatus>,
+    /// Run UID → outcomes of the actions of its last step.
+    results: HashMap<String, HashMap<String, Outcome>>,
+    /// Policy name → when this process last created a run for it.
+    auto_created: HashMap<String, Instant>,
+    /// Extra pause after the API server answered 429 for overload (not a PDB).
+    overload: Duration,
+}
+
+/// A valid or invalid policy, by name.
+type Policies = BTreeMap<String, (Arc<ArmorRefreshPolicy>, Result<ValidPolicy, SpecError>)>;
+
+/// Runs the operator until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    cfg: Config,
+    health: Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let wake = Arc::new(Notify::new());
+    let caches = Caches::start(&client, wake.clone());
+    tokio::select! {
+        r = caches.ready() => r.map_err(|_| Error::CacheStopped)?,
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+    }
+    health.caches_synced.store(true, Ordering::Relaxed);
+    tracing::info!("caches synced");
+
+    let (leader, lease_task) = if cfg.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), cfg.lease_name.clone())
+                .with_namespace(cfg.lease_namespace.clone())
+                .with_identity(cfg.identity.clone())
+                .with_duration(cfg.lease_duration)
+                .with_grace(cfg.lease_duration.div_ceil(3).max(1))
+                .build()
+                .await
+                .map_err(|e| Error::Lease(e.to_string()))?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task))
+    } else {
+        let (tx, rx) = watch::channel(true);
+        std::mem::forget(tx); // always the leader
+        (rx, None)
+    };
+    let quota = Quota::per_second(std::num::NonZeroU32::new(cfg.write_qps.max(1)).expect("max(1)"))
+        .allow_burst(std::num::NonZeroU32::new(cfg.write_burst.max(1)).expect("max(1)"));
+    let reporter = Reporter {
+        controller: "armor-refresh".into(),
+        instance: Some(cfg.identity.clone()),
+    };
+    let mut op = Operator {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        cfg,
+        caches,
+        limiter: RateLimiter::direct(quota),
+        leader,
+        statuses: HashMap::new(),
+        results: HashMap::new(),
+        auto_created: HashMap::new(),
+        overload: Duration::ZERO,
+    };
+    let mut was_leader = false;
+    loop {
+        let is_leader = *op.leader.borrow();
+        if is_leader != was_leader {
+            tracing::info!(leader = is_leader, identity = %op.cfg.identity, "leadership changed");
+            // A new term starts from what the API server has, never from memory.
+            op.statuses.clear();
+            op.results.clear();
+            was_leader = is_leader;
+        }
+        let next = if is_leader {
+            op.pass().await
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            _ = wake.notified() => {
+                // Coalesce bursts of watch events into one pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(next) => {}
+            r = op.leader.changed() => if r.is_err() { return Err(Error::Lease("the lease task ended".into())) },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::info!("shutting down");
+    drop(op); // closes the lease channel: the manager releases the Lease
+    if let Some(t) = lease_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+impl Operator {
+    fn leading(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    async fn throttle(&self) {
+        self.limiter.until_ready().await;
+        if !self.overload.is_zero() {
+            tokio::time::sleep(self.overload).await;
+        }
+    }
+
+    fn policies(&self) -> Policies {
+        let mut out = BTreeMap::new();
+        for g in self.caches.policies.state() {
+            match &g.0 {
+                Ok(p) => {
+                    let name = p.name_any();
+                    out.insert(
+                        name.clone(),
+                        (Arc::new(p.clone()), validate(&name, &p.spec)),
+                    );
+                }
+                Err(bad) => {
+                    tracing::warn!(name = ?bad.metadata.name, error = %bad.error, "ignoring a policy that does not deserialize");
+                    METRICS.reconcile_error("invalid_object");
+                }
+            }
+        }
+        out
+    }
+
+    /// Reconciles everything once; returns when to come back at the latest.
+    async fn pass(&mut self) -> Duration {
+        let facts = self.caches.facts();
+        let policies = self.policies();
+        let mut runs: Vec<ArmorRefreshRun> = self
+            .caches
+            .runs
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned())
+            .collect();
+        runs.sort_by(|a, b| {
+            (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+        });
+        let mut next = Duration::from_secs(30);
+
+        // The run of each policy that may act: one already started, else the oldest.
+        let status_of = |this: &Self, r: &ArmorRefreshRun| -> ArmorRefreshRunStatus {
+            this.statuses
+                .get(&r.uid().unwrap_or_default())
+                .cloned()
+                .or_else(|| r.status.clone())
+                .unwrap_or_default()
+        };
+        let mut active: HashMap<String, String> = HashMap::new();
+        for started in [true, false] {
+            for r in &runs {
+                let s = status_of(self, r);
+                if !s.phase.is_terminal() && (s.phase != Phase::Pending) == started {
+                    active
+                        .entry(r.spec.policy_ref.name.clone())
+                        .or_insert_with(|| r.name_any());
+                }
+            }
+        }
+
+        for r in &runs {
+            if !self.leading() {
+                return Duration::from_secs(1);
+            }
+            let uid = r.uid().unwrap_or_default();
+            let name = r.name_any();
+            let mut status = status_of(self, r);
+            self.export_phase(&name, status.phase);
+            if status.phase.is_terminal() {
+                continue;
+            }
+            let pol = policies.get(&r.spec.policy_ref.name);
+            let view = match pol {
+                None => PolicyView::NotFound,
+                Some((_, Err(e))) => PolicyView::Invalid(e),
+                Some((_, Ok(v))) => PolicyView::Valid(v),
+            };
+            let blocked_by = active
+                .get(&r.spec.policy_ref.name)
+                .filter(|a| **a != name)
+                .cloned();
+            for _ in 0..8 {
+                // Pods in flight in the other active runs (their statuses as last written).
+                let others: Vec<BatchPod> = runs
+                    .iter()
+                    .filter(|o| o.uid() != r.uid())
+                    .map(|o| status_of(self, o))
+                    .filter(|s| !s.phase.is_terminal())
+                    .flat_map(|s| {
+                        s.current_batch
+                            .map(|b| b.pods)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain(s.unhealthy)
+                    })
+                    .collect();
+                let results = self.results.remove(&uid).unwrap_or_default();
+                let obs = Observations {
+                    run_name: &name,
+                    generation: r.metadata.generation,
+                    spec: &r.spec,
+                    policy: view,
+                    facts: &facts,
+                    others: &others,
+                    blocked_by: if status.phase == Phase::Pending {
+                        blocked_by.as_deref()
+                    } else {
+                        None
+                    },
+                    results: &results,
+                };
+                let st = run::step(&status, &obs, Utc::now());
+                if st.status != status {
+                    if !self.leading() {
+                        return Duration::from_secs(1);
+                    }
+                    if let Err(e) = self.write_run_status(&name, &st.status).await {
+                        // Nothing of this step is acted upon: intent first, or not at all.
+                        tracing::warn!(run = %name, error = %e, "writing run status failed; retrying");
+                        METRICS.reconcile_error("status_write");
+                        next = next.min(Duration::from_secs(2));
+                        break;
+                    }
+                    self.record_metrics(&status, &st.status);
+                    self.statuses.insert(uid.clone(), st.status.clone());
+                }
+                status = st.status.clone();
+                self.export_phase(&name, status.phase);
+                let mut outcomes = HashMap::new();
+                for a in &st.actions {
+                    if !self.leading() {
+                        return Duration::from_secs(1);
+                    }
+                    self.execute(r, a, &mut outcomes).await;
+                }
+                let acted = st.disruptions().count() > 0;
+                if !outcomes.is_empty() {
+                    self.results.insert(uid.clone(), outcomes);
+                }
+                match st.requeue_after {
+                    Some(d) if d.is_zero() && (acted || !status.phase.is_terminal()) => continue,
+                    Some(d) => {
+                        next = next.min(d);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.reconcile_policies(&policies, &facts, &runs).await;
+        if !self.overload.is_zero() {
+            self.overload = (self.overload / 2).max(Duration::from_millis(1));
+            if self.overload <= Duration::from_millis(1) {
+                self.overload = Duration::ZERO;
+            }
+        }
+        next.max(Duration::from_millis(200))
+    }
+
+    fn export_phase(&self, run: &str, phase: Phase) {
+        for p in [
+            Phase::Pending,
+            Phase::Batching,
+            Phase::Paused,
+            Phase::Completed,
+            Phase::Failed,
+        ] {
+            METRICS
+                .run_phase
+                .get_or_create(&RunPhaseLabel {
+                    run: run.to_string(),
+                    phase: format!("{p:?}"),
+                })
+                .set(i64::from(p == phase));
+        }
+    }
+
+    fn record_metrics(&self, old: &ArmorRefreshRunStatus, new: &ArmorRefreshRunStatus) {
+        let refreshed = new
+            .progress
+            .refreshed
+            .saturating_sub(old.progress.refreshed);
+        METRICS.pods_refreshed.inc_by(u64::from(refreshed));
+        if new.reason == "CircuitOpen" && old.reason != "CircuitOpen" {
+            METRICS.breaker_trips.inc();
+        }
+        let last_old = old.history.last().map(|h| h.index);
+        for h in new.history.iter().filter(|h| Some(h.index) > last_old) {
+            METRICS
+                .batch_duration
+                .observe((h.finished_at - h.started_at).num_milliseconds() as f64 / 1000.0);
+        }
+    }
+
+    async fn write_run_status(
+        &self,
+        name: &str,
+        status: &ArmorRefreshRunStatus,
+    ) -> Result<(), kube::Error> {
+        self.throttle().await;
+        let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
+        let patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshRun", "status": status});
+        METRICS.write("patch_status");
+        let r = api
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await;
+        self.note_overload(&r);
+        r.map(|_| ())
+    }
+
+    fn note_overload<T>(&self, r: &Result<T, kube::Error>) {
+        if let Err(kube::Error::Api(s)) = r {
+            if s.code == 429 {
+                METRICS.reconcile_error("overloaded");
+            }
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        run: &ArmorRefreshRun,
+        a: &Action,
+        outcomes: &mut HashMap<String, Outcome>,
+    ) {
+        match a {
+            Action::Event {
+                warning,
+                reason,
+                note,
+            } => {
+                self.throttle().await;
+                let ev = Event {
+                    type_: if *warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: reason.chars().take(128).collect(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Refresh".into(),
+                    secondary: None,
+                };
+                METRICS.write("event");
+                if let Err(e) = self.recorder.publish(&ev, &run.object_ref(&())).await {
+                    // Events are best effort; status has the facts.
+                    tracing::debug!(error = %e, "publishing an event failed");
+                    METRICS.reconcile_error("event");
+                }
+            }
+            Action::Evict {
+                namespace,
+                name,
+                uid,
+            } => {
+                self.throttle().await;
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+                let ep = EvictParams {
+                    delete_options: Some(DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: Some(uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                METRICS.write("evict");
+                let outcome = match api.evict(name, &ep).await {
+                    Ok(_) => Outcome::Done,
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::NotFound,
+                    Err(kube::Error::Api(s))
+                        if s.message.to_lowercase().contains("disruption budget") =>
+                    {
+                        Outcome::Refused(s.message.clone())
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 429 => {
+                        // API priority and fairness pushing back: slow every write down.
+                        self.overload = (self.overload * 2)
+                            .clamp(Duration::from_millis(500), Duration::from_secs(30));
+                        METRICS.reconcile_error("overloaded");
+                        Outcome::Error(format!("API server overloaded: {}", s.message))
+                    }
+                    Err(e) => Outcome::Error(e.to_string()),
+                };
+                tracing::info!(pod = %format!("{namespace}/{name}"), result = eviction_label(&outcome), "eviction");
+                METRICS
+                    .evictions
+                    .get_or_create(&ResultLabel {
+                        result: eviction_label(&outcome).into(),
+                    })
+                    .inc();
+                outcomes.insert(uid.clone(), outcome);
+            }
+            Action::Restart {
+                namespace,
+                kind,
+                name,
+                token,
+            } => {
+                self.throttle().await;
+                let gvk = GroupVersionKind::gvk("apps", "v1", kind);
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    self.client.clone(),
+                    namespace,
+                    &ApiResource::from_gvk(&gvk),
+                );
+                let patch = json!({"spec": {"template": {"metadata": {"annotations": {"refresh.armor.dev/restartedAt": token}}}}});
+                METRICS.write("patch_workload");
+                let outcome = match api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => Outcome::Done,
+                    Err(kube::Error::Api(s)) if s.code == 404 => Outcome::NotFound,
+                    Err(e) => Outcome::Error(e.to_string()),
+                };
+                outcomes.insert(format!("{namespace}/{kind}/{name}"), outcome);
+            }
+        }
+    }
+
+    async fn reconcile_policies(
+        &mut self,
+        policies: &Policies,
+        facts: &crate::cluster::ClusterFacts,
+        runs: &[ArmorRefreshRun],
+    ) {
+        let now = Utc::now();
+        for (name, (obj, valid)) in policies {
+            if !self.leading() {
+                return;
+            }
+            let mine: Vec<&ArmorRefreshRun> = runs
+                .iter()
+                .filter(|r| r.spec.policy_ref.name == *name)
+                .collect();
+            let phase_of = |r: &ArmorRefreshRun| {
+                self.statuses
+                    .get(&r.uid().unwrap_or_default())
+                    .map(|s| s.phase)
+                    .or(r.status.as_ref().map(|s| s.phase))
+                    .unwrap_or_default()
+            };
+            let active = mine
+                .iter()
+                .find(|r| !phase_of(r).is_terminal())
+                .map(|r| r.name_any());
+            let last = mine
+                .iter()
+                .filter(|r| phase_of(r).is_terminal())
+                .max_by_key(|r| {
+                    r.status
+                        .as_ref()
+                        .and_then(|s| s.completed_at)
+                        .unwrap_or_default()
+                })
+                .map(|r| r.name_any());
+            let old = obj.status.clone().unwrap_or_default();
+            let mut st = ArmorRefreshPolicyStatus {
+                conditions: old.conditions.clone(),
+                observed_generation: obj.metadata.generation,
+                targets: old.targets.clone(),
+                active_run: active.clone(),
+                last_run: last,
+                last_evaluated: old.last_evaluated,
+            };
+            match valid {
+                Ok(v) => {
+                    let sel = select::select(v, facts);
+                    let counts = TargetCounts {
+                        total: sel.governed(),
+                        compliant: sel.compliant(),
+                        pending: sel.targets.len() as u32,
+                    };
+                    METRICS
+                        .noncompliant
+                        .get_or_create(&crate::metrics::PolicyLabel {
+                            policy: name.clone(),
+                        })
+                        .set(i64::from(counts.pending));
+                    st.targets = Some(counts.clone());
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("Ready", true, "Valid", "the spec is valid"),
+                        now,
+                        obj.metadata.generation,
+                    );
+                    if v.spec.trigger == Trigger::Automatic
+                        && counts.pending > 0
+                        && active.is_none()
+                    {
+                        self.auto_create(obj, &mine).await;
+                    }
+                }
+                Err(e) => {
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("Ready", false, "InvalidSpec", e.to_string()),
+                        now,
+                        obj.metadata.generation,
+                    );
+                }
+            }
+            if st != old {
+                st.last_evaluated = Some(now);
+                self.throttle().await;
+                let api: Api<ArmorRefreshPolicy> = Api::all(self.client.clone());
+                let patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy", "status": st});
+                METRICS.write("patch_status");
+                if let Err(e) = api
+                    .patch_status(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await
+                {
+                    tracing::warn!(policy = %name, error = %e, "writing policy status failed");
+                    METRICS.reconcile_error("status_write");
+                }
+            }
+        }
+    }
+
+    /// `trigger: Automatic`: a run owned by the policy, unless one was created a moment
+    /// ago or the last one ended with failures (a person should look first).
+    async fn auto_create(&mut self, policy: &ArmorRefreshPolicy, runs: &[&ArmorRefreshRun]) {
+        let name = policy.name_any();
+        if self
+            .auto_created
+            .get(&name)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        let last = runs.iter().max_by_key(|r| r.creation_timestamp());
+        if let Some(last) = last {
+            let s = last.status.clone().unwrap_or_default();
+            let recent = s
+                .completed_at
+                .is_some_and(|t| Utc::now() - t < chrono::TimeDelta::seconds(60));
+            let failed = s.progress.failed > 0 || s.phase == Phase::Failed;
+            let same_generation = last
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("refresh.armor.dev/policy-generation"))
+                .cloned()
+                == policy.metadata.generation.map(|g| g.to_string());
+            if recent || (failed && same_generation) {
+                return;
+            }
+        }
+        let run_name = format!(
+            "{}-{}",
+            name.chars().take(40).collect::<String>(),
+            Utc::now().format("%Y%m%d%H%M%S")
+        );
+        let owner = policy.controller_owner_ref(&()).map(|mut o| {
+            o.block_owner_deletion = Some(false);
+            o
+        });
+        let obj: ArmorRefreshRun = match serde_json::from_value(json!({
+            "apiVersion": "refresh.armor.dev/v1alpha1",
+            "kind": "ArmorRefreshRun",
+            "metadata": {
+                "name": run_name,
+                "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+                "annotations": {"refresh.armor.dev/policy-generation": policy.metadata.generation.unwrap_or_default().to_string(),
+                                "refresh.armor.dev/created-by": "trigger-automatic"},
+            },
+            "spec": {"policyRef": {"name": name}},
+        })) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "building an automatic run");
+                return;
+            }
+        };
+        self.throttle().await;
+        METRICS.write("create");
+        match Api::<ArmorRefreshRun>::all(self.client.clone())
+            .create(&PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(policy = %name, run = %obj.name_any(), "created a run (trigger: Automatic)");
+                self.auto_created.insert(name, Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(policy = %name, error = %e, "creating an automatic run failed");
+                METRICS.reconcile_error("create_run");
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Prometheus metrics (prometheus-client), served on `/metrics` with `/healthz` and `/readyz`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunPhaseLabel {
+    pub run: String,
+    pub phase: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabel {
+    pub verb: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabel {
+    pub operation: String,
+    pub result: String,
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    pub pods_refreshed: Counter,
+    pub evictions: Family<ResultLabel, Counter>,
+    pub breaker_trips: Counter,
+    pub run_phase: Family<RunPhaseLabel, Gauge>,
+    pub batch_duration: Histogram,
+    pub noncompliant: Family<PolicyLabel, Gauge>,
+    pub reconcile_errors: Family<ReasonLabel, Counter>,
+    pub api_writes: Family<WriteLabel, Counter>,
+    pub admission_requests: Family<AdmissionLabel, Counter>,
+    pub admission_latency: Histogram,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("armor_refresh")),
+            pods_refreshed: Counter::default(),
+            evictions: Family::default(),
+            breaker_trips: Counter::default(),
+            run_phase: Family::default(),
+            batch_duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            noncompliant: Family::default(),
+            reconcile_errors: Family::default(),
+            api_writes: Family::default(),
+            admission_requests: Family::default(),
+            admission_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+        };
+        {
+            let mut r = m.registry.lock().expect("fresh mutex");
+            r.register(
+                "pods_refreshed",
+                "Target pods whose replacement is Ready with its profile",
+                m.pods_refreshed.clone(),
+            );
+            r.register(
+                "evictions",
+                "Eviction API calls by result (ok, refused, not_found, error)",
+                m.evictions.clone(),
+            );
+            r.register(
+                "breaker_trips",
+                "Times a run's circuit breaker opened",
+                m.breaker_trips.clone(),
+            );
+            r.register(
+                "run_phase",
+                "1 for the phase each run is in",
+                m.run_phase.clone(),
+            );
+            r.register(
+                "batch_duration_seconds",
+                "From a batch's start to its last pod settling",
+                m.batch_duration.clone(),
+            );
+            r.register(
+                "noncompliant_pods",
+                "Selected pods still lacking their profile, per policy",
+                m.noncompliant.clone(),
+            );
+            r.register(
+                "reconcile_errors",
+                "Reconcile errors by reason",
+                m.reconcile_errors.clone(),
+            );
+            r.register(
+                "api_writes",
+                "Writes to the API server by verb",
+                m.api_writes.clone(),
+            );
+            r.register(
+                "admission_requests",
+                "Admission requests by operation and result",
+                m.admission_requests.clone(),
+            );
+            r.register(
+                "admission_duration_seconds",
+                "Time to answer an admission request",
+                m.admission_latency.clone(),
+            );
+        }
+        m
+    }
+
+    pub fn reconcile_error(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn write(&self, verb: &str) {
+        self.api_writes
+            .get_or_create(&WriteLabel {
+                verb: verb.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// Readiness as the process sees it: each part sets its flag.
+#[derive(Clone, Default)]
+pub struct Health {
+    pub caches_synced: Arc<AtomicBool>,
+    pub webhook_ready: Arc<AtomicBool>,
+    pub webhook_enabled: bool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.caches_synced.load(Ordering::Relaxed)
+            && (!self.webhook_enabled || self.webhook_ready.load(Ordering::Relaxed))
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    METRICS.encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let h = health.clone();
+                async move {
+                    if h.ready() {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
