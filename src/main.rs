@@ -32,11 +32,78 @@ enum LogFormat {
     Json,
 }
 
+#[derive(clap::Args, Clone)]
+struct WebhookArgs {
+    /// Where the admission webhook listens (HTTPS only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    webhook_addr: std::net::SocketAddr,
+    /// Serving certificate (PEM); reloaded when the file changes.
+    #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Generate a CA and a serving certificate at start-up (renewed before expiry) and write
+    /// the CA into --webhook-config's caBundle.
+    #[arg(long)]
+    self_signed: bool,
+    /// DNS names of the self-signed certificate (e.g. the Service's name.namespace.svc).
+    #[arg(long, value_delimiter = ',', default_value = "localhost")]
+    cert_dns: Vec<String>,
+    /// IP addresses of the self-signed certificate.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    cert_ip: Vec<std::net::IpAddr>,
+    /// Validity of the self-signed certificate (Go duration); renewed at two thirds of it.
+    #[arg(long, default_value = "720h")]
+    cert_validity: String,
+    /// The MutatingWebhookConfiguration to keep the caBundle of.
+    #[arg(long)]
+    webhook_config: Option<String>,
+    /// Create or update --webhook-config to call this URL (for a webhook outside the cluster,
+    /// e.g. https://127.0.0.1:8443/mutate on the local control plane).
+    #[arg(long, requires = "webhook_config")]
+    webhook_url: Option<String>,
+    /// Namespaces the created webhook configuration skips.
+    #[arg(long, value_delimiter = ',', default_value = "kube-system")]
+    webhook_skip_namespaces: Vec<String>,
+}
+
+impl WebhookArgs {
+    fn config(&self) -> Result<armor_refresh::webhook::server::Config, String> {
+        use armor_refresh::webhook::server::{CertSource, Config};
+        let certs = match (&self.tls_cert, &self.tls_key, self.self_signed) {
+            (Some(c), Some(k), false) => CertSource::Files {
+                cert: c.clone(),
+                key: k.clone(),
+            },
+            (None, None, true) => CertSource::SelfSigned {
+                dns: self.cert_dns.clone(),
+                ips: self.cert_ip.clone(),
+                validity: armor_refresh::policy::parse_duration(
+                    "--cert-validity",
+                    &self.cert_validity,
+                )
+                .map_err(|e| e.to_string())?,
+            },
+            _ => return Err("the webhook needs --tls-cert and --tls-key, or --self-signed".into()),
+        };
+        Ok(Config {
+            addr: self.webhook_addr,
+            certs,
+            webhook_config: self.webhook_config.clone(),
+            url: self.webhook_url.clone(),
+            skip_namespaces: self.webhook_skip_namespaces.clone(),
+        })
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Run the operator without the admission webhook.
     #[arg(long)]
     no_webhook: bool,
+    #[command(flatten)]
+    webhook: WebhookArgs,
     /// This replica's identity for the leader Lease and events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -68,6 +135,16 @@ enum Command {
     /// Run the operator (and, unless --no-webhook, the admission webhook) against the
     /// cluster KUBECONFIG or the in-cluster config names.
     Run(RunArgs),
+    /// Run the admission webhook alone.
+    Webhook {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+        /// Where /metrics, /healthz and /readyz are served.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        metrics_addr: std::net::SocketAddr,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Print both CustomResourceDefinitions as YAML (or write them into a directory).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -97,16 +174,39 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Run(args) = cli.command {
-        return match operate(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run(cli) {
+    let result = match cli.command {
+        Command::Run(args) => operate(args, true),
+        Command::Webhook {
+            webhook,
+            metrics_addr,
+            log_format,
+        } => operate(
+            RunArgs {
+                no_webhook: false,
+                webhook,
+                identity: None,
+                no_leader_elect: true,
+                lease_namespace: String::new(),
+                lease_name: String::new(),
+                lease_duration: 15,
+                write_qps: 20,
+                write_burst: 40,
+                metrics_addr,
+                log_format,
+            },
+            false,
+        ),
+        other => {
+            return match run(Cli { command: other }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -119,7 +219,7 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
-fn operate(args: RunArgs) -> Result<(), String> {
+fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_lease_manager=warn"));
@@ -139,17 +239,24 @@ fn operate(args: RunArgs) -> Result<(), String> {
         config.default_retry = false;
         let client =
             kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
-        if !args.no_webhook {
-            return Err(
-                "the admission webhook is not part of this build yet; run with --no-webhook"
-                    .to_string(),
-            );
-        }
+        let webhook_cfg = if args.no_webhook {
+            None
+        } else {
+            Some(args.webhook.config()?)
+        };
         let identity = args
             .identity
             .clone()
             .unwrap_or_else(|| format!("armor-refresh-{}", std::process::id()));
-        let health = armor_refresh::metrics::Health::default();
+        let health = armor_refresh::metrics::Health {
+            webhook_enabled: webhook_cfg.is_some(),
+            ..Default::default()
+        };
+        if !with_operator {
+            health
+                .caches_synced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let listener = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
@@ -178,6 +285,31 @@ fn operate(args: RunArgs) -> Result<(), String> {
             }
             let _ = stop_tx.send(true);
         });
+        let webhook_task = webhook_cfg.map(|wc| {
+            let (client, ready, stop) = (
+                client.clone(),
+                health.webhook_ready.clone(),
+                stop_rx.clone(),
+            );
+            tokio::spawn(async move {
+                armor_refresh::webhook::server::serve(client, wc, ready, stop).await
+            })
+        });
+        if !with_operator {
+            return match webhook_task {
+                Some(t) => t
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+        }
+        if let Some(t) = &webhook_task {
+            // A webhook that cannot start (bad certificate, port taken) stops the process.
+            if t.is_finished() {
+                return Err("the webhook stopped at start-up".into());
+            }
+        }
         let cfg = armor_refresh::controller::Config {
             identity,
             leader_election: !args.no_leader_elect,
@@ -195,7 +327,7 @@ fn operate(args: RunArgs) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Run(_) => unreachable!("handled in main"),
+        Command::Run(_) | Command::Webhook { .. } => Err("internal: served by main".into()),
         Command::Crd { write: None } => {
             print!("{}", crdgen::all_yaml());
             Ok(())

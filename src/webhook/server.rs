@@ -1,0 +1,573 @@
+//! The HTTPS admission server: rustls with certificates from files (reloaded when they
+//! change) or self-signed at start-up (CA written into the MutatingWebhookConfiguration's
+//! caBundle, renewed before expiry); policies, namespaces and nodes from reflectors.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio_rustls::rustls;
+
+use super::{Lookup, Verdict};
+use crate::api::{ArmorRefreshPolicy, InjectAt};
+use crate::metrics::{AdmissionLabel, METRICS};
+use crate::policy::{ValidPolicy, validate};
+
+/// Largest AdmissionReview body accepted (Kubernetes objects are at most ~1.5 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Why the webhook could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("TLS certificate: {0}")]
+    Cert(String),
+    #[error("listening on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files, reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A CA and a serving certificate generated at start-up for these names.
+    SelfSigned {
+        dns: Vec<String>,
+        ips: Vec<IpAddr>,
+        validity: Duration,
+    },
+}
+
+/// Webhook settings (flags of `armor-refresh webhook` / `run`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub certs: CertSource,
+    /// The MutatingWebhookConfiguration whose caBundle to keep in step with a self-signed CA.
+    pub webhook_config: Option<String>,
+    /// With `webhook_config`: create or update that configuration to call this URL
+    /// (local runs, where there is no Service); otherwise only its caBundle is written.
+    pub url: Option<String>,
+    /// Namespaces the webhook configuration skips (its own, and kube-system unless asked).
+    pub skip_namespaces: Vec<String>,
+}
+
+/// Hot-swappable serving certificate.
+#[derive(Debug)]
+pub struct Certs {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok()?.clone()
+    }
+}
+
+impl Certs {
+    fn set(&self, k: CertifiedKey) {
+        if let Ok(mut g) = self.current.write() {
+            *g = Some(Arc::new(k));
+        }
+    }
+    fn loaded(&self) -> bool {
+        self.current.read().is_ok_and(|g| g.is_some())
+    }
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Error> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Cert(format!("certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Cert("no certificate in the PEM".into()));
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| Error::Cert(format!("key PEM: {e}")))?
+        .ok_or_else(|| Error::Cert("no private key in the PEM".into()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider)
+        .map_err(|e| Error::Cert(format!("certificate and key do not match: {e}")))
+}
+
+/// Reads a certificate and key from PEM files.
+pub fn load_files(cert: &std::path::Path, key: &std::path::Path) -> Result<CertifiedKey, Error> {
+    let c = std::fs::read(cert).map_err(|e| Error::Cert(format!("{}: {e}", cert.display())))?;
+    let k = std::fs::read(key).map_err(|e| Error::Cert(format!("{}: {e}", key.display())))?;
+    certified_key(&c, &k)
+}
+
+/// A fresh CA and a serving certificate signed by it: `(serving key, CA PEM)`.
+pub fn self_signed(
+    dns: &[String],
+    ips: &[IpAddr],
+    validity: Duration,
+) -> Result<(CertifiedKey, String), Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let err = |e: rcgen::Error| Error::Cert(e.to_string());
+    let now = time::OffsetDateTime::now_utc();
+    let until =
+        now + time::Duration::seconds(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 2));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "armor-refresh webhook CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now - time::Duration::minutes(5);
+    ca.not_after = until;
+    let issuer =
+        CertifiedIssuer::self_signed(ca, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let mut leaf = CertificateParams::new(dns.to_vec()).map_err(err)?;
+    for ip in ips {
+        leaf.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        dns.first()
+            .cloned()
+            .unwrap_or_else(|| "armor-refresh-webhook".into()),
+    );
+    leaf.not_before = now - time::Duration::minutes(5);
+    leaf.not_after = until;
+    let leaf_key = KeyPair::generate().map_err(err)?;
+    let cert = leaf.signed_by(&leaf_key, &issuer).map_err(err)?;
+    let key = certified_key(cert.pem().as_bytes(), leaf_key.serialize_pem().as_bytes())?;
+    Ok((key, issuer.pem()))
+}
+
+/// What the handler reads.
+struct Shared {
+    policies: RwLock<Arc<Vec<ValidPolicy>>>,
+    namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+    client: Client,
+    certs: Arc<Certs>,
+    synced: AtomicBool,
+}
+
+struct StoreLookup<'a> {
+    shared: &'a Shared,
+    pod: Option<Pod>,
+}
+
+impl Lookup for StoreLookup<'_> {
+    fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
+        self.shared
+            .namespaces
+            .get(&reflector::ObjectRef::new(ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default()
+    }
+    fn node_labels(&self, node: &str) -> Option<BTreeMap<String, String>> {
+        self.shared
+            .nodes
+            .get(&reflector::ObjectRef::new(node))
+            .map(|n| n.labels().clone())
+    }
+    fn pod(&self, _ns: &str, _name: &str) -> Option<Pod> {
+        self.pod.clone()
+    }
+}
+
+async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResponse {
+    let start = Instant::now();
+    let policies = shared
+        .policies
+        .read()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    // A binding names its pod; fetch it only when a policy injects at binding.
+    let mut pod = None;
+    if policies
+        .iter()
+        .any(|p| p.spec.profile.inject_at == InjectAt::Binding)
+    {
+        if let Ok(req) = super::parse_review(&body) {
+            if req.sub_resource.as_deref() == Some("binding") {
+                let ns = req.namespace.clone().unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+                pod = tokio::time::timeout(Duration::from_secs(2), api.get_opt(&req.name))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+            }
+        }
+    }
+    let lookup = StoreLookup {
+        shared: &shared,
+        pod,
+    };
+    let (code, out, verdict, op) = super::handle(&body, &policies, &lookup);
+    METRICS
+        .admission_requests
+        .get_or_create(&AdmissionLabel {
+            operation: op,
+            result: verdict.as_str().into(),
+        })
+        .inc();
+    METRICS
+        .admission_latency
+        .observe(start.elapsed().as_secs_f64());
+    if verdict == Verdict::Error {
+        tracing::warn!(code, body = %String::from_utf8_lossy(&out).chars().take(300).collect::<String>(), "admission request not understood");
+    }
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+        [("content-type", "application/json")],
+        out,
+    )
+}
+
+/// The admission router: POST /mutate, GET /healthz and /readyz.
+fn router(shared: Arc<Shared>) -> Router {
+    let ready = shared.clone();
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let s = ready.clone();
+                async move {
+                    if s.synced.load(Ordering::Relaxed) && s.certs.loaded() {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+fn reflect<K>(api: Api<K>, wake: Option<Arc<Notify>>) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "webhook watch failed; retrying");
+            }
+            if let Some(w) = &wake {
+                w.notify_one();
+            }
+        }
+    });
+    store
+}
+
+/// Writes `ca_pem` into every webhook of the named configuration; with `url`, creates or
+/// updates the whole configuration first.
+pub async fn write_webhook_config(
+    client: &Client,
+    name: &str,
+    url: Option<&str>,
+    ca_pem: &str,
+    skip_namespaces: &[String],
+) -> Result<(), Error> {
+    use base64_engine::encode;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let bundle = encode(ca_pem.as_bytes());
+    if let Some(url) = url {
+        let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "armor-refresh"}},
+            "webhooks": [{
+                "name": "pods.refresh.armor.dev",
+                "clientConfig": {"url": url, "caBundle": bundle},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods", "pods/binding"], "scope": "Namespaced"}],
+                "failurePolicy": "Ignore",
+                "matchPolicy": "Equivalent",
+                "sideEffects": "None",
+                "timeoutSeconds": 5,
+                "reinvocationPolicy": "IfNeeded",
+                "admissionReviewVersions": ["v1"],
+                "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skip_namespaces}]},
+            }]
+        }))
+        .map_err(|e| Error::Cert(e.to_string()))?;
+        METRICS.write("apply_webhook_config");
+        api.patch(
+            name,
+            &PatchParams::apply(crate::api::FIELD_MANAGER).force(),
+            &Patch::Apply(&cfg),
+        )
+        .await?;
+        return Ok(());
+    }
+    let Some(existing) = api.get_opt(name).await? else {
+        return Err(Error::Cert(format!(
+            "MutatingWebhookConfiguration {name:?} not found; create it (the Helm chart does) or pass --webhook-url"
+        )));
+    };
+    let ops: Vec<serde_json::Value> = (0..existing.webhooks.as_ref().map_or(0, Vec::len))
+        .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!(ops)).map_err(|e| Error::Cert(e.to_string()))?;
+    METRICS.write("patch_webhook_config");
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    let _ = PostParams::default();
+    Ok(())
+}
+
+/// A tiny standard base64 encoder (the caBundle field), to avoid a dependency for one call.
+mod base64_engine {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(b: &[u8]) -> String {
+        let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+        for chunk in b.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+    #[cfg(test)]
+    #[test]
+    fn rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(encode(i.as_bytes()), o);
+        }
+    }
+}
+
+/// Runs the webhook until `shutdown` turns true. `ready` is set once certificates are
+/// loaded and policies synced.
+/// Resolves once `rx` turns true (or its sender is gone).
+pub async fn until_stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.is_ok();
+}
+
+pub async fn serve(
+    client: Client,
+    cfg: Config,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let certs = Arc::new(Certs {
+        current: RwLock::new(None),
+    });
+    // Certificates first: a webhook without them is not ready.
+    let mut renew_at: Option<Instant> = None;
+    let mut file_stamp: Option<(SystemTime, SystemTime)> = None;
+    match &cfg.certs {
+        CertSource::Files { cert, key } => {
+            certs.set(load_files(cert, key)?);
+            file_stamp = stamps(cert, key);
+        }
+        CertSource::SelfSigned { dns, ips, validity } => {
+            let (k, ca) = self_signed(dns, ips, *validity)?;
+            certs.set(k);
+            if let Some(name) = &cfg.webhook_config {
+                write_webhook_config(&client, name, cfg.url.as_deref(), &ca, &cfg.skip_namespaces)
+                    .await?;
+            }
+            renew_at = Some(Instant::now() + validity.mul_f64(2.0 / 3.0));
+        }
+    }
+    let wake = Arc::new(Notify::new());
+    let policies_store: Store<DeserializeGuard<ArmorRefreshPolicy>> =
+        reflect(Api::all(client.clone()), Some(wake.clone()));
+    let shared = Arc::new(Shared {
+        policies: RwLock::new(Arc::new(vec![])),
+        namespaces: reflect(Api::all(client.clone()), None),
+        nodes: reflect(Api::all(client.clone()), None),
+        client: client.clone(),
+        certs: certs.clone(),
+        synced: AtomicBool::new(false),
+    });
+    // Keep the validated policies current.
+    {
+        let shared = shared.clone();
+        let store = policies_store.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            let _ = shared.namespaces.wait_until_ready().await;
+            let _ = shared.nodes.wait_until_ready().await;
+            loop {
+                let mut valid: Vec<ValidPolicy> = store
+                    .state()
+                    .iter()
+                    .filter_map(|g| g.0.as_ref().ok())
+                    .filter_map(|p| validate(&p.name_any(), &p.spec).ok())
+                    .collect();
+                valid.sort_by(|a, b| a.name.cmp(&b.name));
+                if let Ok(mut g) = shared.policies.write() {
+                    *g = Arc::new(valid);
+                }
+                shared.synced.store(true, Ordering::Relaxed);
+                ready.store(shared.certs.loaded(), Ordering::Relaxed);
+                wake.notified().await;
+            }
+        });
+    }
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Cert(e.to_string()))?
+    .with_no_client_auth()
+    .with_cert_resolver(certs.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|e| Error::Listen(cfg.addr, e))?;
+    tracing::info!(addr = %cfg.addr, "webhook listening (TLS)");
+    let app = router(shared.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let stop = until_stopped(shutdown.clone());
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                // Hot reload of certificate files, and renewal of a self-signed one.
+                if let CertSource::Files { cert, key } = &cfg.certs {
+                    let now = stamps(cert, key);
+                    if now != file_stamp {
+                        match load_files(cert, key) {
+                            Ok(k) => { certs.set(k); file_stamp = now; tracing::info!("reloaded the serving certificate"); }
+                            Err(e) => tracing::warn!(error = %e, "new certificate files do not load; keeping the old ones"),
+                        }
+                    }
+                }
+                if let (Some(at), CertSource::SelfSigned { dns, ips, validity }) = (renew_at, &cfg.certs) {
+                    if Instant::now() >= at {
+                        match self_signed(dns, ips, *validity) {
+                            Ok((k, ca)) => {
+                                // The new CA goes into the configuration before the new certificate is served.
+                                let wrote = match &cfg.webhook_config {
+                                    Some(name) => write_webhook_config(&client, name, cfg.url.as_deref(), &ca, &cfg.skip_namespaces).await.map_err(|e| e.to_string()),
+                                    None => Ok(()),
+                                };
+                                match wrote {
+                                    Ok(()) => { certs.set(k); renew_at = Some(Instant::now() + validity.mul_f64(2.0 / 3.0)); tracing::info!("renewed the self-signed certificate"); }
+                                    Err(e) => tracing::warn!(error = %e, "could not write the new CA bundle; keeping the old certificate"),
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "renewing the self-signed certificate failed"),
+                        }
+                    }
+                }
+            }
+            conn = listener.accept() => {
+                let Ok((stream, _peer)) = conn else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+                    let service = TowerToHyperService::new(app);
+                    // Bound a connection's life: no request takes a minute.
+                    let _ = tokio::time::timeout(Duration::from_secs(120), builder.serve_connection(TokioIo::new(tls), service)).await;
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stamps(cert: &std::path::Path, key: &std::path::Path) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(cert)?, m(key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_certificates_load() {
+        let (k, ca) = self_signed(
+            &["armor-refresh.svc".into()],
+            &["127.0.0.1".parse().unwrap()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(k.cert.len(), 1);
+    }
+
+    #[test]
+    fn bad_certificate_files_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("ar-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), "not a pem").unwrap();
+        std::fs::write(dir.join("k.pem"), "not a pem").unwrap();
+        let e = load_files(&dir.join("c.pem"), &dir.join("k.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no certificate"), "{e}");
+        let e = load_files(&dir.join("missing.pem"), &dir.join("k.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
