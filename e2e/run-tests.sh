@@ -8,4 +8,6 @@ export ARMOR_REFRESH_CLUSTER_DIR="${ARMOR_REFRESH_E2E_CLUSTER_DIR:-${TMPDIR:-/tm
 trap 'e2e/cluster.sh down || true' EXIT
 e2e/cluster.sh up --ready-delay "${E2E_READY_DELAY:-1s}"
 eval "$(e2e/cluster.sh env)"
+# The e2e tests run the operator as users do: the binary.
+cargo build --bin armor-refresh
 cargo test -p armor-refresh-e2e "$@"

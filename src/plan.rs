@@ -347,6 +347,7 @@ mod tests {
             leader: false,
             pdbs: vec![],
             ready: true,
+            created: None,
         }
     }
 

@@ -460,17 +460,27 @@ fn gate(
 }
 
 /// The replacement of an evicted pod: same owner, created at or after its eviction was
-/// requested, Ready, compliant, and not already claimed.
+/// requested, Ready, and not claimed by another eviction. Prefers one with its profile;
+/// the flag says whether it has it (a pod created while the webhook was down has not).
 fn find_replacement<'a>(
     p: &BatchPod,
     since: DateTime<Utc>,
     policy: Option<&ValidPolicy>,
     facts: &'a ClusterFacts,
     claimed: &BTreeSet<String>,
-) -> Option<&'a Pod> {
+    run_started: Option<DateTime<Utc>>,
+) -> Option<(&'a Pod, bool)> {
     // creationTimestamp has one-second resolution.
     let since = since - TimeDelta::seconds(1);
-    facts.pods.iter().map(|p| p.as_ref()).find(|cand| {
+    let compliant = |cand: &Pod| match policy {
+        Some(pol) => {
+            let owner = compliance::owner_of(cand, Some(facts));
+            compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
+                .is_compliant()
+        }
+        None => true,
+    };
+    let mut candidates = facts.pods.iter().map(|p| p.as_ref()).filter(|cand| {
         let uid = cand.metadata.uid.as_deref().unwrap_or_default();
         if uid == p.uid
             || claimed.contains(uid)
@@ -489,18 +499,19 @@ fn find_replacement<'a>(
         {
             return false;
         }
-        let owner = compliance::owner_of(cand, Some(facts));
-        if owner.to_string() != p.owner {
-            return false;
-        }
-        match policy {
-            Some(pol) => {
-                compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
-                    .is_compliant()
-            }
-            None => true,
-        }
-    })
+        compliance::owner_of(cand, Some(facts)).to_string() == p.owner
+    });
+    let all: Vec<&Pod> = candidates.by_ref().collect();
+    // A pod without its profile that existed when the run started is a target, never a
+    // replacement.
+    let new_since_start = |c: &&&Pod| match (run_started, c.metadata.creation_timestamp.as_ref()) {
+        (Some(st), Some(t)) => t.0.as_second() > st.timestamp(),
+        _ => false,
+    };
+    all.iter()
+        .find(|c| compliant(c))
+        .map(|c| (*c, true))
+        .or_else(|| all.iter().find(new_since_start).map(|c| (*c, false)))
 }
 
 fn ready_timeout(policy: Option<&ValidPolicy>, p: &BatchPod) -> Duration {
@@ -544,14 +555,14 @@ fn observe_batch(
     };
     let target_uids: Option<BTreeSet<&str>> =
         selection.map(|sel| sel.targets.iter().map(|t| t.uid.as_str()).collect());
+    // A replacement stands for one eviction only, across this batch and the previous one
+    // (whose replacements may have been created in the same second as these evictions).
     let mut claimed: BTreeSet<String> = batch
         .pods
         .iter()
-        .filter_map(|p| {
-            p.message
-                .strip_prefix("replaced by ")
-                .map(|m| m.split(' ').next().unwrap_or("").to_string())
-        })
+        .map(|p| p.replacement.clone())
+        .chain(s.recent_replacements.iter().cloned())
+        .filter(|u| !u.is_empty())
         .collect();
     let mut newly_failed = Vec::new();
     for p in batch.pods.iter_mut() {
@@ -626,7 +637,9 @@ fn observe_batch(
                     // A crash lost the outcome: the cluster tells whether it happened.
                     if gone_or_terminating {
                         p.state = PodState::Evicted;
-                        p.evicted_at = Some(now);
+                        // Its replacement may be older than this restart: date the
+                        // eviction from when it was requested (written ahead).
+                        p.evicted_at = Some(p.requested_at.unwrap_or(now));
                         p.message = "evicted".into();
                     } else {
                         p.state = PodState::Planned;
@@ -634,7 +647,10 @@ fn observe_batch(
                 }
             },
             PodState::Evicted => {
-                let since = p.evicted_at.unwrap_or(batch.started_at);
+                // Replacements are matched from when the eviction was requested: the pod may
+                // be replaced before the Eviction API call even returns.
+                let since = p.requested_at.or(p.evicted_at).unwrap_or(batch.started_at);
+                let timeout_from = p.evicted_at.unwrap_or(since);
                 if workload {
                     if workload_done(p, obs.facts, selection) {
                         p.state = PodState::Refreshed;
@@ -647,20 +663,39 @@ fn observe_batch(
                         s.progress.refreshed += 1;
                         p.message = "bare pod removed (nothing recreates it)".into();
                     }
-                } else if let Some(r) = find_replacement(p, since, policy, obs.facts, &claimed) {
+                } else if let Some((r, with_profile)) =
+                    find_replacement(p, since, policy, obs.facts, &claimed, s.started_at)
+                {
                     let uid = r.metadata.uid.clone().unwrap_or_default();
                     p.state = PodState::Refreshed;
-                    s.progress.refreshed += 1;
-                    p.message = format!("replaced by {uid} ({})", r.name_any());
+                    p.replacement = uid.clone();
+                    if with_profile {
+                        s.progress.refreshed += 1;
+                        p.message = format!("replaced by {}", r.name_any());
+                    } else {
+                        // Capacity is back, but the webhook did not inject (down or
+                        // misconfigured). Not a failure of the replacement: the next run
+                        // refreshes it (this one never targets pods created after it started).
+                        s.progress.without_profile += 1;
+                        p.message = format!(
+                            "replaced by {} without its profile (was the webhook down?)",
+                            r.name_any()
+                        );
+                        cx.event(
+                            true,
+                            "ReplacementWithoutProfile",
+                            format!("{}/{}: {}", p.namespace, p.name, p.message),
+                        );
+                    }
                     claimed.insert(uid);
                 }
                 if p.state == PodState::Evicted {
-                    let deadline = since + td(ready_timeout(policy, p));
+                    let deadline = timeout_from + td(ready_timeout(policy, p));
                     if now >= deadline {
                         p.state = PodState::Failed;
                         p.message = format!(
                             "no Ready replacement with its profile within {}",
-                            fmt_duration(deadline - since)
+                            fmt_duration(deadline - timeout_from)
                         );
                         s.progress.failed += 1;
                         cx.event(
@@ -725,6 +760,12 @@ fn finish_batch(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
         return;
     };
     let count = |st: PodState| b.pods.iter().filter(|p| p.state == st).count() as u32;
+    s.recent_replacements = b
+        .pods
+        .iter()
+        .map(|p| p.replacement.clone())
+        .filter(|u| !u.is_empty())
+        .collect();
     let rec = BatchRecord {
         index: b.index,
         started_at: b.started_at,
@@ -896,6 +937,15 @@ pub fn estimate_end(
     Some(t)
 }
 
+/// A run refreshes the pods that existed when it started; pods created later (e.g. while
+/// the webhook was down) are the next run's, so a run always ends.
+fn in_scope(t: &Target, started: Option<DateTime<Utc>>) -> bool {
+    match (t.created, started) {
+        (Some(c), Some(s)) => c <= s.timestamp(),
+        _ => true,
+    }
+}
+
 fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, others: &[BatchPod]) {
     let in_batch: BTreeSet<&str> = s
         .current_batch
@@ -908,6 +958,7 @@ fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, others: &[Bat
     let pending = sel
         .targets
         .iter()
+        .filter(|t| in_scope(t, s.started_at))
         .filter(|t| !in_batch.contains(t.uid.as_str()) && !taken.contains(t.uid.as_str()))
         .count() as u32;
     let flying = s
@@ -919,7 +970,11 @@ fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, others: &[Bat
     s.progress.pending = pending;
     s.progress.skipped = sel.skipped_total();
     if !s.phase.is_terminal() || s.progress.total == 0 {
-        s.progress.total = s.progress.refreshed + s.progress.failed + flying + pending;
+        s.progress.total = s.progress.refreshed
+            + s.progress.without_profile
+            + s.progress.failed
+            + flying
+            + pending;
     }
 }
 
@@ -946,6 +1001,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     if let Some(b) = s.current_batch.as_mut() {
         for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
             p.state = PodState::Evicting;
+            p.requested_at = Some(now);
             if p.uid.is_empty() {
                 let (kind, name) = p.owner.split_once('/').unwrap_or(("Deployment", ""));
                 cx.actions.push(Action::Restart {
@@ -1000,11 +1056,17 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     let mut remaining: Vec<Target> = sel
         .targets
         .iter()
+        .filter(|t| in_scope(t, s.started_at))
         .filter(|t| !taken.contains(t.uid.as_str()) && !unhealthy.contains(t.uid.as_str()))
         .cloned()
         .collect();
     if remaining.is_empty() {
-        if !sel.targets.iter().any(|t| taken.contains(t.uid.as_str())) {
+        if !sel
+            .targets
+            .iter()
+            .filter(|t| in_scope(t, s.started_at))
+            .any(|t| taken.contains(t.uid.as_str()))
+        {
             set_phase(
                 s,
                 Phase::Completed,

@@ -87,6 +87,8 @@ pub struct Target {
     /// Indexes into `ClusterFacts::pdbs` of the budgets covering it.
     pub pdbs: Vec<usize>,
     pub ready: bool,
+    /// Creation time (Unix seconds), when known.
+    pub created: Option<i64>,
 }
 
 impl Target {
@@ -306,6 +308,11 @@ pub fn classify(
         leader: holds_lease(facts, &ns, &pod.name_any()),
         pdbs: pdbs_of(facts, pod),
         ready: is_ready(pod),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
         namespace: ns,
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),

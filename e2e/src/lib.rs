@@ -120,6 +120,19 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         )
         .await?;
     }
+    // Established is not yet served discovery: wait until kubectl (with its discovery
+    // cache) resolves both kinds, as a user's next command would.
+    for kind in ["armorrefreshpolicies", "armorrefreshruns"] {
+        wait_for(
+            &format!("discovery to serve {kind}"),
+            Duration::from_secs(30),
+            || async move {
+                let (ok, _, _) = kubectl(&["get", kind], None).await?;
+                Ok(ok.then_some(()))
+            },
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -143,3 +156,6 @@ pub async fn fresh_namespace(client: &Client, name: &str) -> Result<()> {
     api.create(&PostParams::default(), &ns).await?;
     Ok(())
 }
+
+pub mod invariants;
+pub mod process;

@@ -156,6 +156,10 @@ pub struct ArmorRefreshRunStatus {
     /// `progress.failed` when the circuit breaker was last reset; failures beyond it count.
     #[serde(default)]
     pub failure_baseline: u32,
+    /// Replacement pods the last finished batch matched to its evictions (UIDs): never
+    /// matched again to an eviction of the next batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_replacements: Vec<String>,
 }
 
 /// Run counters.
@@ -170,6 +174,10 @@ pub struct Progress {
     pub pending: u32,
     /// Targets whose replacement missed its ready timeout.
     pub failed: u32,
+    /// Targets replaced by a Ready pod that lacks its profile (created while the webhook
+    /// was unavailable); the next run refreshes those.
+    #[serde(default)]
+    pub without_profile: u32,
     /// Selected pods that are not targets (see `plan.skipped` for reasons).
     pub skipped: u32,
     /// "refreshed/total", for the printer column.
@@ -237,12 +245,18 @@ pub struct BatchPod {
     pub volumes: bool,
     /// Planned, Evicting, Deferred, Evicted, Refreshed, Failed, Gone.
     pub state: PodState,
+    /// When the eviction was requested (written before the request is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
     /// When the eviction succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_at: Option<DateTime<Utc>>,
     /// For a Deferred pod: when the eviction is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// UID of the pod that replaced it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replacement: String,
     /// How many times the eviction was refused (PodDisruptionBudget).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,

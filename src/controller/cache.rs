@@ -300,8 +300,13 @@ spec:
   initContainers: [{name: init, image: busybox, command: [sh]}]
   containers:
   - name: app
-    image: nginx
-    env: [{name: A, value: b}]
+    image: registry.example/team/nginx:1.27.3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+    command: [nginx, -g, daemon off;]
+    env: [{name: A, value: b}, {name: LOG_LEVEL, value: info}, {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {memory: 256Mi}}
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 5}
+    livenessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 10}
+    volumeMounts: [{name: cfg, mountPath: /etc/nginx}, {name: data, mountPath: /data}]
     securityContext: {runAsUser: 1000, appArmorProfile: {type: Localhost, localhostProfile: x}}
   volumes:
   - {name: cfg, configMap: {name: c}}

@@ -36,6 +36,8 @@ struct World {
     evictions: Vec<String>,
     /// Workload of each eviction, in order.
     evicted_apps: Vec<String>,
+    /// Replacements come without their profile (the webhook is down).
+    webhook_down: bool,
     max_disrupted: usize,
 }
 
@@ -52,6 +54,7 @@ impl World {
             replaced: BTreeMap::new(),
             evictions: vec![],
             evicted_apps: vec![],
+            webhook_down: false,
             max_disrupted: 0,
         };
         for z in ["a", "b", "c"] {
@@ -144,7 +147,7 @@ impl World {
             .retain(|p| p.metadata.uid.as_deref() != Some(uid));
         self.evictions.push(uid.to_string());
         self.evicted_apps.push(deploy.clone());
-        let r = self.add_pod(&deploy, true, false);
+        let r = self.add_pod(&deploy, !self.webhook_down, false);
         if !self.broken.contains(&deploy) {
             self.ready_at
                 .push((r.clone(), self.now + TimeDelta::seconds(self.ready_delay)));
@@ -665,6 +668,41 @@ fn a_planned_pod_that_stops_being_a_target_is_dropped() {
         .collect();
     assert_eq!(gone.len(), 1);
     assert!(gone[0].name.starts_with("api"));
+}
+
+#[test]
+fn replacements_without_profile_are_not_failures_and_not_retargeted() {
+    let mut w = World::new(&[("web", 4)]);
+    w.now += TimeDelta::seconds(5); // the originals predate the run
+    w.webhook_down = true;
+    let pol = policy("rollout: {batchSize: 2, interval: 0s}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 200);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Completed, "Done"),
+        "{:?}",
+        r.status
+    );
+    assert_eq!(
+        w.evictions.len(),
+        4,
+        "the replacements (new targets) are the next run's"
+    );
+    assert_eq!(r.status.progress.without_profile, 4);
+    assert_eq!(
+        (r.status.progress.refreshed, r.status.progress.failed),
+        (0, 0)
+    );
+    assert!(events(&steps).contains(&"ReplacementWithoutProfile".to_string()));
+    // The next run refreshes them once the webhook is back.
+    w.webhook_down = false;
+    w.advance(Duration::from_secs(2));
+    let mut next = Run::new();
+    drive(&mut w, &mut next, PolicyView::Valid(&pol), 200);
+    assert_eq!(next.status.phase, Phase::Completed);
+    assert_eq!(next.status.progress.refreshed, 4);
+    assert_eq!(w.evictions.len(), 8);
 }
 
 #[test]

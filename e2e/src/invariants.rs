@@ -1,0 +1,225 @@
+//! An independent witness: watches pods (not the operator's status) and records every
+//! deletion and readiness change, so tests can assert DESIGN.md's invariants over a run.
+//!
+//! Disruption is counted per workload as Kubernetes sees it: a Ready pod that is deleted
+//! opens a gap; the next pod of that workload that becomes Ready closes the oldest gap. The
+//! number of open gaps at any instant is the number of pods disrupted then; a gap keeps the
+//! zone of the pod that was taken down.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+
+use armor_refresh::compliance::owner_of;
+
+/// One pod deletion as witnessed.
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub workload: String,
+    pub zone: String,
+    pub at: Instant,
+    /// Whether the pod carried an AppArmor annotation when it was deleted.
+    pub had_profile: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: HashMap<String, (String, bool, bool)>, // uid -> (workload, ready, deleting)
+    gaps: HashMap<String, VecDeque<String>>,     // workload -> zones of open gaps
+    deletions: Vec<Deletion>,
+    max_total: usize,
+    max_zone: BTreeMap<String, usize>,
+    max_workload: BTreeMap<String, usize>,
+}
+
+impl State {
+    fn open(&self) -> usize {
+        self.gaps.values().map(VecDeque::len).sum()
+    }
+    fn zone_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for q in self.gaps.values() {
+            for z in q {
+                *m.entry(z.clone()).or_default() += 1;
+            }
+        }
+        m
+    }
+    fn track_max(&mut self) {
+        self.max_total = self.max_total.max(self.open());
+        for (z, c) in self.zone_counts() {
+            let e = self.max_zone.entry(z).or_default();
+            *e = (*e).max(c);
+        }
+        for (w, q) in &self.gaps {
+            let e = self.max_workload.entry(w.clone()).or_default();
+            *e = (*e).max(q.len());
+        }
+    }
+}
+
+/// The witness; cheap to clone.
+#[derive(Clone)]
+pub struct Witness {
+    state: Arc<Mutex<State>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn has_profile(p: &Pod) -> bool {
+    p.annotations()
+        .keys()
+        .any(|k| k.starts_with(armor_refresh::compliance::ANNOTATION_PREFIX))
+}
+
+impl Witness {
+    /// Starts watching the pods of `namespaces`; returns once the initial list is in.
+    pub async fn start(client: &Client, namespaces: &[&str]) -> crate::Result<Witness> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let zones: HashMap<String, String> = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|n| {
+                (
+                    n.name_any(),
+                    n.labels()
+                        .get("topology.kubernetes.io/zone")
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let state = Arc::new(Mutex::new(State::default()));
+        let namespaces: BTreeSet<String> = namespaces.iter().map(|s| s.to_string()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let pods: Api<Pod> = Api::all(client.clone());
+        let task = tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut stream = std::pin::pin!(watcher::watcher(pods, watcher::Config::default()));
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                let on_pod = |s: &mut State, p: &Pod, deleted: bool| {
+                    if !p.namespace().is_some_and(|n| namespaces.contains(&n)) {
+                        return;
+                    }
+                    let uid = p.uid().unwrap_or_default();
+                    let workload = format!(
+                        "{}/{}",
+                        p.namespace().unwrap_or_default(),
+                        owner_of(p, None)
+                    );
+                    let zone = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .and_then(|n| zones.get(n))
+                        .cloned()
+                        .unwrap_or_default();
+                    let is_ready = ready(p) && !deleted && p.metadata.deletion_timestamp.is_none();
+                    let deleting = deleted || p.metadata.deletion_timestamp.is_some();
+                    let prev = s.pods.get(&uid).cloned();
+                    let (was_ready, was_deleting) =
+                        prev.as_ref().map_or((false, false), |(_, r, d)| (*r, *d));
+                    if deleting && !was_deleting {
+                        s.deletions.push(Deletion {
+                            namespace: p.namespace().unwrap_or_default(),
+                            name: p.name_any(),
+                            uid: uid.clone(),
+                            workload: workload.clone(),
+                            zone: zone.clone(),
+                            at: Instant::now(),
+                            had_profile: has_profile(p),
+                        });
+                        if was_ready {
+                            s.gaps
+                                .entry(workload.clone())
+                                .or_default()
+                                .push_back(zone.clone());
+                        }
+                    } else if is_ready && !was_ready {
+                        if let Some(q) = s.gaps.get_mut(&workload) {
+                            q.pop_front();
+                        }
+                    }
+                    s.pods.insert(uid, (workload, is_ready, deleting));
+                    s.track_max();
+                };
+                match ev {
+                    Event::Apply(p) | Event::InitApply(p) => on_pod(&mut s, &p, false),
+                    Event::Delete(p) => on_pod(&mut s, &p, true),
+                    Event::Init => {}
+                    Event::InitDone => {
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+            .await
+            .map_err(|_| "the witness did not sync within 30s")??;
+        Ok(Witness {
+            state,
+            task: Arc::new(task),
+        })
+    }
+
+    pub fn deletions(&self) -> Vec<Deletion> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deletions
+            .clone()
+    }
+    /// The most pods disrupted at once.
+    pub fn max_disrupted(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_total
+    }
+    pub fn max_per_zone(&self) -> BTreeMap<String, usize> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_zone
+            .clone()
+    }
+    pub fn max_per_workload(&self) -> BTreeMap<String, usize> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_workload
+            .clone()
+    }
+    pub fn disrupted_now(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).open()
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The operator on the local control plane: real API server, controllers, scheduler and
+//! webhook chain; pods simulated by kwok (Ready 1 s after scheduling). Each test runs
+//! `armor-refresh run` as a process and checks DESIGN.md's invariants with an independent
+//! witness of pod deletions and readiness. Tests run one at a time (one operator at once).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
+use armor_refresh_e2e::invariants::Witness;
+use armor_refresh_e2e::process::{Process, run_args};
+use armor_refresh_e2e::{Result, client, fresh_namespace, install_crds, kubectl, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const WEBHOOK_CONFIG: &str = "armor-refresh-e2e";
+
+async fn apply(yaml: &str) -> Result<()> {
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kubectl apply: {err}").into())
+    }
+}
+
+/// Deletes every policy and run (they are cluster-scoped) and the e2e webhook configuration.
+async fn clean(c: &Client) -> Result<()> {
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let pols: Api<ArmorRefreshPolicy> = Api::all(c.clone());
+    runs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    pols.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let _ = kubectl(
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            WEBHOOK_CONFIG,
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    wait_for(
+        &format!("{n} Ready pods in {ns}"),
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            async move {
+                let l = pods.list(&ListParams::default()).await?.items;
+                let ready: Vec<Pod> = l
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .collect();
+                Ok((ready.len() == n).then_some(ready))
+            }
+        },
+    )
+    .await
+}
+
+async fn run_status(c: &Client, name: &str) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    Ok(runs.get(name).await?.status.unwrap_or_default())
+}
+
+async fn wait_phase(
+    c: &Client,
+    name: &str,
+    phase: Phase,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
+    let what = format!(
+        "run {name} to reach {phase:?}{}",
+        reason.map(|r| format!("/{r}")).unwrap_or_default()
+    );
+    wait_for(&what, timeout, || async move {
+        let s = run_status(c, name).await?;
+        Ok((s.phase == phase && reason.is_none_or(|r| s.reason == r)).then_some(s))
+    })
+    .await
+}
+
+fn deployment(ns: &str, name: &str, replicas: u32, containers: &[&str]) -> String {
+    let cs: Vec<String> = containers
+        .iter()
+        .map(|c| format!("{{name: {c}, image: example/{c}:1}}"))
+        .collect();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{}]}}\n---\n",
+        cs.join(", ")
+    )
+}
+
+fn policy(name: &str, namespaces: &[&str], rollout: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{}]}}]}}\n  rollout: {rollout}\n{extra}",
+        namespaces.join(", ")
+    )
+}
+
+fn run(name: &str, policy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {{name: {name}}}\nspec: {{policyRef: {{name: {policy}}}{extra}}}\n"
+    )
+}
+
+fn uids(pods: &[Pod]) -> std::collections::BTreeSet<String> {
+    pods.iter().map(|p| p.uid().unwrap_or_default()).collect()
+}
+
+async fn start_operator(name: &str, lease: &str) -> Result<Process> {
+    Process::start(name, &run_args(name, WEBHOOK_CONFIG, lease)).await
+}
+
+#[tokio::test]
+async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    for ns in ["e2e-shop", "e2e-data", "e2e-storage"] {
+        fresh_namespace(&c, ns).await?;
+    }
+    // Workloads exist before the webhook: none of their pods carries a profile.
+    let mut y = deployment("e2e-shop", "web", 6, &["app"]);
+    y += &deployment("e2e-shop", "api", 4, &["app", "envoy"]);
+    y += &deployment("e2e-shop", "cart", 1, &["app"]);
+    y += &deployment("e2e-storage", "osd", 2, &["osd"]);
+    y += "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: e2e-data}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: postgres, image: example/pg:16}]}\n---\n";
+    y += "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db, namespace: e2e-data}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: db}}}\n---\n";
+    y += "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: e2e-data}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: example/agent:1}]}\n---\n";
+    y += "apiVersion: v1\nkind: Pod\nmetadata: {name: debug, namespace: e2e-shop, labels: {run: debug}}\nspec: {containers: [{name: shell, image: example/shell:1}]}\n";
+    apply(&y).await?;
+    let shop = all_ready(&c, "e2e-shop", 12).await?;
+    let data = all_ready(&c, "e2e-data", 9).await?;
+    let storage = all_ready(&c, "e2e-storage", 2).await?;
+    let mut targets = uids(&shop);
+    targets.extend(uids(&data));
+    let bare = shop
+        .iter()
+        .find(|p| p.name_any() == "debug")
+        .unwrap()
+        .uid()
+        .unwrap();
+    targets.remove(&bare);
+    assert_eq!(targets.len(), 20);
+
+    let witness = Witness::start(&c, &["e2e-shop", "e2e-data", "e2e-storage"]).await?;
+    let mut op = start_operator("op-full", "armor-refresh-full").await?;
+    apply(&policy(
+        "full",
+        &["e2e-shop", "e2e-data", "e2e-storage"],
+        "{batchSize: 3, interval: 1s, readyTimeout: 60s}",
+        "  exclude: {namespaces: [kube-system, e2e-storage]}\n",
+    ))
+    .await?;
+    let start = Instant::now();
+    apply(&run("full-1", "full", "")).await?;
+    let s = wait_phase(
+        &c,
+        "full-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(240),
+    )
+    .await?;
+    let took = start.elapsed();
+
+    let deletions = witness.deletions();
+    let deleted: std::collections::BTreeSet<String> =
+        deletions.iter().map(|d| d.uid.clone()).collect();
+    assert_eq!(deleted.len(), deletions.len(), "no pod deleted twice");
+    assert_eq!(deleted, targets, "exactly the targets were refreshed");
+    assert!(
+        deletions.iter().all(|d| !d.had_profile),
+        "no replacement was evicted"
+    );
+    assert!(!deleted.contains(&bare), "the bare pod is untouched");
+    assert!(
+        uids(&storage).is_disjoint(&deleted),
+        "the excluded namespace is untouched"
+    );
+    assert_eq!(s.progress.refreshed, 20, "{:?}", s.progress);
+    assert_eq!(s.progress.failed, 0);
+    let max = witness.max_disrupted();
+    assert!(max <= 3, "max disrupted {max} > batch 3");
+    // StatefulSet: one at a time, highest ordinal first.
+    let db: Vec<String> = deletions
+        .iter()
+        .filter(|d| d.workload.contains("StatefulSet/db"))
+        .map(|d| d.name.clone())
+        .collect();
+    assert_eq!(db, vec!["db-2", "db-1", "db-0"]);
+    assert!(
+        witness
+            .max_per_workload()
+            .get("e2e-data/StatefulSet/db")
+            .copied()
+            .unwrap_or(0)
+            <= 1
+    );
+    // Every pod now carries its profile.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "e2e-shop");
+    for p in pods.list(&ListParams::default().labels("app")).await?.items {
+        assert!(
+            p.annotations()
+                .keys()
+                .any(|k| k.starts_with(armor_refresh::compliance::ANNOTATION_PREFIX)),
+            "{} lacks its profile",
+            p.name_any()
+        );
+    }
+    // The policy's counts agree.
+    let pol: Api<ArmorRefreshPolicy> = Api::all(c.clone());
+    let pst = wait_for(
+        "policy counts to show no pending pod",
+        Duration::from_secs(30),
+        || {
+            let pol = pol.clone();
+            async move {
+                let s = pol.get("full").await?.status.unwrap_or_default();
+                Ok(s.targets
+                    .filter(|t| t.pending == 0)
+                    .map(|t| (t, s.last_run)))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(pst.0.total, 20);
+    assert_eq!(pst.1.as_deref(), Some("full-1"));
+    // Events on the run, and metrics.
+    let (ok, out, _) = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=full-1",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        ok && out.contains("BatchStarted") && out.contains("BatchFinished") && out.contains("Done"),
+        "{out}"
+    );
+    let m = op.metrics().await?;
+    assert!(m.contains("armor_refresh_pods_refreshed_total 20"), "{m}");
+    let batches = s.history.last().map_or(0, |h| h.index);
+    // kwok makes a pod Ready 1 s after it is scheduled; intervals are 1 s.
+    let minimum = f64::from(batches) * 1.0 + f64::from(batches.saturating_sub(1)) * 1.0;
+    println!(
+        "FIGURES full-run: refreshed={} max_disrupted={max} batch=3 batches={batches} duration={:.1}s minimum={minimum:.1}s",
+        s.progress.refreshed,
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        op.terminate().await?,
+        Some(0),
+        "graceful shutdown on SIGTERM"
+    );
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn zone_limit_and_percentage_batches() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-zones").await?;
+    apply(&deployment("e2e-zones", "wide", 12, &["app"])).await?;
+    let pods = all_ready(&c, "e2e-zones", 12).await?;
+    let witness = Witness::start(&c, &["e2e-zones"]).await?;
+    let mut op = start_operator("op-zones", "armor-refresh-zones").await?;
+    apply(&policy(
+        "zones",
+        &["e2e-zones"],
+        "{batchSize: '50%', maxPerZone: 1, interval: 0s, readyTimeout: 60s}",
+        "",
+    ))
+    .await?;
+    apply(&run("zones-1", "zones", "")).await?;
+    let s = wait_phase(
+        &c,
+        "zones-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(240),
+    )
+    .await?;
+    assert_eq!(s.plan.as_ref().map(|p| p.batch_size), Some(6), "50% of 12");
+    assert_eq!(s.progress.refreshed, 12);
+    let per_zone = witness.max_per_zone();
+    assert!(
+        per_zone.values().all(|&n| n <= 1),
+        "per-zone limit: {per_zone:?}"
+    );
+    assert!(
+        witness.max_disrupted() <= 3,
+        "three zones, one each: {}",
+        witness.max_disrupted()
+    );
+    assert_eq!(witness.deletions().len(), 12);
+    assert_eq!(
+        witness
+            .deletions()
+            .iter()
+            .map(|d| d.uid.clone())
+            .collect::<std::collections::BTreeSet<_>>(),
+        uids(&pods)
+    );
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pdb_allowing_nothing_defers_visibly_and_never_forces() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-pdb").await?;
+    apply(&(deployment("e2e-pdb", "tight", 2, &["app"]) + "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: tight, namespace: e2e-pdb}\nspec: {minAvailable: 2, selector: {matchLabels: {app: tight}}}\n")).await?;
+    all_ready(&c, "e2e-pdb", 2).await?;
+    let witness = Witness::start(&c, &["e2e-pdb"]).await?;
+    let mut op = start_operator("op-pdb", "armor-refresh-pdb").await?;
+    apply(&policy(
+        "pdb",
+        &["e2e-pdb"],
+        "{batchSize: 1, interval: 0s}",
+        "",
+    ))
+    .await?;
+    apply(&run("pdb-1", "pdb", "")).await?;
+    let s = wait_for("a deferred pod in status", Duration::from_secs(60), || {
+        let c = c.clone();
+        async move {
+            let s = run_status(&c, "pdb-1").await?;
+            let deferred = s.current_batch.as_ref().is_some_and(|b| {
+                b.pods
+                    .iter()
+                    .any(|p| p.state == PodState::Deferred && p.attempts >= 1)
+            });
+            Ok(deferred.then_some(s))
+        }
+    })
+    .await?;
+    assert!(
+        s.message.contains("deferred by PodDisruptionBudgets"),
+        "{}",
+        s.message
+    );
+    let (_, out, _) = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=pdb-1",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    )
+    .await?;
+    assert!(out.contains("EvictionDeferred"), "{out}");
+    assert!(witness.deletions().is_empty(), "the PDB was never bypassed");
+    // Loosen the budget: the retries go through.
+    apply("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: tight, namespace: e2e-pdb}\nspec: {minAvailable: 1, selector: {matchLabels: {app: tight}}}\n").await?;
+    wait_phase(
+        &c,
+        "pdb-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(180),
+    )
+    .await?;
+    assert_eq!(witness.deletions().len(), 2);
+    assert!(witness.max_disrupted() <= 1);
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-breaker").await?;
+    // OnDelete: a template change reaches only pods that are recreated, i.e. the replacements.
+    let sts = |label: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: flaky, namespace: e2e-breaker}}\nspec:\n  replicas: 3\n  serviceName: flaky\n  updateStrategy: {{type: OnDelete}}\n  selector: {{matchLabels: {{app: flaky}}}}\n  template:\n    metadata: {{labels: {{app: flaky{label}}}}}\n    spec: {{containers: [{{name: app, image: example/app:1}}]}}\n"
+        )
+    };
+    apply(&sts("")).await?;
+    all_ready(&c, "e2e-breaker", 3).await?;
+    apply(&sts(", e2e.armor.dev/never-ready: 'true'")).await?;
+    let witness = Witness::start(&c, &["e2e-breaker"]).await?;
+    let mut op = start_operator("op-breaker", "armor-refresh-breaker").await?;
+    apply(&policy(
+        "breaker",
+        &["e2e-breaker"],
+        "{batchSize: 1, interval: 0s, readyTimeout: 8s}",
+        "  health: {maxFailures: 0}\n  stateful: {volumeReadyTimeout: 8s}\n",
+    ))
+    .await?;
+    apply(&run("breaker-1", "breaker", "")).await?;
+    let s = wait_phase(
+        &c,
+        "breaker-1",
+        Phase::Paused,
+        Some("CircuitOpen"),
+        Duration::from_secs(90),
+    )
+    .await?;
+    assert_eq!(s.progress.failed, 1);
+    assert!(s.message.contains("resumeToken"), "{}", s.message);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        witness.deletions().len(),
+        1,
+        "nothing more is evicted while the breaker is open"
+    );
+    let (_, out, _) = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=breaker-1",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        out.contains("CircuitOpen") && out.contains("ReplacementNotReady"),
+        "{out}"
+    );
+    // Fix the cause (the template), replace the stuck pod, then resume declaratively.
+    apply(&sts("")).await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "e2e-breaker");
+    pods.delete("flaky-2", &DeleteParams::default()).await?;
+    all_ready(&c, "e2e-breaker", 3).await?;
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    runs.patch(
+        "breaker-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"resumeToken": "fixed-1"}})),
+    )
+    .await?;
+    let s = wait_phase(
+        &c,
+        "breaker-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert_eq!(s.resume_token, "fixed-1");
+    assert_eq!(s.progress.refreshed, 2, "{:?}", s.progress);
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_closed_window_pauses_with_the_next_window_then_proceeds() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-window").await?;
+    apply(&deployment("e2e-window", "night", 3, &["app"])).await?;
+    all_ready(&c, "e2e-window", 3).await?;
+    let witness = Witness::start(&c, &["e2e-window"]).await?;
+    let mut op = start_operator("op-window", "armor-refresh-window").await?;
+    let closed_hour = (chrono::Utc::now() + chrono::TimeDelta::hours(12))
+        .format("%H")
+        .to_string();
+    let closed = format!(
+        "  windows: [{{schedule: '0 {closed_hour} * * *', duration: 30m, timeZone: UTC}}]\n"
+    );
+    apply(&policy(
+        "window",
+        &["e2e-window"],
+        "{batchSize: 2, interval: 0s}",
+        &closed,
+    ))
+    .await?;
+    apply(&run("window-1", "window", "")).await?;
+    let s = wait_phase(
+        &c,
+        "window-1",
+        Phase::Paused,
+        Some("OutsideWindow"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let next = s.next_window_at.expect("nextWindowAt is set");
+    assert!(
+        next > chrono::Utc::now() + chrono::TimeDelta::hours(11),
+        "{next}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        witness.deletions().is_empty(),
+        "nothing evicted outside the window"
+    );
+    // A window that is open now (every minute, for an hour): the run proceeds by itself.
+    apply(&policy(
+        "window",
+        &["e2e-window"],
+        "{batchSize: 2, interval: 0s}",
+        "  windows: [{schedule: '* * * * *', duration: 1h}]\n",
+    ))
+    .await?;
+    wait_phase(
+        &c,
+        "window-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert_eq!(witness.deletions().len(), 3);
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_mid_batch_loses_nothing() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-crash").await?;
+    apply(&deployment("e2e-crash", "victim", 10, &["app"])).await?;
+    let pods = all_ready(&c, "e2e-crash", 10).await?;
+    let witness = Witness::start(&c, &["e2e-crash"]).await?;
+    let mut op = start_operator("op-crash", "armor-refresh-crash").await?;
+    apply(&policy(
+        "crash",
+        &["e2e-crash"],
+        "{batchSize: 3, interval: 2s, readyTimeout: 60s}",
+        "",
+    ))
+    .await?;
+    apply(&run("crash-1", "crash", "")).await?;
+    let mut kills = 0;
+    for _ in 0..3 {
+        // Kill while a batch is in flight.
+        let in_flight = wait_for("a batch in flight", Duration::from_secs(60), || {
+            let c = c.clone();
+            async move {
+                let s = run_status(&c, "crash-1").await?;
+                if s.phase == Phase::Completed {
+                    return Ok(Some(false));
+                }
+                Ok(s.current_batch
+                    .is_some_and(|b| b.pods.iter().any(|p| !p.state.is_settled()))
+                    .then_some(true))
+            }
+        })
+        .await?;
+        if !in_flight {
+            break;
+        }
+        op.kill9().await?;
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        op.restart().await?;
+    }
+    let s = wait_phase(
+        &c,
+        "crash-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(240),
+    )
+    .await?;
+    let deletions = witness.deletions();
+    let deleted: std::collections::BTreeSet<String> =
+        deletions.iter().map(|d| d.uid.clone()).collect();
+    assert_eq!(deleted.len(), deletions.len(), "no pod evicted twice");
+    assert_eq!(deleted, uids(&pods), "every target refreshed");
+    assert!(
+        witness.max_disrupted() <= 3,
+        "max disrupted {}",
+        witness.max_disrupted()
+    );
+    assert_eq!(s.progress.refreshed, 10, "{:?}", s.progress);
+    println!(
+        "FIGURES kill-9: kills={kills} refreshed={} max_disrupted={} batch=3",
+        s.progress.refreshed,
+        witness.max_disrupted()
+    );
+    assert!(
+        kills >= 1,
+        "the operator was killed mid-batch at least once"
+    );
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_a_killed_leader_hands_over() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-ha").await?;
+    apply(&deployment("e2e-ha", "ha", 8, &["app"])).await?;
+    let pods = all_ready(&c, "e2e-ha", 8).await?;
+    let witness = Witness::start(&c, &["e2e-ha"]).await?;
+    // One webhook process; two operator replicas competing for one Lease.
+    let wport = armor_refresh_e2e::process::free_port();
+    let webhook_args: Vec<String> = [
+        "webhook",
+        "--self-signed",
+        "--webhook-addr",
+        &format!("127.0.0.1:{wport}"),
+        "--webhook-config",
+        WEBHOOK_CONFIG,
+        "--webhook-url",
+        &format!("https://127.0.0.1:{wport}/mutate"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut webhook = Process::start("webhook-ha", &webhook_args).await?;
+    let op_args = |id: &str| -> Vec<String> {
+        [
+            "run",
+            "--no-webhook",
+            "--identity",
+            id,
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            "armor-refresh-ha",
+            "--lease-duration",
+            "6",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut a = Process::start("op-ha-a", &op_args("op-ha-a")).await?;
+    let mut b = Process::start("op-ha-b", &op_args("op-ha-b")).await?;
+    apply(&policy(
+        "ha",
+        &["e2e-ha"],
+        "{batchSize: 2, interval: 3s, readyTimeout: 60s}",
+        "",
+    ))
+    .await?;
+    apply(&run("ha-1", "ha", "")).await?;
+    // Wait for some progress, then kill whoever leads.
+    wait_for("two pods refreshed", Duration::from_secs(90), || {
+        let c = c.clone();
+        async move { Ok((run_status(&c, "ha-1").await?.progress.refreshed >= 2).then_some(())) }
+    })
+    .await?;
+    let (ea, eb) = (a.evictions(), b.evictions());
+    assert!(
+        (ea == 0) != (eb == 0),
+        "exactly one replica acted: a={ea} b={eb}"
+    );
+    let (leader, follower) = if ea > 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    leader.kill9().await?;
+    let before = follower.evictions();
+    let s = wait_phase(
+        &c,
+        "ha-1",
+        Phase::Completed,
+        Some("Done"),
+        Duration::from_secs(180),
+    )
+    .await?;
+    assert_eq!(s.progress.refreshed, 8, "{:?}", s.progress);
+    assert!(follower.evictions() > before, "the follower took over");
+    let deletions = witness.deletions();
+    let deleted: std::collections::BTreeSet<String> =
+        deletions.iter().map(|d| d.uid.clone()).collect();
+    assert_eq!(
+        deleted.len(),
+        deletions.len(),
+        "no pod evicted twice across the handover"
+    );
+    assert_eq!(deleted, uids(&pods));
+    assert!(witness.max_disrupted() <= 2, "{}", witness.max_disrupted());
+    follower.terminate().await?;
+    webhook.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_evicts_nothing_and_kubectl_wait_works() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-dry").await?;
+    apply(&deployment("e2e-dry", "plan", 5, &["app"])).await?;
+    all_ready(&c, "e2e-dry", 5).await?;
+    let witness = Witness::start(&c, &["e2e-dry"]).await?;
+    let mut op = start_operator("op-dry", "armor-refresh-dry").await?;
+    apply(&policy("dry", &["e2e-dry"], "{batchSize: 2}", "")).await?;
+    apply(&run("dry-1", "dry", ", dryRun: true")).await?;
+    let (ok, out, err) = kubectl(
+        &[
+            "wait",
+            "--for=condition=Complete",
+            "armorrefreshrun/dry-1",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await?;
+    assert!(ok, "{out} {err}");
+    let s = run_status(&c, "dry-1").await?;
+    assert_eq!(s.reason, "DryRun");
+    let plan = s.plan.expect("plan in status");
+    assert_eq!((plan.targets, plan.batches, plan.batch_size), (5, 3, 2));
+    assert!(plan.estimated_duration.is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(witness.deletions().is_empty());
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
