@@ -154,10 +154,11 @@ impl Witness {
                                 .or_default()
                                 .push_back(zone.clone());
                         }
-                    } else if is_ready && !was_ready {
-                        if let Some(q) = s.gaps.get_mut(&workload) {
-                            q.pop_front();
-                        }
+                    } else if is_ready
+                        && !was_ready
+                        && let Some(q) = s.gaps.get_mut(&workload)
+                    {
+                        q.pop_front();
                     }
                     s.pods.insert(uid, (workload, is_ready, deleting));
                     s.track_max();

@@ -3,7 +3,6 @@
 //! `armor-refresh run` as a process and checks DESIGN.md's invariants with an independent
 //! witness of pod deletions and readiness. Tests run one at a time (one operator at once).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
@@ -15,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WEBHOOK_CONFIG: &str = "armor-refresh-e2e";
 
@@ -134,7 +133,7 @@ async fn start_operator(name: &str, lease: &str) -> Result<Process> {
 
 #[tokio::test]
 async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -287,7 +286,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
 
 #[tokio::test]
 async fn zone_limit_and_percentage_batches() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -340,7 +339,7 @@ async fn zone_limit_and_percentage_batches() -> Result<()> {
 
 #[tokio::test]
 async fn a_pdb_allowing_nothing_defers_visibly_and_never_forces() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -409,7 +408,7 @@ async fn a_pdb_allowing_nothing_defers_visibly_and_never_forces() -> Result<()> 
 
 #[tokio::test]
 async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -495,7 +494,7 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
 
 #[tokio::test]
 async fn a_closed_window_pauses_with_the_next_window_then_proceeds() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -560,7 +559,7 @@ async fn a_closed_window_pauses_with_the_next_window_then_proceeds() -> Result<(
 
 #[tokio::test]
 async fn kill_9_mid_batch_loses_nothing() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -636,7 +635,7 @@ async fn kill_9_mid_batch_loses_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn only_the_leader_acts_and_a_killed_leader_hands_over() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
@@ -733,7 +732,7 @@ async fn only_the_leader_acts_and_a_killed_leader_hands_over() -> Result<()> {
 
 #[tokio::test]
 async fn a_dry_run_plans_evicts_nothing_and_kubectl_wait_works() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c).await?;
