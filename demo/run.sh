@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on an embedded default: a local control plane with a realistic mix of
-# workloads, and armor-refresh planning the default policy against it.
+# workloads whose pods run without AppArmor profiles, then armor-refresh (operator and
+# webhook) refreshing them with the default policy, live, and a summary.
 # Usage: demo/run.sh [--keep]    (--keep leaves the cluster up; stop it with e2e/cluster.sh down)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -8,21 +9,27 @@ keep=false
 [[ "${1:-}" == "--keep" ]] && keep=true
 export ARMOR_REFRESH_CLUSTER_DIR="${ARMOR_REFRESH_CLUSTER_DIR:-${TMPDIR:-/tmp}/armor-refresh-demo}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 step "building armor-refresh"
 cargo build -q --bin armor-refresh
-AR=target/debug/armor-refresh
+AR="$PWD/target/debug/armor-refresh"
 step "building the control plane from Go modules (first time: ~10 minutes; cached after)"
 e2e/cluster/build.sh >/dev/null
 step "starting the local control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)"
-$keep || trap 'e2e/cluster.sh down' EXIT
+op_pid=""
+cleanup() {
+  [[ -n "$op_pid" ]] && kill "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null || true
+  $keep || e2e/cluster.sh down
+}
+trap cleanup EXIT
 e2e/cluster.sh up --nodes 6 --ready-delay 1s
 eval "$(e2e/cluster.sh env)"
-step "installing the CRDs and creating workloads"
+
+step "installing the CRDs and creating workloads (their pods carry no AppArmor profile yet)"
 $AR crd | kubectl apply -f - >/dev/null
 kubectl wait --for=condition=Established crd/armorrefreshpolicies.refresh.armor.dev crd/armorrefreshruns.refresh.armor.dev --timeout=30s >/dev/null
 kubectl apply -f demo/workloads.yaml >/dev/null
-kubectl apply -f examples/policy-default.yaml
 deadline=$((SECONDS + 120))
 # 34 pods: wait until they exist, then until they are Ready (both bounded).
 until [[ "$(kubectl get pods -A --no-headers 2>/dev/null | wc -l)" -ge 34 ]]; do
@@ -30,13 +37,70 @@ until [[ "$(kubectl get pods -A --no-headers 2>/dev/null | wc -l)" -ge 34 ]]; do
   sleep 1
 done
 kubectl wait --for=condition=Ready pods --all -A --timeout=120s >/dev/null
-kubectl get pods -A -o wide --no-headers | awk '{print $1}' | sort | uniq -c | sed 's/^/  pods in namespace/'
-step "planning the default policy against the live cluster (nothing is evicted)"
+kubectl get pods -A --no-headers | awk '{print $1}' | sort | uniq -c | sed 's/^/  pods in namespace/'
+
+step "planning the default policy against the live cluster (armor-refresh plan: nothing is evicted)"
 snap="$(mktemp)"
 kubectl get pods,nodes,namespaces,pdb,leases,statefulsets,replicasets,deployments -A -o yaml >"$snap"
-$AR plan --policy examples/policy-default.yaml --snapshot "$snap"
+$AR plan --policy examples/policy-default.yaml --snapshot "$snap" --batch-duration 3s | head -8
 rm -f "$snap"
+
+step "starting armor-refresh: the operator, and its webhook called by the API server over TLS"
+wport="$(free_port)"; mport="$(free_port)"
+log="${TMPDIR:-/tmp}/armor-refresh-demo-operator.log"
+$AR run --self-signed --webhook-addr "127.0.0.1:$wport" --webhook-config armor-refresh-demo \
+  --webhook-url "https://127.0.0.1:$wport/mutate" --metrics-addr "127.0.0.1:$mport" --lease-namespace default >"$log" 2>&1 &
+op_pid=$!
+deadline=$((SECONDS + 60))
+until curl -sf "http://127.0.0.1:$mport/readyz" >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || { echo "the operator did not become ready; its log:"; tail -20 "$log"; exit 1; }
+  kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited; its log:"; tail -20 "$log"; exit 1; }
+  sleep 0.5
+done
+echo "  operator ready (metrics on 127.0.0.1:$mport, log in $log)"
+
+step "applying the default policy (batches of 5, 30s apart) and a run"
+# The demo shortens the pause between batches so it finishes in a couple of minutes.
+sed 's/interval: 30s/interval: 3s/' examples/policy-default.yaml | kubectl apply -f -
+kubectl apply -f examples/run.yaml
+start=$SECONDS
+max_disrupted=0
+namespaces="shop data monitoring"
+expected="$(kubectl get pods -A --no-headers | awk -v ns="$namespaces" 'BEGIN{split(ns,a," ");for(i in a)m[a[i]]=1} ($1 in m)' | wc -l)"
+deadline=$((SECONDS + 600))
+while :; do
+  line="$(kubectl get arr default-first -o jsonpath='{.status.phase} {.status.progress.refreshed}/{.status.progress.total} batch={.status.currentBatch.index} {.status.reason}' 2>/dev/null || true)"
+  ready="$(kubectl get pods -A --no-headers 2>/dev/null | awk -v ns="$namespaces" 'BEGIN{split(ns,a," ");for(i in a)m[a[i]]=1} ($1 in m) {split($3, r, "/"); if (r[1] == r[2] && $4 == "Running") n++} END{print n+0}')"
+  disrupted=$((expected > ready ? expected - ready : 0))
+  ((disrupted > max_disrupted)) && max_disrupted=$disrupted
+  printf '\r  %-60s disrupted now: %-3s max: %-3s %4ss' "$line" "$disrupted" "$max_disrupted" "$((SECONDS - start))"
+  [[ "$line" == Completed* || "$line" == Failed* ]] && break
+  ((SECONDS < deadline)) || { echo; echo "the run did not finish within 10 minutes"; kubectl describe arr default-first | tail -20; exit 1; }
+  sleep 1
+done
+echo
+took=$((SECONDS - start))
+
+step "summary"
+kubectl get arr default-first
+refreshed="$(kubectl get arr default-first -o jsonpath='{.status.progress.refreshed}')"
+failed="$(kubectl get arr default-first -o jsonpath='{.status.progress.failed}')"
+skipped="$(kubectl get arr default-first -o jsonpath='{.status.plan.skipped}')"
+batches="$(kubectl get arr default-first -o jsonpath='{.status.history[-1:].index}')"
+unprofiled="$(kubectl get pods -A -o json | python3 -c '
+import json,sys
+ns={"shop","data","monitoring"}
+pods=[p for p in json.load(sys.stdin)["items"] if p["metadata"]["namespace"] in ns and p["metadata"].get("ownerReferences")]
+print(sum(1 for p in pods if not any(k.startswith("container.apparmor.security.beta.kubernetes.io/") for k in (p["metadata"].get("annotations") or {}))))')"
+echo "  pods refreshed:                 $refreshed (failed: $failed) in $batches batches"
+echo "  max concurrently disrupted:     $max_disrupted (batch size 5; the web PDB allows 2)"
+echo "  time taken:                     ${took}s"
+echo "  skipped by reason:              $skipped"
+echo "  controlled pods without profile: $unprofiled"
+kubectl describe arr default-first | sed -n '/^Events:/,$p' | head -8
+
 step "next"
-echo "  the same as JSON:     $AR plan --policy examples/policy-default.yaml --snapshot FILE -o json"
-echo "  explore the API:      kubectl explain armorrefreshpolicy.spec.rollout"
+echo "  the plan as JSON:  $AR plan --policy examples/policy-default.yaml --snapshot FILE -o json"
+echo "  pause / resume:    kubectl patch arr default-first --type merge -p '{\"spec\":{\"paused\":true}}'"
+echo "  explore the API:   kubectl explain armorrefreshpolicy.spec.rollout"
 if $keep; then echo "  the cluster is still up: eval \"\$(ARMOR_REFRESH_CLUSTER_DIR=$ARMOR_REFRESH_CLUSTER_DIR e2e/cluster.sh env)\"; stop it with ARMOR_REFRESH_CLUSTER_DIR=$ARMOR_REFRESH_CLUSTER_DIR e2e/cluster.sh down"; fi
