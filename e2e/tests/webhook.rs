@@ -1,0 +1,161 @@
+//! The webhook as the real kube-apiserver calls it: over TLS, with the self-signed CA the
+//! process wrote into the MutatingWebhookConfiguration.
+
+use std::time::Duration;
+
+use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase};
+use armor_refresh_e2e::process::{Process, free_port};
+use armor_refresh_e2e::{Result, client, fresh_namespace, install_crds, kubectl, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const CONFIG: &str = "armor-refresh-e2e-webhook";
+const PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+async fn apply(yaml: &str) -> Result<()> {
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
+    if ok { Ok(()) } else { Err(format!("kubectl apply: {err}").into()) }
+}
+
+async fn clean(c: &Client) -> Result<()> {
+    Api::<ArmorRefreshRun>::all(c.clone()).delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
+    Api::<ArmorRefreshPolicy>::all(c.clone()).delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
+    kubectl(&["delete", "mutatingwebhookconfiguration", CONFIG, "--ignore-not-found"], None).await?;
+    Ok(())
+}
+
+/// `armor-refresh webhook` on a free port, writing its configuration.
+async fn webhook(name: &str, port: u16) -> Result<Process> {
+    let args: Vec<String> = ["webhook", "--self-signed", "--webhook-addr", &format!("127.0.0.1:{port}"), "--webhook-config", CONFIG, "--webhook-url", &format!("https://127.0.0.1:{port}/mutate")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    Process::start(name, &args).await
+}
+
+async fn pods_of(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    wait_for(&format!("{n} scheduled pods in {ns}"), Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let l: Vec<Pod> = api.list(&ListParams::default()).await?.items.into_iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()).collect();
+            Ok((l.len() == n).then_some(l))
+        }
+    })
+    .await
+}
+
+fn deployment(ns: &str, name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      initContainers: [{{name: init, image: example/init:1}}]\n      containers: [{{name: app, image: example/app:1}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hold() -> Result<()> {
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    for ns in ["e2e-wh-a", "e2e-wh-f", "e2e-wh-x"] {
+        fresh_namespace(&c, ns).await?;
+    }
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-annotation}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-a}}}\n").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-field}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-f}}}\n  profile: {format: Both}\n").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-excluded}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-x}}}\n  exclude: {namespaces: [e2e-wh-x]}\n").await?;
+    let mut wh = webhook("webhook-forms", free_port()).await?;
+    // Give the webhook's policy cache a moment to see the policies (it is ready already).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    apply(&(deployment("e2e-wh-a", "a", 2) + "---\n" + &deployment("e2e-wh-f", "f", 2) + "---\n" + &deployment("e2e-wh-x", "x", 2))).await?;
+    for p in pods_of(&c, "e2e-wh-a", 2).await? {
+        let a = p.annotations();
+        assert_eq!(a.get(&format!("{PREFIX}app")).map(String::as_str), Some("localhost/kubearmor-e2e-wh-a-a-app"), "{:?}", a);
+        assert_eq!(a.get(&format!("{PREFIX}init")).map(String::as_str), Some("localhost/kubearmor-e2e-wh-a-a-init"));
+    }
+    for p in pods_of(&c, "e2e-wh-f", 2).await? {
+        // The 1.34 API server accepted the field form; it also keeps annotation and field in step.
+        let spec = p.spec.as_ref().unwrap();
+        let f = spec.containers[0].security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()).expect("field form");
+        assert_eq!((f.type_.as_str(), f.localhost_profile.as_deref()), ("Localhost", Some("kubearmor-e2e-wh-f-f-app")));
+        let fi = spec.init_containers.as_ref().unwrap()[0].security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()).expect("init field");
+        assert_eq!(fi.localhost_profile.as_deref(), Some("kubearmor-e2e-wh-f-f-init"));
+        assert!(p.annotations().contains_key(&format!("{PREFIX}app")));
+    }
+    for p in pods_of(&c, "e2e-wh-x", 2).await? {
+        assert!(!p.annotations().keys().any(|k| k.starts_with(PREFIX)), "excluded namespace untouched: {:?}", p.annotations());
+    }
+    let m = wh.metrics().await?;
+    assert!(m.contains("armor_refresh_admission_requests_total{operation=\"pods\",result=\"patched\"}"), "{m}");
+    wh.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-wh-b").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-binding}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-b}}}\n  profile:\n    injectAt: Binding\n    enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}\n").await?;
+    let mut wh = webhook("webhook-binding", free_port()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Enough pods to land on both kinds of node.
+    apply(&deployment("e2e-wh-b", "spread", 12)).await?;
+    let pods = pods_of(&c, "e2e-wh-b", 12).await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let mut on_enforcing = 0;
+    let mut on_other = 0;
+    for p in &pods {
+        let node = nodes.get(p.spec.as_ref().unwrap().node_name.as_ref().unwrap()).await?;
+        let enforcing = node.labels().get("kubearmor.io/enforcer").is_some_and(|v| v == "apparmor");
+        let has = p.annotations().contains_key(&format!("{PREFIX}app"));
+        assert_eq!(has, enforcing, "{} on {} (enforcing: {enforcing})", p.name_any(), node.name_any());
+        if enforcing { on_enforcing += 1 } else { on_other += 1 }
+    }
+    assert!(on_enforcing > 0 && on_other > 0, "pods landed on both kinds of node: {on_enforcing}/{on_other}");
+    let m = wh.metrics().await?;
+    assert!(m.contains("operation=\"pods/binding\",result=\"patched\""), "{m}");
+    wh.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> Result<()> {
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c).await?;
+    fresh_namespace(&c, "e2e-wh-down").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-down}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-down}}}\n  rollout: {batchSize: 2, interval: 0s}\n").await?;
+    let port = free_port();
+    let mut wh = webhook("webhook-down", port).await?;
+    wh.kill9().await?; // the configuration now points at nothing
+    apply(&deployment("e2e-wh-down", "blind", 3)).await?;
+    let pods = pods_of(&c, "e2e-wh-down", 3).await?;
+    assert!(pods.iter().all(|p| !p.annotations().keys().any(|k| k.starts_with(PREFIX))), "created without profiles (failurePolicy Ignore)");
+    // The operator (with its webhook back on the same configuration) refreshes them.
+    let args = armor_refresh_e2e::process::run_args("op-wh-down", CONFIG, "armor-refresh-wh-down");
+    let mut op = Process::start("op-wh-down", &args).await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {name: wh-down-1}\nspec: {policyRef: {name: wh-down}}\n").await?;
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let s = wait_for("the run to complete", Duration::from_secs(120), || {
+        let runs = runs.clone();
+        async move {
+            let s = runs.get("wh-down-1").await?.status.unwrap_or_default();
+            Ok((s.phase == Phase::Completed).then_some(s))
+        }
+    })
+    .await?;
+    assert_eq!(s.progress.refreshed, 3, "{:?}", s.progress);
+    for p in pods_of(&c, "e2e-wh-down", 3).await? {
+        assert!(p.annotations().contains_key(&format!("{PREFIX}app")), "{} lacks its profile", p.name_any());
+    }
+    op.terminate().await?;
+    clean(&c).await?;
+    Ok(())
+}
