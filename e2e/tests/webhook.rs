@@ -16,34 +16,70 @@ const PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
 async fn apply(yaml: &str) -> Result<()> {
     let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
-    if ok { Ok(()) } else { Err(format!("kubectl apply: {err}").into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kubectl apply: {err}").into())
+    }
 }
 
 async fn clean(c: &Client) -> Result<()> {
-    Api::<ArmorRefreshRun>::all(c.clone()).delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
-    Api::<ArmorRefreshPolicy>::all(c.clone()).delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
-    kubectl(&["delete", "mutatingwebhookconfiguration", CONFIG, "--ignore-not-found"], None).await?;
+    Api::<ArmorRefreshRun>::all(c.clone())
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    Api::<ArmorRefreshPolicy>::all(c.clone())
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    kubectl(
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            CONFIG,
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await?;
     Ok(())
 }
 
 /// `armor-refresh webhook` on a free port, writing its configuration.
 async fn webhook(name: &str, port: u16) -> Result<Process> {
-    let args: Vec<String> = ["webhook", "--self-signed", "--webhook-addr", &format!("127.0.0.1:{port}"), "--webhook-config", CONFIG, "--webhook-url", &format!("https://127.0.0.1:{port}/mutate")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "webhook",
+        "--self-signed",
+        "--webhook-addr",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-config",
+        CONFIG,
+        "--webhook-url",
+        &format!("https://127.0.0.1:{port}/mutate"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     Process::start(name, &args).await
 }
 
 async fn pods_of(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(c.clone(), ns);
-    wait_for(&format!("{n} scheduled pods in {ns}"), Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            let l: Vec<Pod> = api.list(&ListParams::default()).await?.items.into_iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()).collect();
-            Ok((l.len() == n).then_some(l))
-        }
-    })
+    wait_for(
+        &format!("{n} scheduled pods in {ns}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let l: Vec<Pod> = api
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+                    .collect();
+                Ok((l.len() == n).then_some(l))
+            }
+        },
+    )
     .await
 }
 
@@ -68,26 +104,62 @@ async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hol
     let mut wh = webhook("webhook-forms", free_port()).await?;
     // Give the webhook's policy cache a moment to see the policies (it is ready already).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    apply(&(deployment("e2e-wh-a", "a", 2) + "---\n" + &deployment("e2e-wh-f", "f", 2) + "---\n" + &deployment("e2e-wh-x", "x", 2))).await?;
+    apply(
+        &(deployment("e2e-wh-a", "a", 2)
+            + "---\n"
+            + &deployment("e2e-wh-f", "f", 2)
+            + "---\n"
+            + &deployment("e2e-wh-x", "x", 2)),
+    )
+    .await?;
     for p in pods_of(&c, "e2e-wh-a", 2).await? {
         let a = p.annotations();
-        assert_eq!(a.get(&format!("{PREFIX}app")).map(String::as_str), Some("localhost/kubearmor-e2e-wh-a-a-app"), "{:?}", a);
-        assert_eq!(a.get(&format!("{PREFIX}init")).map(String::as_str), Some("localhost/kubearmor-e2e-wh-a-a-init"));
+        assert_eq!(
+            a.get(&format!("{PREFIX}app")).map(String::as_str),
+            Some("localhost/kubearmor-e2e-wh-a-a-app"),
+            "{:?}",
+            a
+        );
+        assert_eq!(
+            a.get(&format!("{PREFIX}init")).map(String::as_str),
+            Some("localhost/kubearmor-e2e-wh-a-a-init")
+        );
     }
     for p in pods_of(&c, "e2e-wh-f", 2).await? {
         // The 1.34 API server accepted the field form; it also keeps annotation and field in step.
         let spec = p.spec.as_ref().unwrap();
-        let f = spec.containers[0].security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()).expect("field form");
-        assert_eq!((f.type_.as_str(), f.localhost_profile.as_deref()), ("Localhost", Some("kubearmor-e2e-wh-f-f-app")));
-        let fi = spec.init_containers.as_ref().unwrap()[0].security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()).expect("init field");
-        assert_eq!(fi.localhost_profile.as_deref(), Some("kubearmor-e2e-wh-f-f-init"));
+        let f = spec.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.app_armor_profile.as_ref())
+            .expect("field form");
+        assert_eq!(
+            (f.type_.as_str(), f.localhost_profile.as_deref()),
+            ("Localhost", Some("kubearmor-e2e-wh-f-f-app"))
+        );
+        let fi = spec.init_containers.as_ref().unwrap()[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.app_armor_profile.as_ref())
+            .expect("init field");
+        assert_eq!(
+            fi.localhost_profile.as_deref(),
+            Some("kubearmor-e2e-wh-f-f-init")
+        );
         assert!(p.annotations().contains_key(&format!("{PREFIX}app")));
     }
     for p in pods_of(&c, "e2e-wh-x", 2).await? {
-        assert!(!p.annotations().keys().any(|k| k.starts_with(PREFIX)), "excluded namespace untouched: {:?}", p.annotations());
+        assert!(
+            !p.annotations().keys().any(|k| k.starts_with(PREFIX)),
+            "excluded namespace untouched: {:?}",
+            p.annotations()
+        );
     }
     let m = wh.metrics().await?;
-    assert!(m.contains("armor_refresh_admission_requests_total{operation=\"pods\",result=\"patched\"}"), "{m}");
+    assert!(
+        m.contains("armor_refresh_admission_requests_total{operation=\"pods\",result=\"patched\"}"),
+        "{m}"
+    );
     wh.terminate().await?;
     clean(&c).await?;
     Ok(())
@@ -110,15 +182,36 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
     let mut on_enforcing = 0;
     let mut on_other = 0;
     for p in &pods {
-        let node = nodes.get(p.spec.as_ref().unwrap().node_name.as_ref().unwrap()).await?;
-        let enforcing = node.labels().get("kubearmor.io/enforcer").is_some_and(|v| v == "apparmor");
+        let node = nodes
+            .get(p.spec.as_ref().unwrap().node_name.as_ref().unwrap())
+            .await?;
+        let enforcing = node
+            .labels()
+            .get("kubearmor.io/enforcer")
+            .is_some_and(|v| v == "apparmor");
         let has = p.annotations().contains_key(&format!("{PREFIX}app"));
-        assert_eq!(has, enforcing, "{} on {} (enforcing: {enforcing})", p.name_any(), node.name_any());
-        if enforcing { on_enforcing += 1 } else { on_other += 1 }
+        assert_eq!(
+            has,
+            enforcing,
+            "{} on {} (enforcing: {enforcing})",
+            p.name_any(),
+            node.name_any()
+        );
+        if enforcing {
+            on_enforcing += 1
+        } else {
+            on_other += 1
+        }
     }
-    assert!(on_enforcing > 0 && on_other > 0, "pods landed on both kinds of node: {on_enforcing}/{on_other}");
+    assert!(
+        on_enforcing > 0 && on_other > 0,
+        "pods landed on both kinds of node: {on_enforcing}/{on_other}"
+    );
     let m = wh.metrics().await?;
-    assert!(m.contains("operation=\"pods/binding\",result=\"patched\""), "{m}");
+    assert!(
+        m.contains("operation=\"pods/binding\",result=\"patched\""),
+        "{m}"
+    );
     wh.terminate().await?;
     clean(&c).await?;
     Ok(())
@@ -137,7 +230,11 @@ async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> 
     wh.kill9().await?; // the configuration now points at nothing
     apply(&deployment("e2e-wh-down", "blind", 3)).await?;
     let pods = pods_of(&c, "e2e-wh-down", 3).await?;
-    assert!(pods.iter().all(|p| !p.annotations().keys().any(|k| k.starts_with(PREFIX))), "created without profiles (failurePolicy Ignore)");
+    assert!(
+        pods.iter()
+            .all(|p| !p.annotations().keys().any(|k| k.starts_with(PREFIX))),
+        "created without profiles (failurePolicy Ignore)"
+    );
     // The operator (with its webhook back on the same configuration) refreshes them.
     let args = armor_refresh_e2e::process::run_args("op-wh-down", CONFIG, "armor-refresh-wh-down");
     let mut op = Process::start("op-wh-down", &args).await?;
@@ -153,7 +250,11 @@ async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> 
     .await?;
     assert_eq!(s.progress.refreshed, 3, "{:?}", s.progress);
     for p in pods_of(&c, "e2e-wh-down", 3).await? {
-        assert!(p.annotations().contains_key(&format!("{PREFIX}app")), "{} lacks its profile", p.name_any());
+        assert!(
+            p.annotations().contains_key(&format!("{PREFIX}app")),
+            "{} lacks its profile",
+            p.name_any()
+        );
     }
     op.terminate().await?;
     clean(&c).await?;

@@ -541,6 +541,99 @@ fn stamps(cert: &std::path::Path, key: &std::path::Path) -> Option<(SystemTime, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    fn shared(policies: Vec<ValidPolicy>) -> Arc<Shared> {
+        // A client that is never called: no request here binds a pod.
+        let client =
+            Client::try_from(kube::Config::new("https://127.0.0.1:9".parse().unwrap())).unwrap();
+        let (certs_key, _) =
+            self_signed(&["localhost".into()], &[], Duration::from_secs(600)).unwrap();
+        let certs = Arc::new(Certs {
+            current: RwLock::new(None),
+        });
+        certs.set(certs_key);
+        Arc::new(Shared {
+            policies: RwLock::new(Arc::new(policies)),
+            namespaces: reflector::store().0,
+            nodes: reflector::store().0,
+            client,
+            certs,
+            synced: AtomicBool::new(false),
+        })
+    }
+
+    async fn call(app: Router, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (code, bytes)
+    }
+
+    #[tokio::test]
+    async fn the_router_answers_reviews_limits_bodies_and_reports_readiness() {
+        let pol = crate::policy::validate("p", &serde_yaml::from_str("{}").unwrap()).unwrap();
+        let s = shared(vec![pol]);
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo-x", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "solo", "uid": "x", "controller": true}]},
+                           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            }
+        });
+        let (code, body) = call(
+            router(s.clone()),
+            "POST",
+            "/mutate",
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["response"]["uid"], "u-1");
+        assert_eq!(v["response"]["allowed"], true);
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        // Garbage: a 400 that says why.
+        let (code, body) = call(router(s.clone()), "POST", "/mutate", b"{".to_vec()).await;
+        assert_eq!(code, 400);
+        assert!(String::from_utf8_lossy(&body).contains("not JSON"));
+        // Too big: refused before it is parsed.
+        let (code, _) = call(
+            router(s.clone()),
+            "POST",
+            "/mutate",
+            vec![b' '; MAX_BODY + 1],
+        )
+        .await;
+        assert_eq!(code, 413);
+        // Only POST.
+        let (code, _) = call(router(s.clone()), "GET", "/mutate", vec![]).await;
+        assert_eq!(code, 405);
+        // Ready only once policies are synced (certificates are loaded here).
+        assert_eq!(
+            call(router(s.clone()), "GET", "/readyz", vec![]).await.0,
+            503
+        );
+        s.synced.store(true, Ordering::Relaxed);
+        assert_eq!(
+            call(router(s.clone()), "GET", "/readyz", vec![]).await.0,
+            200
+        );
+        assert_eq!(call(router(s), "GET", "/healthz", vec![]).await.0, 200);
+    }
 
     #[test]
     fn self_signed_certificates_load() {
