@@ -73,18 +73,6 @@ pub fn read_policy(path: &str, text: &str) -> Result<ArmorRefreshPolicy, PlanErr
     Err(err("no document with kind: ArmorRefreshPolicy".into()))
 }
 
-fn secs(d: chrono::TimeDelta) -> String {
-    let s = d.num_seconds().max(0);
-    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// Plans `policy` over `facts` at `now`.
 pub fn plan_report(
     policy_path: &str,
@@ -104,24 +92,13 @@ pub fn plan_report(
     })?;
     let sel = select(&valid, facts);
     let limits = Limits::from_policy(&valid, sel.targets.len() as u32);
-    let ctx = crate::plan::Context {
-        pdb_allowed: facts
-            .pdbs
-            .iter()
-            .map(|p| p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
-            .collect(),
-        ..Default::default()
-    };
+    let ctx = crate::run::context(facts);
     let batches = plan::plan_all(&sel.targets, &limits, &ctx);
     let end = estimate_end(&valid, batches.len(), now, per_batch);
     Ok(Report {
         policy: name,
         targets: sel.targets.len() as u32,
-        skipped: sel
-            .skipped_counts()
-            .into_iter()
-            .filter(|(r, _)| r != "NotSelected")
-            .collect(),
+        skipped: sel.skipped_counts(),
         batch_size: limits.batch,
         batches: batches
             .iter()
@@ -143,9 +120,11 @@ pub fn plan_report(
                     .collect()
             })
             .collect(),
-        estimated_duration: end.map(|e| secs(e - now)),
+        estimated_duration: end.map(|e| crate::run::fmt_duration(e - now)),
         estimated_completion: end,
-        assumed_batch_duration: secs(chrono::TimeDelta::from_std(per_batch).unwrap_or_default()),
+        assumed_batch_duration: crate::run::fmt_duration(
+            chrono::TimeDelta::from_std(per_batch).unwrap_or_default(),
+        ),
         windows: policy
             .spec
             .windows
@@ -273,7 +252,7 @@ items:
             r.batches,
             vec![vec!["a/w-1".to_string(), "a/w-2".to_string()]]
         );
-        assert_eq!(r.estimated_duration.as_deref(), Some("1m0s"));
+        assert_eq!(r.estimated_duration.as_deref(), Some("1m"));
         let table = render_table(&r);
         assert!(
             table.contains("2 targets in 1 batches")

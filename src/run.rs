@@ -150,7 +150,8 @@ fn td(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-fn fmt_duration(d: TimeDelta) -> String {
+/// A duration as people read it: 45s, 3m, 2m30s, 1h, 1h20m.
+pub fn fmt_duration(d: TimeDelta) -> String {
     let secs = d.num_seconds().max(0);
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     match (h, m, s) {
@@ -831,7 +832,8 @@ fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod]) -> InFlight {
     f
 }
 
-fn context(facts: &ClusterFacts) -> Context {
+/// What the planner needs of the cluster besides targets: PDB budgets, unready StatefulSets.
+pub fn context(facts: &ClusterFacts) -> Context {
     let pdb_allowed = facts
         .pdbs
         .iter()
@@ -901,11 +903,7 @@ pub fn summary(
     let end = estimate_end(policy, batches.len(), now, ASSUMED_BATCH);
     PlanSummary {
         targets: sel.targets.len() as u32,
-        skipped: sel
-            .skipped_counts()
-            .into_iter()
-            .filter(|(r, _)| r != "NotSelected")
-            .collect(),
+        skipped: sel.skipped_counts(),
         batches: batches.len() as u32,
         batch_size: limits.batch,
         estimated_duration: end.map(|e| fmt_duration(e - now)),

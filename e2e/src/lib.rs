@@ -157,5 +157,39 @@ pub async fn fresh_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `kubectl apply -f -` of a YAML stream.
+pub async fn apply(yaml: &str) -> Result<()> {
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kubectl apply: {err}").into())
+    }
+}
+
+/// Deletes every policy and run (cluster-scoped, so shared by all tests) and the named
+/// webhook configuration.
+pub async fn clean(c: &Client, webhook_config: &str) -> Result<()> {
+    use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun};
+    use kube::api::ListParams;
+    Api::<ArmorRefreshRun>::all(c.clone())
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    Api::<ArmorRefreshPolicy>::all(c.clone())
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    kubectl(
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            webhook_config,
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
 pub mod invariants;
 pub mod process;

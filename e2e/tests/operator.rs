@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
 use armor_refresh_e2e::invariants::Witness;
 use armor_refresh_e2e::process::{Process, run_args};
-use armor_refresh_e2e::{Result, client, fresh_namespace, install_crds, kubectl, wait_for};
+use armor_refresh_e2e::{
+    Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -17,36 +19,6 @@ use serde_json::json;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WEBHOOK_CONFIG: &str = "armor-refresh-e2e";
-
-async fn apply(yaml: &str) -> Result<()> {
-    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("kubectl apply: {err}").into())
-    }
-}
-
-/// Deletes every policy and run (they are cluster-scoped) and the e2e webhook configuration.
-async fn clean(c: &Client) -> Result<()> {
-    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
-    let pols: Api<ArmorRefreshPolicy> = Api::all(c.clone());
-    runs.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    pols.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    let _ = kubectl(
-        &[
-            "delete",
-            "mutatingwebhookconfiguration",
-            WEBHOOK_CONFIG,
-            "--ignore-not-found",
-        ],
-        None,
-    )
-    .await?;
-    Ok(())
-}
 
 async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
@@ -136,7 +108,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     for ns in ["e2e-shop", "e2e-data", "e2e-storage"] {
         fresh_namespace(&c, ns).await?;
     }
@@ -280,7 +252,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         Some(0),
         "graceful shutdown on SIGTERM"
     );
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -289,7 +261,7 @@ async fn zone_limit_and_percentage_batches() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-zones").await?;
     apply(&deployment("e2e-zones", "wide", 12, &["app"])).await?;
     let pods = all_ready(&c, "e2e-zones", 12).await?;
@@ -333,7 +305,7 @@ async fn zone_limit_and_percentage_batches() -> Result<()> {
         uids(&pods)
     );
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -342,7 +314,7 @@ async fn a_pdb_allowing_nothing_defers_visibly_and_never_forces() -> Result<()> 
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-pdb").await?;
     apply(&(deployment("e2e-pdb", "tight", 2, &["app"]) + "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: tight, namespace: e2e-pdb}\nspec: {minAvailable: 2, selector: {matchLabels: {app: tight}}}\n")).await?;
     all_ready(&c, "e2e-pdb", 2).await?;
@@ -402,7 +374,7 @@ async fn a_pdb_allowing_nothing_defers_visibly_and_never_forces() -> Result<()> 
     assert_eq!(witness.deletions().len(), 2);
     assert!(witness.max_disrupted() <= 1);
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -411,7 +383,7 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-breaker").await?;
     // OnDelete: a template change reaches only pods that are recreated, i.e. the replacements.
     let sts = |label: &str| {
@@ -488,7 +460,7 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
     assert_eq!(s.resume_token, "fixed-1");
     assert_eq!(s.progress.refreshed, 2, "{:?}", s.progress);
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -497,7 +469,7 @@ async fn a_closed_window_pauses_with_the_next_window_then_proceeds() -> Result<(
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-window").await?;
     apply(&deployment("e2e-window", "night", 3, &["app"])).await?;
     all_ready(&c, "e2e-window", 3).await?;
@@ -553,7 +525,7 @@ async fn a_closed_window_pauses_with_the_next_window_then_proceeds() -> Result<(
     .await?;
     assert_eq!(witness.deletions().len(), 3);
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -562,7 +534,7 @@ async fn kill_9_mid_batch_loses_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-crash").await?;
     apply(&deployment("e2e-crash", "victim", 10, &["app"])).await?;
     let pods = all_ready(&c, "e2e-crash", 10).await?;
@@ -629,7 +601,7 @@ async fn kill_9_mid_batch_loses_nothing() -> Result<()> {
         "the operator was killed mid-batch at least once"
     );
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -638,7 +610,7 @@ async fn only_the_leader_acts_and_a_killed_leader_hands_over() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-ha").await?;
     apply(&deployment("e2e-ha", "ha", 8, &["app"])).await?;
     let pods = all_ready(&c, "e2e-ha", 8).await?;
@@ -726,7 +698,7 @@ async fn only_the_leader_acts_and_a_killed_leader_hands_over() -> Result<()> {
     assert!(witness.max_disrupted() <= 2, "{}", witness.max_disrupted());
     follower.terminate().await?;
     webhook.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
 
@@ -735,7 +707,7 @@ async fn a_dry_run_plans_evicts_nothing_and_kubectl_wait_works() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-dry").await?;
     apply(&deployment("e2e-dry", "plan", 5, &["app"])).await?;
     all_ready(&c, "e2e-dry", 5).await?;
@@ -762,6 +734,6 @@ async fn a_dry_run_plans_evicts_nothing_and_kubectl_wait_works() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(witness.deletions().is_empty());
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }

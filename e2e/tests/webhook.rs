@@ -3,45 +3,16 @@
 
 use std::time::Duration;
 
-use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase};
+use armor_refresh::api::{ArmorRefreshRun, Phase};
 use armor_refresh_e2e::process::{Process, free_port};
-use armor_refresh_e2e::{Result, client, fresh_namespace, install_crds, kubectl, wait_for};
+use armor_refresh_e2e::{Result, apply, clean, client, fresh_namespace, install_crds, wait_for};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const CONFIG: &str = "armor-refresh-e2e-webhook";
 const PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
-
-async fn apply(yaml: &str) -> Result<()> {
-    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(yaml)).await?;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("kubectl apply: {err}").into())
-    }
-}
-
-async fn clean(c: &Client) -> Result<()> {
-    Api::<ArmorRefreshRun>::all(c.clone())
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    Api::<ArmorRefreshPolicy>::all(c.clone())
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    kubectl(
-        &[
-            "delete",
-            "mutatingwebhookconfiguration",
-            CONFIG,
-            "--ignore-not-found",
-        ],
-        None,
-    )
-    .await?;
-    Ok(())
-}
 
 /// `armor-refresh webhook` on a free port, writing its configuration.
 async fn webhook(name: &str, port: u16) -> Result<Process> {
@@ -94,7 +65,7 @@ async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hol
     let _s = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     for ns in ["e2e-wh-a", "e2e-wh-f", "e2e-wh-x"] {
         fresh_namespace(&c, ns).await?;
     }
@@ -161,7 +132,7 @@ async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hol
         "{m}"
     );
     wh.terminate().await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     Ok(())
 }
 
@@ -170,7 +141,7 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
     let _s = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     fresh_namespace(&c, "e2e-wh-b").await?;
     apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-binding}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-b}}}\n  profile:\n    injectAt: Binding\n    enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}\n").await?;
     let mut wh = webhook("webhook-binding", free_port()).await?;
@@ -213,7 +184,7 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
         "{m}"
     );
     wh.terminate().await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     Ok(())
 }
 
@@ -222,7 +193,7 @@ async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> 
     let _s = SERIAL.lock().await;
     let c = client().await?;
     install_crds(&c).await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     fresh_namespace(&c, "e2e-wh-down").await?;
     apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-down}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-down}}}\n  rollout: {batchSize: 2, interval: 0s}\n").await?;
     let port = free_port();
@@ -257,6 +228,6 @@ async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> 
         );
     }
     op.terminate().await?;
-    clean(&c).await?;
+    clean(&c, CONFIG).await?;
     Ok(())
 }
