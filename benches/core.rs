@@ -19,16 +19,33 @@ use serde_json::json;
 fn cluster(n: usize) -> ClusterFacts {
     let mut f = ClusterFacts::default();
     for i in 0..60 {
-        f.nodes.insert(format!("node-{i}"), [("topology.kubernetes.io/zone".to_string(), format!("zone-{}", i % 3))].into());
+        f.nodes.insert(
+            format!("node-{i}"),
+            [(
+                "topology.kubernetes.io/zone".to_string(),
+                format!("zone-{}", i % 3),
+            )]
+            .into(),
+        );
     }
     for i in 0..n {
         let ns = format!("ns-{}", i % 20);
         let (kind, owner, name, labels) = if i % 13 < 3 {
             let set = i / 13;
-            ("StatefulSet", format!("db-{set}"), format!("db-{set}-{}", i % 13), json!({"app": format!("db-{set}")}))
+            (
+                "StatefulSet",
+                format!("db-{set}"),
+                format!("db-{set}-{}", i % 13),
+                json!({"app": format!("db-{set}")}),
+            )
         } else {
             let d = i / 10;
-            ("ReplicaSet", format!("web-{d}-5d8f7c9b6d"), format!("web-{d}-5d8f7c9b6d-{i}"), json!({"app": format!("web-{d}"), "pod-template-hash": "5d8f7c9b6d"}))
+            (
+                "ReplicaSet",
+                format!("web-{d}-5d8f7c9b6d"),
+                format!("web-{d}-5d8f7c9b6d-{i}"),
+                json!({"app": format!("web-{d}"), "pod-template-hash": "5d8f7c9b6d"}),
+            )
         };
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{i}"), "labels": labels,
@@ -49,17 +66,25 @@ fn cluster(n: usize) -> ClusterFacts {
 }
 
 fn planning(c: &mut Criterion) {
-    let policy = validate("p", &serde_yaml::from_str("rollout: {batchSize: 50, maxPerZone: 20}").unwrap()).unwrap();
+    let policy = validate(
+        "p",
+        &serde_yaml::from_str("rollout: {batchSize: 50, maxPerZone: 20}").unwrap(),
+    )
+    .unwrap();
     let mut g = c.benchmark_group("plan");
     g.sample_size(10);
     for n in [1_000usize, 10_000] {
         let facts = cluster(n);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("select", n), &facts, |b, f| b.iter(|| select(&policy, f)));
+        g.bench_with_input(BenchmarkId::new("select", n), &facts, |b, f| {
+            b.iter(|| select(&policy, f))
+        });
         let sel = select(&policy, &facts);
         let limits = Limits::from_policy(&policy, sel.targets.len() as u32);
         let ctx = armor_refresh::run::context(&facts);
-        g.bench_with_input(BenchmarkId::new("plan_all", n), &sel.targets, |b, t| b.iter(|| plan_all(t, &limits, &ctx)));
+        g.bench_with_input(BenchmarkId::new("plan_all", n), &sel.targets, |b, t| {
+            b.iter(|| plan_all(t, &limits, &ctx))
+        });
     }
     g.finish();
 }
@@ -70,7 +95,9 @@ fn compliance(c: &mut Criterion) {
     let pod = facts.pods[5].clone();
     let owner = owner_of(&pod, Some(&facts));
     let labels = BTreeMap::new();
-    c.bench_function("compliance/check_one_pod", |b| b.iter(|| check(&policy, &pod, &owner, &labels)));
+    c.bench_function("compliance/check_one_pod", |b| {
+        b.iter(|| check(&policy, &pod, &owner, &labels))
+    });
 }
 
 struct NoLookup;
@@ -109,7 +136,9 @@ pub fn review_body() -> Vec<u8> {
 fn admission(c: &mut Criterion) {
     let policies = vec![validate("p", &serde_yaml::from_str("{}").unwrap()).unwrap()];
     let body = review_body();
-    c.bench_function("webhook/handle_pod_create", |b| b.iter(|| handle(&body, &policies, &NoLookup)));
+    c.bench_function("webhook/handle_pod_create", |b| {
+        b.iter(|| handle(&body, &policies, &NoLookup))
+    });
 }
 
 criterion_group!(benches, planning, compliance, admission);

@@ -282,7 +282,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         .actions
         .iter()
         .any(|a| !matches!(a, Action::Event { .. }))
-        || needs_immediate(&s, gate_open(&s))
+        || needs_immediate(&s, gate_open(&s), now)
     {
         Some(Duration::ZERO)
     } else {
@@ -304,11 +304,14 @@ fn gate_open(s: &ArmorRefreshRunStatus) -> bool {
 }
 
 /// A batch was just written ahead: evict right after the status is persisted.
-fn needs_immediate(s: &ArmorRefreshRunStatus, open: bool) -> bool {
-    open && s
-        .current_batch
-        .as_ref()
-        .is_some_and(|b| b.pods.iter().any(|p| p.state == PodState::Planned))
+fn needs_immediate(s: &ArmorRefreshRunStatus, open: bool, now: DateTime<Utc>) -> bool {
+    let same_second = s
+        .started_at
+        .is_some_and(|st| now.timestamp() <= st.timestamp());
+    open && !same_second
+        && s.current_batch
+            .as_ref()
+            .is_some_and(|b| b.pods.iter().any(|p| p.state == PodState::Planned))
 }
 
 enum Gate {
@@ -460,19 +463,22 @@ fn gate(
     Gate::Open
 }
 
-/// The replacement of an evicted pod: same owner, created at or after its eviction was
-/// requested, Ready, and not claimed by another eviction. Prefers one with its profile;
-/// the flag says whether it has it (a pod created while the webhook was down has not).
+/// The replacement of an evicted pod: the first pod of the same owner created at or after
+/// its eviction was requested that no other eviction has taken (first come, first
+/// matched, so one eviction never takes another's replacement). `None` while there is
+/// none yet; otherwise the pod, whether it is Ready, and whether it has its profile (one
+/// created while the webhook was down has not). A pod without its profile that existed
+/// when the run started is a target, never a replacement.
 fn find_replacement<'a>(
     p: &BatchPod,
     since: DateTime<Utc>,
     policy: Option<&ValidPolicy>,
     facts: &'a ClusterFacts,
-    claimed: &BTreeSet<String>,
+    taken: &BTreeSet<String>,
     run_started: Option<DateTime<Utc>>,
-) -> Option<(&'a Pod, bool)> {
+) -> Option<(&'a Pod, bool, bool)> {
     // creationTimestamp has one-second resolution.
-    let since = since - TimeDelta::seconds(1);
+    let since = since.timestamp() - 1;
     let compliant = |cand: &Pod| match policy {
         Some(pol) => {
             let owner = compliance::owner_of(cand, Some(facts));
@@ -481,38 +487,29 @@ fn find_replacement<'a>(
         }
         None => true,
     };
-    let mut candidates = facts.pods.iter().map(|p| p.as_ref()).filter(|cand| {
-        let uid = cand.metadata.uid.as_deref().unwrap_or_default();
-        if uid == p.uid
-            || claimed.contains(uid)
-            || cand.namespace().as_deref() != Some(p.namespace.as_str())
-        {
-            return false;
-        }
-        if select::is_terminating(cand) || !select::is_ready(cand) {
-            return false;
-        }
-        if cand
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .is_none_or(|t| t.0.as_second() < since.timestamp())
-        {
-            return false;
-        }
-        compliance::owner_of(cand, Some(facts)).to_string() == p.owner
-    });
-    let all: Vec<&Pod> = candidates.by_ref().collect();
-    // A pod without its profile that existed when the run started is a target, never a
-    // replacement.
-    let new_since_start = |c: &&&Pod| match (run_started, c.metadata.creation_timestamp.as_ref()) {
-        (Some(st), Some(t)) => t.0.as_second() > st.timestamp(),
-        _ => false,
-    };
-    all.iter()
-        .find(|c| compliant(c))
-        .map(|c| (*c, true))
-        .or_else(|| all.iter().find(new_since_start).map(|c| (*c, false)))
+    facts
+        .pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter_map(|cand| {
+            let uid = cand.metadata.uid.as_deref().unwrap_or_default();
+            let created = cand.metadata.creation_timestamp.as_ref()?.0.as_second();
+            let eligible = uid != p.uid
+                && !taken.contains(uid)
+                && cand.namespace().as_deref() == Some(p.namespace.as_str())
+                && !select::is_terminating(cand)
+                && created >= since
+                && compliance::owner_of(cand, Some(facts)).to_string() == p.owner;
+            eligible.then_some((created, cand.name_any(), cand))
+        })
+        .filter_map(|(created, name, cand)| {
+            let with_profile = compliant(cand);
+            let older_target =
+                !with_profile && run_started.is_some_and(|st| created <= st.timestamp());
+            (!older_target).then_some((created, name, cand, with_profile))
+        })
+        .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+        .map(|(_, _, cand, with_profile)| (cand, select::is_ready(cand), with_profile))
 }
 
 fn ready_timeout(policy: Option<&ValidPolicy>, p: &BatchPod) -> Duration {
@@ -566,7 +563,11 @@ fn observe_batch(
         .filter(|u| !u.is_empty())
         .collect();
     let mut newly_failed = Vec::new();
-    for p in batch.pods.iter_mut() {
+    // Match replacements in the order the evictions were requested: first come, first matched.
+    let mut order: Vec<usize> = (0..batch.pods.len()).collect();
+    order.sort_by_key(|&i| batch.pods[i].requested_at);
+    for i in order {
+        let p = &mut batch.pods[i];
         let workload = p.uid.is_empty();
         let live = pods.get(p.uid.as_str()).copied();
         let gone_or_terminating = !workload && live.is_none_or(select::is_terminating);
@@ -664,8 +665,13 @@ fn observe_batch(
                         s.progress.refreshed += 1;
                         p.message = "bare pod removed (nothing recreates it)".into();
                     }
-                } else if let Some((r, with_profile)) =
-                    find_replacement(p, since, policy, obs.facts, &claimed, s.started_at)
+                } else if let Some((r, true, with_profile)) =
+                    find_replacement(p, since, policy, obs.facts, &claimed, s.started_at).inspect(
+                        |(r, _, _)| {
+                            // Reserved for this eviction even before it is Ready.
+                            claimed.insert(r.metadata.uid.clone().unwrap_or_default());
+                        },
+                    )
                 {
                     let uid = r.metadata.uid.clone().unwrap_or_default();
                     p.state = PodState::Refreshed;
@@ -995,8 +1001,17 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     }
     set_phase(s, Phase::Batching, "Refreshing", String::new());
 
-    // Evict what the batch in flight planned.
-    if let Some(b) = s.current_batch.as_mut() {
+    // Evict what the batch in flight planned, but never within the second the run started:
+    // creation times have one-second resolution, and a pod created in that second must be
+    // known to predate every eviction (a target, never a replacement).
+    let same_second = s
+        .started_at
+        .is_some_and(|st| now.timestamp() <= st.timestamp());
+    if same_second {
+        let next = DateTime::from_timestamp(now.timestamp() + 1, 0).unwrap_or(now);
+        cx.wake_at(next);
+    }
+    if let Some(b) = s.current_batch.as_mut().filter(|_| !same_second) {
         for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
             p.state = PodState::Evicting;
             p.requested_at = Some(now);

@@ -38,6 +38,8 @@ struct World {
     evicted_apps: Vec<String>,
     /// Replacements come without their profile (the webhook is down).
     webhook_down: bool,
+    /// The next this-many replacements come without their profile.
+    unprofiled_next: usize,
     max_disrupted: usize,
 }
 
@@ -55,6 +57,7 @@ impl World {
             evictions: vec![],
             evicted_apps: vec![],
             webhook_down: false,
+            unprofiled_next: 0,
             max_disrupted: 0,
         };
         for z in ["a", "b", "c"] {
@@ -147,7 +150,9 @@ impl World {
             .retain(|p| p.metadata.uid.as_deref() != Some(uid));
         self.evictions.push(uid.to_string());
         self.evicted_apps.push(deploy.clone());
-        let r = self.add_pod(&deploy, !self.webhook_down, false);
+        let unprofiled = self.webhook_down || self.unprofiled_next > 0;
+        self.unprofiled_next = self.unprofiled_next.saturating_sub(1);
+        let r = self.add_pod(&deploy, !unprofiled, false);
         if !self.broken.contains(&deploy) {
             self.ready_at
                 .push((r.clone(), self.now + TimeDelta::seconds(self.ready_delay)));
@@ -308,9 +313,13 @@ fn a_batch_is_written_before_it_is_evicted() {
     let mut r = Run::new();
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 0, "the first step only plans");
-    assert_eq!(st.requeue_after, Some(Duration::ZERO));
+    // Not within the second the run started (creation times have one-second resolution).
+    assert_eq!(st.requeue_after, Some(Duration::from_secs(1)));
     let b = r.status.current_batch.as_ref().unwrap();
     assert!(b.pods.iter().all(|p| p.state == PodState::Planned));
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 0, "still the start second");
+    w.advance(Duration::from_secs(1));
     let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 2);
     assert!(
@@ -655,6 +664,7 @@ fn a_planned_pod_that_stops_being_a_target_is_dropped() {
     shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(r.status.current_batch.as_ref().unwrap().pods.len(), 3);
     let pol = policy("rollout: {batchSize: 3}\nexclude: {podSelector: {matchLabels: {app: api}}}");
+    w.advance(Duration::from_secs(1));
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 2);
     let gone: Vec<_> = r
@@ -703,6 +713,87 @@ fn replacements_without_profile_are_not_failures_and_not_retargeted() {
     assert_eq!(next.status.phase, Phase::Completed);
     assert_eq!(next.status.progress.refreshed, 4);
     assert_eq!(w.evictions.len(), 8);
+}
+
+#[test]
+fn one_eviction_never_takes_anothers_replacement() {
+    // The first replacement misses the webhook; the later ones have their profile. Each
+    // eviction is matched to its own (first-created) replacement, so none waits forever.
+    let mut w = World::new(&[("web", 3)]);
+    w.now += TimeDelta::seconds(5);
+    w.unprofiled_next = 1;
+    let pol = policy("rollout: {batchSize: 3, interval: 0s, readyTimeout: 30s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 200);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Completed, "Done"),
+        "{:?}",
+        r.status
+    );
+    assert_eq!(
+        (
+            r.status.progress.refreshed,
+            r.status.progress.without_profile,
+            r.status.progress.failed
+        ),
+        (2, 1, 0)
+    );
+}
+
+#[test]
+fn replacements_are_matched_first_come_first_served_across_time() {
+    // Evictions A, B, C requested at t, t+5s, t+10s (a crash in between); A's replacement
+    // missed the webhook. Preferring replacements with a profile would give A B's, B C's,
+    // and leave C none: it would fail. First created, first matched gives each its own.
+    let mut w = World::new(&[]);
+    let pol = policy("rollout: {batchSize: 3, readyTimeout: 60s}");
+    let start = w.now;
+    let mut evicted = vec![];
+    for (i, profiled) in [false, true, true].into_iter().enumerate() {
+        w.now = start + TimeDelta::seconds(5 * i as i64 + 2);
+        w.add_pod("web", profiled, true);
+        evicted.push(BatchPod {
+            namespace: "shop".into(),
+            name: format!("orig-{i}"),
+            uid: format!("gone-{i}"),
+            owner: "Deployment/web".into(),
+            state: PodState::Evicted,
+            requested_at: Some(w.now - TimeDelta::milliseconds(500)),
+            evicted_at: Some(w.now - TimeDelta::milliseconds(400)),
+            ..Default::default()
+        });
+    }
+    let status = ArmorRefreshRunStatus {
+        phase: Phase::Batching,
+        started_at: Some(start),
+        current_batch: Some(BatchStatus {
+            index: 1,
+            started_at: start,
+            pods: evicted,
+        }),
+        ..Default::default()
+    };
+    let spec = run_spec();
+    let res = HashMap::new();
+    let obs = Observations {
+        run_name: "r",
+        generation: Some(1),
+        spec: &spec,
+        policy: PolicyView::Valid(&pol),
+        facts: &w.facts,
+        others: &[],
+        blocked_by: None,
+        results: &res,
+    };
+    let st = step(&status, &obs, w.now);
+    let p = &st.status.progress;
+    assert_eq!(
+        (p.refreshed, p.without_profile, p.failed),
+        (2, 1, 0),
+        "{:?}",
+        st.status
+    );
 }
 
 #[test]
