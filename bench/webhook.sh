@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Measures the admission webhook: throughput and p50/p99 latency under load on loopback
+# (wrk, installed from Debian's packages if missing), and pod-creation latency on the local
+# control plane with the webhook against without it. Writes bench/results/webhook.json.
+# Usage: bench/webhook.sh [DURATION_SECONDS] [PODS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+secs="${1:-10}"; pods="${2:-200}"
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+cargo build -q --release --bin armor-refresh
+AR="$PWD/target/release/armor-refresh"
+export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-bench-$$"
+wh_pid=""
+cleanup() { [[ -n "$wh_pid" ]] && kill "$wh_pid" 2>/dev/null; wait 2>/dev/null || true; e2e/cluster.sh down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+e2e/cluster.sh up --nodes 3 --ready-delay 1s
+eval "$(e2e/cluster.sh env)"
+$AR crd | kubectl apply -f - >/dev/null
+kubectl wait --for=condition=Established crd/armorrefreshpolicies.refresh.armor.dev --timeout=30s >/dev/null
+kubectl apply -f examples/policy-default.yaml >/dev/null
+kubectl create namespace bench >/dev/null
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+
+echo "== pod creation without the webhook ($pods pods)"
+without="$(python3 bench/podcreate.py "$ARMOR_REFRESH_CLUSTER_DIR" bench "$pods")"
+echo "   $without"
+kubectl -n bench delete pods --all --wait=false >/dev/null
+
+$AR webhook --self-signed --webhook-addr "127.0.0.1:$port" --metrics-addr "127.0.0.1:$mport" \
+  --webhook-config armor-refresh-bench --webhook-url "https://127.0.0.1:$port/mutate" >"${TMPDIR:-/tmp}/armor-refresh-bench-webhook.log" 2>&1 &
+wh_pid=$!
+deadline=$((SECONDS + 60))
+until curl -sf "http://127.0.0.1:$mport/readyz" >/dev/null; do
+  ((SECONDS < deadline)) || { echo "webhook not ready"; exit 1; }
+  sleep 0.5
+done
+
+echo "== pod creation with the webhook ($pods pods)"
+with="$(python3 bench/podcreate.py "$ARMOR_REFRESH_CLUSTER_DIR" bench "$pods")"
+echo "   $with"
+patched="$(kubectl -n bench get pods -o json | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin)["items"] if "refresh.armor.dev/injected" in (p["metadata"].get("annotations") or {})))')"
+echo "   pods carrying the injected profile: $patched"
+
+echo "== webhook under load on loopback (wrk, 2 threads, 8 connections, ${secs}s)"
+out="$(wrk -t2 -c8 -d"${secs}s" --latency -s bench/review.lua "https://127.0.0.1:$port/mutate")"
+echo "$out" | sed 's/^/   /'
+rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+p50="$(echo "$out" | awk '$1=="50%" {print $2}')"
+p99="$(echo "$out" | awk '$1=="99%" {print $2}')"
+mkdir -p bench/results
+python3 - "$without" "$with" "$rps" "$p50" "$p99" "$patched" <<'PY' | tee bench/results/webhook.json
+import json, sys
+wo, w = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({
+    "pod_create_without_webhook": wo, "pod_create_with_webhook": w,
+    "pod_create_p50_ratio": round(w["p50_ms"] / wo["p50_ms"], 3),
+    "webhook_requests_per_second": float(sys.argv[3]), "webhook_p50": sys.argv[4], "webhook_p99": sys.argv[5],
+    "pods_injected": int(sys.argv[6]),
+}, indent=2))
+PY
