@@ -488,13 +488,7 @@ pub async fn serve(
             _ = tick.tick() => {
                 // Hot reload of certificate files, and renewal of a self-signed one.
                 if let CertSource::Files { cert, key } = &cfg.certs {
-                    let now = stamps(cert, key);
-                    if now != file_stamp {
-                        match load_files(cert, key) {
-                            Ok(k) => { certs.set(k); file_stamp = now; tracing::info!("reloaded the serving certificate"); }
-                            Err(e) => tracing::warn!(error = %e, "new certificate files do not load; keeping the old ones"),
-                        }
-                    }
+                    reload_if_changed(&certs, cert, key, &mut file_stamp);
                 }
                 if let (Some(at), CertSource::SelfSigned { dns, ips, validity }) = (renew_at, &cfg.certs) {
                     if Instant::now() >= at {
@@ -531,6 +525,33 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Loads the certificate files again when their modification times changed; keeps the
+/// current certificate when the new files do not load (e.g. half-written). Returns whether
+/// a new certificate is served.
+fn reload_if_changed(
+    certs: &Certs,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    stamp: &mut Option<(SystemTime, SystemTime)>,
+) -> bool {
+    let now = stamps(cert, key);
+    if now == *stamp {
+        return false;
+    }
+    match load_files(cert, key) {
+        Ok(k) => {
+            certs.set(k);
+            *stamp = now;
+            tracing::info!("reloaded the serving certificate");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "new certificate files do not load; keeping the old ones");
+            false
+        }
+    }
 }
 
 fn stamps(cert: &std::path::Path, key: &std::path::Path) -> Option<(SystemTime, SystemTime)> {
@@ -645,6 +666,71 @@ mod tests {
         .unwrap();
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(k.cert.len(), 1);
+    }
+
+    fn write_pair(dir: &std::path::Path, name: &str) -> String {
+        use rcgen::{CertificateParams, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+        cert.pem()
+    }
+
+    #[test]
+    fn certificate_files_are_reloaded_when_they_change() {
+        let dir = std::env::temp_dir().join(format!("ar-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        write_pair(&dir, "first.example");
+        let certs = Certs {
+            current: RwLock::new(None),
+        };
+        let mut stamp = None;
+        assert!(
+            reload_if_changed(&certs, &crt, &key, &mut stamp),
+            "first load"
+        );
+        let first = certs.current.read().unwrap().clone().unwrap().cert[0].clone();
+        assert!(
+            !reload_if_changed(&certs, &crt, &key, &mut stamp),
+            "unchanged files are not reloaded"
+        );
+        // Rotate: new files with a later modification time.
+        std::thread::sleep(Duration::from_millis(20));
+        write_pair(&dir, "second.example");
+        let later = SystemTime::now() + Duration::from_secs(2);
+        for f in [&crt, &key] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+        assert!(
+            reload_if_changed(&certs, &crt, &key, &mut stamp),
+            "rotated files are served"
+        );
+        let second = certs.current.read().unwrap().clone().unwrap().cert[0].clone();
+        assert_ne!(first, second);
+        // A broken rotation keeps serving the last good certificate.
+        std::fs::write(&crt, "garbage").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&crt)
+            .unwrap()
+            .set_modified(later + Duration::from_secs(2))
+            .unwrap();
+        assert!(!reload_if_changed(&certs, &crt, &key, &mut stamp));
+        assert_eq!(
+            certs.current.read().unwrap().clone().unwrap().cert[0],
+            second
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
