@@ -268,33 +268,18 @@ pub fn review(
             let node_labels = node.as_deref().and_then(|n| lookup.node_labels(n));
             match mutate_pod(policies, &pod, &ns, &ns_labels(), node_labels.as_ref()) {
                 None => (resp, Verdict::Unchanged),
+                // Diff against the pod as typed, so fields our types do not know are never touched.
                 Some((mutated, _policy)) => {
-                    let after = match serde_json::to_value(&mutated) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return (
-                                allow_with_warning(
-                                    resp,
-                                    format!("armor-refresh: {e}; allowed unchanged"),
-                                ),
-                                Verdict::Error,
-                            );
-                        }
-                    };
-                    // Diff against the pod as typed, so fields our types do not know are never touched.
-                    let before = match serde_json::to_value(&pod) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return (
-                                allow_with_warning(
-                                    resp,
-                                    format!("armor-refresh: {e}; allowed unchanged"),
-                                ),
-                                Verdict::Error,
-                            );
-                        }
-                    };
-                    patch_response(resp, &before, &after)
+                    match (serde_json::to_value(&pod), serde_json::to_value(&mutated)) {
+                        (Ok(before), Ok(after)) => patch_response(resp, &before, &after),
+                        (Err(e), _) | (_, Err(e)) => (
+                            allow_with_warning(
+                                resp,
+                                format!("armor-refresh: {e}; allowed unchanged"),
+                            ),
+                            Verdict::Error,
+                        ),
+                    }
                 }
             }
         }
