@@ -18,7 +18,7 @@ use kube::ResourceExt;
 
 use crate::api::{
     ArmorRefreshRunSpec, ArmorRefreshRunStatus, BatchPod, BatchRecord, BatchStatus, Condition,
-    HISTORY_LIMIT, Phase, PlanSummary, PodState, Strategy, set_condition,
+    HISTORY_LIMIT, Phase, PlanSummary, PodState, set_condition,
 };
 use crate::cluster::ClusterFacts;
 use crate::compliance::{self, Owner};
@@ -235,39 +235,17 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     }
     s.progress.summary = format!("{}/{}", s.progress.refreshed, s.progress.total);
     let g = obs.generation;
-    set_condition(
-        &mut s.conditions,
-        Condition::new(
-            "Complete",
-            s.phase == Phase::Completed,
-            &s.reason,
-            s.message.clone(),
-        ),
-        now,
-        g,
-    );
-    set_condition(
-        &mut s.conditions,
-        Condition::new(
+    for (type_, on) in [
+        ("Complete", s.phase == Phase::Completed),
+        (
             "Progressing",
             matches!(s.phase, Phase::Batching | Phase::Pending),
-            &s.reason,
-            s.message.clone(),
         ),
-        now,
-        g,
-    );
-    set_condition(
-        &mut s.conditions,
-        Condition::new(
-            "Paused",
-            s.phase == Phase::Paused,
-            &s.reason,
-            s.message.clone(),
-        ),
-        now,
-        g,
-    );
+        ("Paused", s.phase == Phase::Paused),
+    ] {
+        let c = Condition::new(type_, on, &s.reason, s.message.clone());
+        set_condition(&mut s.conditions, c, now, g);
+    }
     if (s.phase, s.reason.clone()) != before {
         let warning = matches!(
             s.reason.as_str(),
@@ -282,7 +260,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         .actions
         .iter()
         .any(|a| !matches!(a, Action::Event { .. }))
-        || needs_immediate(&s, gate_open(&s), now)
+        || needs_immediate(&s, s.phase == Phase::Batching, now)
     {
         Some(Duration::ZERO)
     } else {
@@ -297,10 +275,6 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         actions: cx.actions,
         requeue_after,
     }
-}
-
-fn gate_open(s: &ArmorRefreshRunStatus) -> bool {
-    s.phase == Phase::Batching
 }
 
 /// A batch was just written ahead: evict right after the status is persisted.
@@ -531,10 +505,18 @@ fn workload_done(p: &BatchPod, facts: &ClusterFacts, selection: Option<&Selectio
     {
         return false;
     }
+    workload_whole(p, facts)
+}
+
+/// Every other pod of the entry's workload is Ready and not being deleted.
+fn workload_whole(p: &BatchPod, facts: &ClusterFacts) -> bool {
     facts
         .pods
         .iter()
-        .filter(|pod| pod.namespace().as_deref() == Some(p.namespace.as_str()))
+        .filter(|pod| {
+            pod.namespace().as_deref() == Some(p.namespace.as_str())
+                && pod.metadata.uid.as_deref() != Some(p.uid.as_str())
+        })
         .filter(|pod| compliance::owner_of(pod, Some(facts)).to_string() == p.owner)
         .all(|pod| select::is_ready(pod) && !select::is_terminating(pod))
 }
@@ -731,15 +713,7 @@ fn observe_unhealthy(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
     let facts = cx.obs.facts;
     let mut recovered = Vec::new();
     s.unhealthy.retain(|p| {
-        let whole = facts
-            .pods
-            .iter()
-            .filter(|pod| {
-                pod.namespace().as_deref() == Some(p.namespace.as_str())
-                    && pod.metadata.uid.as_deref() != Some(p.uid.as_str())
-            })
-            .filter(|pod| compliance::owner_of(pod, Some(facts)).to_string() == p.owner)
-            .all(|pod| select::is_ready(pod) && !select::is_terminating(pod));
+        let whole = workload_whole(p, facts);
         if whole {
             recovered.push(format!("{}/{}", p.namespace, p.name));
         }
@@ -801,10 +775,26 @@ fn finish_batch(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
     }
 }
 
+/// `Kind/name` of a batch entry's owner, as written by [`batch_pod`].
+fn owner_parts(owner: &str) -> (&str, &str) {
+    owner.split_once('/').unwrap_or(("Pod", owner))
+}
+
 fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod]) -> InFlight {
     let mut f = InFlight::default();
-    let mut add = |p: &BatchPod, count_total: bool| {
-        let (kind, name) = p.owner.split_once('/').unwrap_or(("Pod", p.owner.as_str()));
+    let mine: Vec<&BatchPod> = s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| !p.state.is_settled())
+        .chain(&s.unhealthy)
+        .collect();
+    for p in mine
+        .iter()
+        .copied()
+        .chain(others.iter().filter(|p| !p.state.is_settled()))
+    {
+        let (kind, name) = owner_parts(&p.owner);
         let w = (
             p.namespace.clone(),
             Owner {
@@ -812,29 +802,10 @@ fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod]) -> InFlight {
                 name: name.into(),
             },
         );
-        if count_total {
-            f.add(&p.node, &p.zone, w, p.volumes);
-        } else {
-            // Other runs' pods limit nodes, zones and workloads, not this run's batch size.
-            let total = f.total;
-            f.add(&p.node, &p.zone, w, p.volumes);
-            f.total = total;
-        }
-    };
-    for p in s
-        .current_batch
-        .iter()
-        .flat_map(|b| &b.pods)
-        .filter(|p| !p.state.is_settled())
-    {
-        add(p, true);
+        f.add(&p.node, &p.zone, w, p.volumes);
     }
-    for p in &s.unhealthy {
-        add(p, true);
-    }
-    for p in others.iter().filter(|p| !p.state.is_settled()) {
-        add(p, false);
-    }
+    // Other runs' pods limit nodes, zones and workloads, not this run's batch size.
+    f.total = mine.len() as u32;
     f
 }
 
@@ -1016,7 +987,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
             p.state = PodState::Evicting;
             p.requested_at = Some(now);
             if p.uid.is_empty() {
-                let (kind, name) = p.owner.split_once('/').unwrap_or(("Deployment", ""));
+                let (kind, name) = owner_parts(&p.owner);
                 cx.actions.push(Action::Restart {
                     namespace: p.namespace.clone(),
                     kind: kind.to_string(),
@@ -1143,8 +1114,6 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         pods,
     });
     s.next_batch_at = None;
-    // The strategy is fixed per batch: RolloutRestart entries carry no UID.
-    debug_assert!(policy.strategy() == Strategy::RolloutRestart || !workload);
 }
 
 #[cfg(test)]
