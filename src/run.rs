@@ -60,7 +60,9 @@ pub enum Outcome {
 /// What the run observes besides its own status.
 #[derive(Debug, Clone)]
 pub struct Observations<'a> {
-    pub run_name: &'a str,
+    /// The policy's selection over `facts`, when the caller has it already (the controller
+    /// selects once per pass for every run and the policy's status); computed here if not.
+    pub selection: Option<&'a Selection>,
     pub generation: Option<i64>,
     pub spec: &'a ArmorRefreshRunSpec,
     pub policy: PolicyView<'a>,
@@ -192,14 +194,22 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         .iter()
         .map(|p| (p.metadata.uid.as_deref().unwrap_or(""), p.as_ref()))
         .collect();
-    let selection = policy.map(|p| select::select(p, obs.facts));
+    let owned;
+    let selection: Option<&Selection> = match (policy, obs.selection) {
+        (Some(_), Some(sel)) => Some(sel),
+        (Some(p), None) => {
+            owned = select::select(p, obs.facts);
+            Some(&owned)
+        }
+        (None, _) => None,
+    };
 
     // 1. Whatever else holds, follow what is in flight.
-    observe_batch(&mut s, &mut cx, policy, &pods, selection.as_ref());
+    observe_batch(&mut s, &mut cx, policy, &pods, selection);
     observe_unhealthy(&mut s, &mut cx);
 
     // 2. What stops new evictions, in order of precedence.
-    let gate = gate(&mut s, &mut cx, policy, selection.as_ref());
+    let gate = gate(&mut s, &mut cx, policy, selection);
     match gate {
         Gate::Wait(phase, reason, message) => {
             set_phase(&mut s, phase, &reason, message);
@@ -224,13 +234,13 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         }
         Gate::Open => {
             let p = policy.expect("open gate means a valid policy");
-            let sel = selection.as_ref().expect("valid policy has a selection");
+            let sel = selection.expect("valid policy has a selection");
             advance(&mut s, &mut cx, p, sel);
         }
     }
 
     // 3. Counters, conditions, events for transitions.
-    if let Some(sel) = selection.as_ref() {
+    if let Some(sel) = selection {
         update_progress(&mut s, sel, obs.others);
     }
     s.progress.summary = format!("{}/{}", s.progress.refreshed, s.progress.total);

@@ -32,7 +32,7 @@ use crate::api::{
 use crate::metrics::{Health, METRICS, ResultLabel, RunPhaseLabel};
 use crate::policy::{SpecError, ValidPolicy, validate};
 use crate::run::{self, Action, Observations, Outcome, PolicyView};
-use crate::select;
+use crate::select::{self, Selection};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -221,19 +221,19 @@ impl Operator {
             (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
         });
         let mut next = Duration::from_secs(30);
+        // Facts are fixed for the pass: select once per policy, for its runs and its status.
+        let selections: HashMap<&str, Selection> = policies
+            .iter()
+            .filter_map(|(name, (_, v))| {
+                Some((name.as_str(), select::select(v.as_ref().ok()?, &facts)))
+            })
+            .collect();
 
         // The run of each policy that may act: one already started, else the oldest.
-        let status_of = |this: &Self, r: &ArmorRefreshRun| -> ArmorRefreshRunStatus {
-            this.statuses
-                .get(&r.uid().unwrap_or_default())
-                .cloned()
-                .or_else(|| r.status.clone())
-                .unwrap_or_default()
-        };
         let mut active: HashMap<String, String> = HashMap::new();
         for started in [true, false] {
             for r in &runs {
-                let s = status_of(self, r);
+                let s = self.status_of(r);
                 if !s.phase.is_terminal() && (s.phase != Phase::Pending) == started {
                     active
                         .entry(r.spec.policy_ref.name.clone())
@@ -248,7 +248,7 @@ impl Operator {
             }
             let uid = r.uid().unwrap_or_default();
             let name = r.name_any();
-            let mut status = status_of(self, r);
+            let mut status = self.status_of(r);
             self.export_phase(&name, status.phase);
             if status.phase.is_terminal() {
                 continue;
@@ -263,24 +263,26 @@ impl Operator {
                 .get(&r.spec.policy_ref.name)
                 .filter(|a| **a != name)
                 .cloned();
+            // Pods in flight in the other active runs (their statuses as last written; they do
+            // not change while this run steps).
+            let others: Vec<BatchPod> = runs
+                .iter()
+                .filter(|o| o.uid() != r.uid())
+                .map(|o| self.status_of(o))
+                .filter(|s| !s.phase.is_terminal())
+                .flat_map(|s| {
+                    s.current_batch
+                        .map(|b| b.pods)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(s.unhealthy)
+                })
+                .collect();
+            let selection = selections.get(r.spec.policy_ref.name.as_str());
             for _ in 0..8 {
-                // Pods in flight in the other active runs (their statuses as last written).
-                let others: Vec<BatchPod> = runs
-                    .iter()
-                    .filter(|o| o.uid() != r.uid())
-                    .map(|o| status_of(self, o))
-                    .filter(|s| !s.phase.is_terminal())
-                    .flat_map(|s| {
-                        s.current_batch
-                            .map(|b| b.pods)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .chain(s.unhealthy)
-                    })
-                    .collect();
                 let results = self.results.remove(&uid).unwrap_or_default();
                 let obs = Observations {
-                    run_name: &name,
+                    selection,
                     generation: r.metadata.generation,
                     spec: &r.spec,
                     policy: view,
@@ -331,7 +333,7 @@ impl Operator {
                 }
             }
         }
-        self.reconcile_policies(&policies, &facts, &runs).await;
+        self.reconcile_policies(&policies, &selections, &runs).await;
         if !self.overload.is_zero() {
             self.overload = (self.overload / 2).max(Duration::from_millis(1));
             if self.overload <= Duration::from_millis(1) {
@@ -339,6 +341,15 @@ impl Operator {
             }
         }
         next.max(Duration::from_millis(200))
+    }
+
+    /// A run's status: what this process last wrote in its term, else what the cache has.
+    fn status_of(&self, r: &ArmorRefreshRun) -> ArmorRefreshRunStatus {
+        self.statuses
+            .get(&r.uid().unwrap_or_default())
+            .cloned()
+            .or_else(|| r.status.clone())
+            .unwrap_or_default()
     }
 
     fn export_phase(&self, run: &str, phase: Phase) {
@@ -377,7 +388,7 @@ impl Operator {
     }
 
     async fn write_run_status(
-        &self,
+        &mut self,
         name: &str,
         status: &ArmorRefreshRunStatus,
     ) -> Result<(), kube::Error> {
@@ -396,11 +407,16 @@ impl Operator {
         r.map(|_| ())
     }
 
-    fn note_overload<T>(&self, r: &Result<T, kube::Error>) {
-        if let Err(kube::Error::Api(s)) = r {
-            if s.code == 429 {
-                METRICS.reconcile_error("overloaded");
-            }
+    /// A 429 that is not a PodDisruptionBudget refusal is API priority and fairness
+    /// pushing back: every write slows down (halved again at each pass).
+    fn note_overload<T>(&mut self, r: &Result<T, kube::Error>) {
+        if let Err(kube::Error::Api(s)) = r
+            && s.code == 429
+            && !s.message.to_lowercase().contains("disruption budget")
+        {
+            self.overload =
+                (self.overload * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+            METRICS.reconcile_error("overloaded");
         }
     }
 
@@ -453,7 +469,9 @@ impl Operator {
                     ..Default::default()
                 };
                 METRICS.write("evict");
-                let outcome = match api.evict(name, &ep).await {
+                let r = api.evict(name, &ep).await;
+                self.note_overload(&r);
+                let outcome = match r {
                     Ok(_) => Outcome::Done,
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::NotFound,
                     Err(kube::Error::Api(s))
@@ -462,10 +480,6 @@ impl Operator {
                         Outcome::Refused(s.message.clone())
                     }
                     Err(kube::Error::Api(s)) if s.code == 429 => {
-                        // API priority and fairness pushing back: slow every write down.
-                        self.overload = (self.overload * 2)
-                            .clamp(Duration::from_millis(500), Duration::from_secs(30));
-                        METRICS.reconcile_error("overloaded");
                         Outcome::Error(format!("API server overloaded: {}", s.message))
                     }
                     Err(e) => Outcome::Error(e.to_string()),
@@ -494,10 +508,11 @@ impl Operator {
                 );
                 let patch = json!({"spec": {"template": {"metadata": {"annotations": {"refresh.armor.dev/restartedAt": token}}}}});
                 METRICS.write("patch_workload");
-                let outcome = match api
+                let r = api
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
+                    .await;
+                self.note_overload(&r);
+                let outcome = match r {
                     Ok(_) => Outcome::Done,
                     Err(kube::Error::Api(s)) if s.code == 404 => Outcome::NotFound,
                     Err(e) => Outcome::Error(e.to_string()),
@@ -510,7 +525,7 @@ impl Operator {
     async fn reconcile_policies(
         &mut self,
         policies: &Policies,
-        facts: &crate::cluster::ClusterFacts,
+        selections: &HashMap<&str, Selection>,
         runs: &[ArmorRefreshRun],
     ) {
         let now = Utc::now();
@@ -518,31 +533,20 @@ impl Operator {
             if !self.leading() {
                 return;
             }
-            let mine: Vec<&ArmorRefreshRun> = runs
+            let mine: Vec<(&ArmorRefreshRun, ArmorRefreshRunStatus)> = runs
                 .iter()
                 .filter(|r| r.spec.policy_ref.name == *name)
+                .map(|r| (r, self.status_of(r)))
                 .collect();
-            let phase_of = |r: &ArmorRefreshRun| {
-                self.statuses
-                    .get(&r.uid().unwrap_or_default())
-                    .map(|s| s.phase)
-                    .or(r.status.as_ref().map(|s| s.phase))
-                    .unwrap_or_default()
-            };
             let active = mine
                 .iter()
-                .find(|r| !phase_of(r).is_terminal())
-                .map(|r| r.name_any());
+                .find(|(_, s)| !s.phase.is_terminal())
+                .map(|(r, _)| r.name_any());
             let last = mine
                 .iter()
-                .filter(|r| phase_of(r).is_terminal())
-                .max_by_key(|r| {
-                    r.status
-                        .as_ref()
-                        .and_then(|s| s.completed_at)
-                        .unwrap_or_default()
-                })
-                .map(|r| r.name_any());
+                .filter(|(_, s)| s.phase.is_terminal())
+                .max_by_key(|(_, s)| s.completed_at.unwrap_or_default())
+                .map(|(r, _)| r.name_any());
             let old = obj.status.clone().unwrap_or_default();
             let mut st = ArmorRefreshPolicyStatus {
                 conditions: old.conditions.clone(),
@@ -554,7 +558,9 @@ impl Operator {
             };
             match valid {
                 Ok(v) => {
-                    let sel = select::select(v, facts);
+                    let Some(sel) = selections.get(name.as_str()) else {
+                        continue;
+                    };
                     let counts = TargetCounts {
                         total: sel.governed(),
                         compliant: sel.compliant(),
@@ -595,14 +601,15 @@ impl Operator {
                 let api: Api<ArmorRefreshPolicy> = Api::all(self.client.clone());
                 let patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy", "status": st});
                 METRICS.write("patch_status");
-                if let Err(e) = api
+                let r = api
                     .patch_status(
                         name,
                         &PatchParams::apply(FIELD_MANAGER).force(),
                         &Patch::Apply(&patch),
                     )
-                    .await
-                {
+                    .await;
+                self.note_overload(&r);
+                if let Err(e) = r {
                     tracing::warn!(policy = %name, error = %e, "writing policy status failed");
                     METRICS.reconcile_error("status_write");
                 }
@@ -612,7 +619,11 @@ impl Operator {
 
     /// `trigger: Automatic`: a run owned by the policy, unless one was created a moment
     /// ago or the last one ended with failures (a person should look first).
-    async fn auto_create(&mut self, policy: &ArmorRefreshPolicy, runs: &[&ArmorRefreshRun]) {
+    async fn auto_create(
+        &mut self,
+        policy: &ArmorRefreshPolicy,
+        runs: &[(&ArmorRefreshRun, ArmorRefreshRunStatus)],
+    ) {
         let name = policy.name_any();
         if self
             .auto_created
@@ -621,9 +632,8 @@ impl Operator {
         {
             return;
         }
-        let last = runs.iter().max_by_key(|r| r.creation_timestamp());
-        if let Some(last) = last {
-            let s = last.status.clone().unwrap_or_default();
+        let last = runs.iter().max_by_key(|(r, _)| r.creation_timestamp());
+        if let Some((last, s)) = last {
             let recent = s
                 .completed_at
                 .is_some_and(|t| Utc::now() - t < chrono::TimeDelta::seconds(60));

@@ -213,7 +213,7 @@ fn shell_step(
     results: &HashMap<String, Outcome>,
 ) -> (Step, HashMap<String, Outcome>) {
     let obs = Observations {
-        run_name: "run",
+        selection: None,
         generation: Some(1),
         spec: &r.spec,
         policy: p,
@@ -577,7 +577,7 @@ fn another_active_run_of_the_policy_keeps_it_pending() {
     let spec = run_spec();
     let res = HashMap::new();
     let obs = Observations {
-        run_name: "second",
+        selection: None,
         generation: Some(1),
         spec: &spec,
         policy: PolicyView::Valid(&pol),
@@ -613,7 +613,7 @@ fn pods_in_another_runs_batch_are_not_taken_and_limit_zones() {
     };
     let others = [other.clone()];
     let obs = Observations {
-        run_name: "r",
+        selection: None,
         generation: Some(1),
         spec: &spec,
         policy: PolicyView::Valid(&pol),
@@ -777,7 +777,7 @@ fn replacements_are_matched_first_come_first_served_across_time() {
     let spec = run_spec();
     let res = HashMap::new();
     let obs = Observations {
-        run_name: "r",
+        selection: None,
         generation: Some(1),
         spec: &spec,
         policy: PolicyView::Valid(&pol),
@@ -897,7 +897,7 @@ proptest! {
                 Ev::Pause(p) => r.spec.paused = p,
                 Ev::Break(b) => { if b { w.broken.insert("bad".into()); } else { w.broken.clear(); } }
                 Ev::Step(crash) => {
-                    let obs = Observations { run_name: "r", generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results };
+                    let obs = Observations { selection: None, generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results };
                     let st = step(&r.status, &obs, w.now);
                     if matches!(crash, Crash::BeforePersist) { results.clear(); continue; }
                     r.status = st.status.clone();
