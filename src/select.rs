@@ -220,6 +220,47 @@ pub fn pdbs_of(facts: &ClusterFacts, pod: &Pod) -> Vec<usize> {
         .collect()
 }
 
+/// Does the policy govern this pod at all (selectors and exclusions, before anything about
+/// its state, node or profile)? The one answer for the controller and the webhook.
+pub fn governs(
+    policy: &ValidPolicy,
+    pod: &Pod,
+    owner: &Owner,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+) -> Result<(), SkipReason> {
+    let labels = pod.labels();
+    if policy
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|s| !s.matches(ns_labels))
+        || policy
+            .pod_selector
+            .as_ref()
+            .is_some_and(|s| !s.matches(labels))
+    {
+        return Err(SkipReason::NotSelected);
+    }
+    if policy.spec.exclude.namespaces.iter().any(|n| n == ns) {
+        return Err(SkipReason::ExcludedNamespace);
+    }
+    if labels.get(OPT_OUT_LABEL).is_some_and(|v| v == "true")
+        || policy
+            .exclude_pod_selector
+            .as_ref()
+            .is_some_and(|s| s.matches(labels))
+    {
+        return Err(SkipReason::ExcludedBySelector);
+    }
+    if policy.spec.exclude.owner_kinds.contains(&owner.kind) {
+        return Err(SkipReason::ExcludedOwnerKind);
+    }
+    if is_mirror(pod) {
+        return Err(SkipReason::MirrorPod);
+    }
+    Ok(())
+}
+
 /// Classifies one pod; `Ok` means it is a target.
 pub fn classify(
     policy: &ValidPolicy,
@@ -229,35 +270,8 @@ pub fn classify(
     let ns = pod.namespace().unwrap_or_default();
     let ns_labels = facts.namespace_labels(&ns);
     let spec = &policy.spec;
-    if policy
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|s| !s.matches(&ns_labels))
-        || policy
-            .pod_selector
-            .as_ref()
-            .is_some_and(|s| !s.matches(pod.labels()))
-    {
-        return Err(SkipReason::NotSelected);
-    }
-    if spec.exclude.namespaces.contains(&ns) {
-        return Err(SkipReason::ExcludedNamespace);
-    }
-    if pod.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == "true")
-        || policy
-            .exclude_pod_selector
-            .as_ref()
-            .is_some_and(|s| s.matches(pod.labels()))
-    {
-        return Err(SkipReason::ExcludedBySelector);
-    }
     let owner = compliance::owner_of(pod, Some(facts));
-    if spec.exclude.owner_kinds.contains(&owner.kind) {
-        return Err(SkipReason::ExcludedOwnerKind);
-    }
-    if is_mirror(pod) {
-        return Err(SkipReason::MirrorPod);
-    }
+    governs(policy, pod, &owner, &ns, &ns_labels)?;
     if matches!(phase(pod), "Succeeded" | "Failed") {
         return Err(SkipReason::Completed);
     }

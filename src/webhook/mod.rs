@@ -19,38 +19,11 @@ use kube::core::{DynamicObject, SelectorExt};
 use serde_json::Value;
 
 use crate::api::{InjectAt, ProfileFormat};
-use crate::compliance::{self, ContainerVerdict, INJECTED_ANNOTATION, OPT_OUT_LABEL, Owner};
+use crate::compliance::{self, ContainerVerdict, INJECTED_ANNOTATION, Owner};
 use crate::policy::ValidPolicy;
-use crate::select::is_mirror;
+use crate::select;
 
 type Labels = BTreeMap<String, String>;
-
-/// Does `policy` govern this pod at admission (selectors and exclusions, not the node)?
-pub fn selects(
-    policy: &ValidPolicy,
-    pod: &Pod,
-    owner: &Owner,
-    ns: &str,
-    ns_labels: &Labels,
-) -> bool {
-    let labels = pod.labels();
-    policy
-        .namespace_selector
-        .as_ref()
-        .is_none_or(|s| s.matches(ns_labels))
-        && policy
-            .pod_selector
-            .as_ref()
-            .is_none_or(|s| s.matches(labels))
-        && !policy.spec.exclude.namespaces.iter().any(|n| n == ns)
-        && labels.get(OPT_OUT_LABEL).is_none_or(|v| v != "true")
-        && policy
-            .exclude_pod_selector
-            .as_ref()
-            .is_none_or(|s| !s.matches(labels))
-        && !policy.spec.exclude.owner_kinds.contains(&owner.kind)
-        && !is_mirror(pod)
-}
 
 /// The policy that injects into this pod at `at`: the first by name that selects it.
 pub fn governing<'a>(
@@ -68,7 +41,7 @@ pub fn governing<'a>(
     candidates.sort_by(|a, b| a.name.cmp(&b.name));
     candidates
         .into_iter()
-        .find(|p| selects(p, pod, owner, ns, ns_labels))
+        .find(|p| select::governs(p, pod, owner, ns, ns_labels).is_ok())
 }
 
 fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>) -> bool {
