@@ -308,9 +308,10 @@ pub async fn write_webhook_config(
     ca_pem: &str,
     skip_namespaces: &[String],
 ) -> Result<(), Error> {
-    use base64_engine::encode;
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let bundle = encode(ca_pem.as_bytes());
+    // ByteString serialises as the base64 the caBundle field holds.
+    let bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec()))
+        .map_err(|e| Error::Cert(e.to_string()))?;
     if let Some(url) = url {
         let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -356,45 +357,6 @@ pub async fn write_webhook_config(
     Ok(())
 }
 
-/// A tiny standard base64 encoder (the caBundle field), to avoid a dependency for one call.
-mod base64_engine {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    pub fn encode(b: &[u8]) -> String {
-        let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-        for chunk in b.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (16 - 8 * i)));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-    #[cfg(test)]
-    #[test]
-    fn rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(encode(i.as_bytes()), o);
-        }
-    }
-}
-
-/// Runs the webhook until `shutdown` turns true. `ready` is set once certificates are
-/// loaded and policies synced.
 /// Resolves once `rx` turns true (or its sender is gone).
 pub async fn until_stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.is_ok();

@@ -86,7 +86,11 @@ fn apply(resp_body: &[u8], object: &Value) -> (Value, bool) {
     // decoder accepts for []byte as it does base64.
     let bytes: Option<Vec<u8>> = match r.get("patch") {
         None => None,
-        Some(Value::String(b64)) => Some(base64_decode(b64)),
+        Some(Value::String(b64)) => Some(
+            serde_json::from_value::<k8s_openapi::ByteString>(json!(b64))
+                .unwrap()
+                .0,
+        ),
         Some(v) => Some(serde_json::from_value(v.clone()).unwrap()),
     };
     match bytes {
@@ -98,25 +102,6 @@ fn apply(resp_body: &[u8], object: &Value) -> (Value, bool) {
             (out, true)
         }
     }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    // The response's patch is base64 (serde of Vec<u8> as kube serialises it); decode by hand.
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = vec![];
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = T.iter().position(|t| *t == c).expect("base64") as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 #[test]
