@@ -14,6 +14,11 @@ use serde::de::DeserializeOwned;
 
 type Labels = BTreeMap<String, String>;
 
+/// The `(namespace, name)` key of the workload maps below.
+pub fn object_key<K: ResourceExt>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
 /// Everything the pure core reads about the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterFacts {
@@ -71,9 +76,6 @@ impl ClusterFacts {
                 error: e.to_string(),
             })
         }
-        fn key<K: ResourceExt>(o: &K) -> (String, String) {
-            (o.namespace().unwrap_or_default(), o.name_any())
-        }
         match kind.as_str() {
             "Pod" => self.pods.push(Arc::new(parse(&kind, v)?)),
             "Node" => {
@@ -88,19 +90,19 @@ impl ClusterFacts {
             "Lease" => self.leases.push(Arc::new(parse(&kind, v)?)),
             "StatefulSet" => {
                 let o: StatefulSet = parse(&kind, v)?;
-                self.statefulsets.insert(key(&o), Arc::new(o));
+                self.statefulsets.insert(object_key(&o), Arc::new(o));
             }
             "ReplicaSet" => {
                 let o: ReplicaSet = parse(&kind, v)?;
-                self.replicasets.insert(key(&o), Arc::new(o));
+                self.replicasets.insert(object_key(&o), Arc::new(o));
             }
             "Deployment" => {
                 let o: Deployment = parse(&kind, v)?;
-                self.deployments.insert(key(&o), Arc::new(o));
+                self.deployments.insert(object_key(&o), Arc::new(o));
             }
             "DaemonSet" => {
                 let o: DaemonSet = parse(&kind, v)?;
-                self.daemonsets.insert(key(&o), Arc::new(o));
+                self.daemonsets.insert(object_key(&o), Arc::new(o));
             }
             _ => return Ok(false),
         }

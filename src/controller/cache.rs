@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
-use crate::cluster::ClusterFacts;
+use crate::cluster::{ClusterFacts, object_key};
 use crate::compliance::{ANNOTATION_PREFIX, INJECTED_ANNOTATION};
 
 /// The stores the operator reconciles from.
@@ -225,7 +225,6 @@ impl Caches {
 
     /// A snapshot of the cluster for the core.
     pub fn facts(&self) -> ClusterFacts {
-        let key = |m: &dyn ResourceLike| (m.ns(), m.nm());
         ClusterFacts {
             pods: self.pods.state(),
             nodes: self
@@ -246,30 +245,17 @@ impl Caches {
                 .statefulsets
                 .state()
                 .into_iter()
-                .map(|s| (key(s.as_ref()), s))
+                .map(|s| (object_key(s.as_ref()), s))
                 .collect(),
             replicasets: self
                 .replicasets
                 .state()
                 .into_iter()
-                .map(|s| (key(s.as_ref()), s))
+                .map(|s| (object_key(s.as_ref()), s))
                 .collect(),
             deployments: BTreeMap::new(),
             daemonsets: BTreeMap::new(),
         }
-    }
-}
-
-trait ResourceLike {
-    fn ns(&self) -> String;
-    fn nm(&self) -> String;
-}
-impl<K: ResourceExt> ResourceLike for K {
-    fn ns(&self) -> String {
-        self.namespace().unwrap_or_default()
-    }
-    fn nm(&self) -> String {
-        self.name_any()
     }
 }
 
