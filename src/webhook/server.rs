@@ -340,21 +340,68 @@ pub async fn write_webhook_config(
         .await?;
         return Ok(());
     }
-    let Some(existing) = api.get_opt(name).await? else {
-        return Err(Error::Cert(format!(
-            "MutatingWebhookConfiguration {name:?} not found; create it (the Helm chart does) or pass --webhook-url"
-        )));
-    };
-    let ops: Vec<serde_json::Value> = (0..existing.webhooks.as_ref().map_or(0, Vec::len))
-        .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+    // Several replicas each sign their own CA, so each adds its CA to the bundle instead of
+    // replacing it: the API server trusts any CA of the bundle, and the oldest ones (of
+    // replicas gone or renewed) fall off. The resourceVersion test makes concurrent writers
+    // retry instead of dropping each other's CA.
+    for attempt in 0.. {
+        let Some(existing) = api.get_opt(name).await? else {
+            return Err(Error::Cert(format!(
+                "MutatingWebhookConfiguration {name:?} not found; create it (the Helm chart does) or pass --webhook-url"
+            )));
+        };
+        let webhooks = existing.webhooks.as_deref().unwrap_or_default();
+        let current = webhooks
+            .first()
+            .and_then(|w| w.client_config.ca_bundle.as_ref())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default();
+        let merged = merge_ca_bundle(&current, ca_pem, MAX_BUNDLE_CAS);
+        let bundle = serde_json::to_value(k8s_openapi::ByteString(merged.into_bytes()))
+            .map_err(|e| Error::Cert(e.to_string()))?;
+        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+            "value": existing.metadata.resource_version})];
+        ops.extend((0..webhooks.len()).map(|i| {
+            json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle})
+        }));
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!(ops)).map_err(|e| Error::Cert(e.to_string()))?;
+        METRICS.write("patch_webhook_config");
+        match api
+            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // A failed test op is a 422 (or 409): someone wrote in between; read again.
+            Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 5 => {
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// How many CAs the caBundle keeps: this replica's and the newest of the others.
+const MAX_BUNDLE_CAS: usize = 8;
+
+/// `ours` appended to the PEM certificates of `current` (without it), keeping the newest
+/// `max` in all.
+pub fn merge_ca_bundle(current: &str, ours: &str, max: usize) -> String {
+    let ours = ours.trim();
+    let mut certs: Vec<&str> = current
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|c| c.find("-----BEGIN CERTIFICATE-----").map(|at| c[at..].trim()))
+        .filter(|c| c.ends_with("-----END CERTIFICATE-----") && *c != ours)
         .collect();
-    let patch: json_patch::Patch =
-        serde_json::from_value(json!(ops)).map_err(|e| Error::Cert(e.to_string()))?;
-    METRICS.write("patch_webhook_config");
-    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await?;
-    let _ = PostParams::default();
-    Ok(())
+    let keep = max.saturating_sub(1);
+    if certs.len() > keep {
+        certs.drain(..certs.len() - keep);
+    }
+    certs.push(ours);
+    let mut out = certs.join("\n");
+    out.push('\n');
+    out
 }
 
 /// Resolves once `rx` turns true (or its sender is gone).
@@ -544,6 +591,26 @@ mod tests {
             certs,
             synced: AtomicBool::new(false),
         })
+    }
+
+    fn pem(n: u32) -> String {
+        format!("-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----")
+    }
+
+    #[test]
+    fn ca_bundle_keeps_other_replicas_cas_and_drops_the_oldest() {
+        // Empty bundle: just ours.
+        assert_eq!(merge_ca_bundle("", &pem(1), 3), format!("{}\n", pem(1)));
+        // Another replica's CA stays; ours is not duplicated when written again.
+        let two = merge_ca_bundle(&pem(1), &pem(2), 3);
+        assert_eq!(two, format!("{}\n{}\n", pem(1), pem(2)));
+        assert_eq!(merge_ca_bundle(&two, &pem(2), 3), two);
+        // Beyond the cap the oldest falls off; garbage between certificates is dropped.
+        let full = format!("{}\njunk\n{}\n{}", pem(1), pem(2), pem(3));
+        assert_eq!(
+            merge_ca_bundle(&full, &pem(4), 3),
+            format!("{}\n{}\n{}\n", pem(2), pem(3), pem(4))
+        );
     }
 
     async fn call(app: Router, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
