@@ -23,6 +23,7 @@ control-plane:
 # Regenerates crds/ from the Rust types.
 crds:
 	cargo run -q -- crd --write crds
+	cargo run -q -- crd --write charts/armor-refresh/crds
 
 # The main job: a local control plane with workloads, and the default policy planned against it.
 demo:

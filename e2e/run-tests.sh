@@ -8,6 +8,9 @@ export ARMOR_REFRESH_CLUSTER_DIR="${ARMOR_REFRESH_E2E_CLUSTER_DIR:-${TMPDIR:-/tm
 trap 'e2e/cluster.sh down || true' EXIT
 e2e/cluster.sh up --ready-delay "${E2E_READY_DELAY:-1s}"
 eval "$(e2e/cluster.sh env)"
+# helm and luahealth check the chart and the Argo CD health scripts with their own engines.
+ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
+export ARMOR_REFRESH_TOOLS
 # The e2e tests run the operator as users do: the binary.
 cargo build --bin armor-refresh
 cargo test -p armor-refresh-e2e "$@"

@@ -67,24 +67,24 @@ pub fn all_yaml() -> String {
 mod tests {
     use super::*;
 
-    /// crds/ must be exactly what the types generate: run `armor-refresh crd-write` (or
-    /// `cargo run -- crd --write crds`) after changing the API.
+    /// crds/ and the Helm chart's copy must be exactly what the types generate: run
+    /// `make crds` after changing the API.
     #[test]
-    fn crds_directory_matches_the_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        for (name, yaml) in crds() {
-            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            assert!(
-                on_disk == yaml,
-                "crds/{name} is stale: run `cargo run -- crd --write crds`"
+    fn crds_directories_match_the_types() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["crds", "charts/armor-refresh/crds"] {
+            for (name, yaml) in crds() {
+                let on_disk =
+                    std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+                assert!(on_disk == yaml, "{dir}/{name} is stale: run `make crds`");
+            }
+            let files = std::fs::read_dir(root.join(dir)).unwrap().count();
+            assert_eq!(
+                files,
+                crds().len(),
+                "{dir}/ holds exactly the generated files"
             );
         }
-        let files = std::fs::read_dir(&dir).unwrap().count();
-        assert_eq!(
-            files,
-            crds().len(),
-            "crds/ holds exactly the generated files"
-        );
     }
 
     #[test]

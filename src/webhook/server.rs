@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -391,7 +391,10 @@ pub fn merge_ca_bundle(current: &str, ours: &str, max: usize) -> String {
     let ours = ours.trim();
     let mut certs: Vec<&str> = current
         .split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|c| c.find("-----BEGIN CERTIFICATE-----").map(|at| c[at..].trim()))
+        .filter_map(|c| {
+            c.find("-----BEGIN CERTIFICATE-----")
+                .map(|at| c[at..].trim())
+        })
         .filter(|c| c.ends_with("-----END CERTIFICATE-----") && *c != ours)
         .collect();
     let keep = max.saturating_sub(1);
