@@ -11,6 +11,8 @@
 #   e2e/cluster.sh kubeconfig                                 print the admin kubeconfig path
 #   e2e/cluster.sh logs COMPONENT                             etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok
 #   e2e/cluster.sh env                                        export lines for KUBECONFIG and PATH (eval them)
+#   e2e/cluster.sh restart|pause|resume COMPONENT            faults for the chaos suite: kill and start again
+#                                                             (waits until it serves), SIGSTOP, SIGCONT
 #
 # --ready-delay (e.g. 2s, 500ms; default 1s): how long kwok takes to make a scheduled pod
 # Ready. Pods labelled e2e.armor.dev/never-ready=true never become Ready.
@@ -41,8 +43,10 @@ pid_alive() { # component
 
 start() { # component args...
   local name="$1"; shift
-  mkdir -p "$DIR/logs" "$DIR/pids"
-  nohup "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+  mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/cmds"
+  # The command line, NUL-separated, so `restart` starts the same process again.
+  printf '%s\0' "$@" >"$DIR/cmds/$name"
+  nohup "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/pids/$name"
   disown || true
 }
@@ -188,6 +192,17 @@ cmd_up() {
 
   log "starting kube-apiserver on https://127.0.0.1:$api_port"
   local p="$DIR/pki"
+  # Audit only ServiceAccounts of the namespace armor-refresh-rbac: e2e/tests/rbac.rs runs
+  # the operator as one and reads which requests it made and which were denied.
+  cat >"$DIR/audit-policy.yaml" <<'YAML'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts:armor-refresh-rbac"]
+  - level: None
+YAML
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -200,7 +215,9 @@ cmd_up() {
     --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,PodSecurity \
     --allow-privileged=true --profiling=false --cert-dir "$DIR/apiserver-certs" \
     --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
-    --event-ttl 1h --v 1
+    --event-ttl 1h --v 1 \
+    --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1
   kubeconfig_for admin admin
   kubeconfig_for controller-manager controller-manager
   kubeconfig_for scheduler scheduler
@@ -281,5 +298,24 @@ case "${1:-}" in
   env)
     echo "export KUBECONFIG=$DIR/admin.kubeconfig"
     echo "export PATH=$(bin_dir):\$PATH" ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  restart|pause|resume)
+    comp="${2:-}"
+    [[ -f "$DIR/pids/$comp" && -f "$DIR/cmds/$comp" ]] || die "$1 needs a running component: ${COMPONENTS[*]}"
+    pid_alive "$comp" || die "$comp is not running"
+    pid="$(cat "$DIR/pids/$comp")"
+    case "$1" in
+      pause) kill -STOP "$pid" ;;
+      resume) kill -CONT "$pid" ;;
+      restart)
+        kill -CONT "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        mapfile -d '' cmd <"$DIR/cmds/$comp"
+        start "$comp" "${cmd[@]}"
+        if [[ "$comp" == kube-apiserver ]]; then
+          wait_for "kube-apiserver /readyz" 90 kube-apiserver "$(cat "$DIR/bin.dir")/kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz
+        fi ;;
+    esac ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -30,6 +30,8 @@ pub struct Process {
     pub log: PathBuf,
     pub metrics_port: u16,
     pub args: Vec<String>,
+    /// Extra environment (e.g. another KUBECONFIG), kept for restarts.
+    pub env: Vec<(String, String)>,
 }
 
 /// Plain-HTTP GET on loopback; returns (status, body).
@@ -59,13 +61,27 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 impl Process {
     /// Starts `armor-refresh ARGS...` (metrics on a free port) and waits until /readyz is ok.
     pub async fn start(name: &str, args: &[String]) -> Result<Process> {
+        Self::start_with_env(name, args, &[]).await
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub async fn start_with_env(
+        name: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Process> {
         let metrics_port = free_port();
         let mut all: Vec<String> = args.to_vec();
         all.extend(["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")]);
-        Self::spawn(name, all, metrics_port).await
+        Self::spawn(name, all, env.to_vec(), metrics_port).await
     }
 
-    async fn spawn(name: &str, args: Vec<String>, metrics_port: u16) -> Result<Process> {
+    async fn spawn(
+        name: &str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        metrics_port: u16,
+    ) -> Result<Process> {
         let dir = std::env::temp_dir().join("armor-refresh-e2e-logs");
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!(
@@ -76,6 +92,7 @@ impl Process {
         let child = tokio::process::Command::new(binary())
             .args(&args)
             .env("RUST_LOG", "info,kube_lease_manager=warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
@@ -92,6 +109,7 @@ impl Process {
             log,
             metrics_port,
             args,
+            env,
         };
         let port = p.metrics_port;
         let log = p.log.clone();
@@ -128,7 +146,13 @@ impl Process {
     /// Starts the same command line again (after a kill), on the same ports.
     pub async fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill().await;
-        let fresh = Self::spawn(&self.name, self.args.clone(), self.metrics_port).await?;
+        let fresh = Self::spawn(
+            &self.name,
+            self.args.clone(),
+            self.env.clone(),
+            self.metrics_port,
+        )
+        .await?;
         *self = fresh;
         Ok(())
     }

@@ -1,0 +1,435 @@
+//! Least privilege, shown on the real API server: the chart's ServiceAccount, Roles and
+//! bindings are installed, the operator runs with that ServiceAccount's token through a
+//! scenario that exercises every feature that needs a permission (evictions, RolloutRestart
+//! of a Deployment, a StatefulSet and a DaemonSet, Automatic runs, injection at binding,
+//! self-signed CAs written into the chart's webhook configuration, leader election, repeated
+//! events), and the API server's audit log then says which requests it made. The test fails
+//! on any request denied (a rule missing) and on any granted verb never used (a rule too many).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use armor_refresh::api::ArmorRefreshRun;
+use armor_refresh_e2e::process::{Process, free_port};
+use armor_refresh_e2e::{
+    Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
+};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+
+const NS: &str = "armor-refresh-rbac";
+const SA: &str = "system:serviceaccount:armor-refresh-rbac:armor-refresh";
+const MWC: &str = "armor-refresh";
+
+fn helm() -> Result<std::path::PathBuf> {
+    let dir = std::env::var_os("ARMOR_REFRESH_TOOLS").ok_or(
+        "ARMOR_REFRESH_TOOLS is not set: run the e2e tests with `make test` (or e2e/run-tests.sh)",
+    )?;
+    Ok(std::path::PathBuf::from(dir).join("helm"))
+}
+
+/// The chart's RBAC objects and webhook configuration for a release in NS.
+fn chart_rbac() -> Result<String> {
+    let out = std::process::Command::new(helm()?)
+        .args([
+            "template",
+            "armor-refresh",
+            "charts/armor-refresh",
+            "--namespace",
+            NS,
+            "--kube-version",
+            "1.34.4",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/webhook.yaml",
+        ])
+        .current_dir(armor_refresh_e2e::root())
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The granted rules as "group/resource verb" (scope and names dropped, as the audit log
+/// has them).
+fn granted(yaml: &str) -> Result<BTreeSet<String>> {
+    use serde::Deserialize;
+    let mut out = BTreeSet::new();
+    for d in serde_yaml::Deserializer::from_str(yaml) {
+        let v = serde_yaml::Value::deserialize(d)?;
+        if !matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for rule in v["rules"].as_sequence().into_iter().flatten() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            };
+            for g in list("apiGroups") {
+                for r in list("resources") {
+                    for verb in list("verbs") {
+                        let g = if g.is_empty() {
+                            "core".to_string()
+                        } else {
+                            g.clone()
+                        };
+                        out.insert(format!("{g}/{r} {verb}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A kubeconfig with the ServiceAccount's token, for the same API server.
+async fn sa_kubeconfig() -> Result<std::path::PathBuf> {
+    let (ok, token, err) = kubectl(
+        &[
+            "create",
+            "token",
+            "armor-refresh",
+            "-n",
+            NS,
+            "--duration=1h",
+        ],
+        None,
+    )
+    .await?;
+    assert!(ok, "kubectl create token: {err}");
+    let (ok, view, err) =
+        kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None).await?;
+    assert!(ok, "{err}");
+    let view: Value = serde_json::from_str(&view)?;
+    let cluster = &view["clusters"][0]["cluster"];
+    let ca = match cluster["certificate-authority-data"].as_str() {
+        Some(data) => format!("certificate-authority-data: {data}"),
+        None => format!(
+            "certificate-authority: {}",
+            cluster["certificate-authority"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+    };
+    let path = std::env::temp_dir().join(format!(
+        "armor-refresh-rbac-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    {ca}\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
+            cluster["server"].as_str().unwrap_or_default(),
+            token.trim()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// (verb on group/resource, denied?) for every request the ServiceAccount made.
+fn audited() -> Result<Vec<(String, u16)>> {
+    let dir = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh")?;
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("audit.log"))?;
+    let mut out = vec![];
+    for line in text.lines() {
+        let e: Value = serde_json::from_str(line)?;
+        if e["user"]["username"].as_str() != Some(SA) {
+            continue;
+        }
+        let o = &e["objectRef"];
+        let Some(resource) = o["resource"].as_str() else {
+            continue; // discovery and other non-resource URLs
+        };
+        let group = o["apiGroup"]
+            .as_str()
+            .filter(|g| !g.is_empty())
+            .unwrap_or("core");
+        let sub = o["subresource"]
+            .as_str()
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default();
+        let verb = e["verb"].as_str().unwrap_or_default();
+        let code = e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16;
+        out.push((format!("{group}/{resource}{sub} {verb}"), code));
+    }
+    Ok(out)
+}
+
+async fn wait_completed(c: &Client, policy: &str, timeout: Duration) -> Result<()> {
+    let api: Api<ArmorRefreshRun> = Api::all(c.clone());
+    wait_for(&format!("a run of {policy} to complete"), timeout, || {
+        let api = api.clone();
+        async move {
+            let runs = api.list(&ListParams::default()).await?;
+            Ok(runs
+                .items
+                .iter()
+                .any(|r| {
+                    r.spec.policy_ref.name == policy
+                        && r.status.as_ref().is_some_and(|s| {
+                            s.phase == armor_refresh::api::Phase::Completed
+                                && s.progress.refreshed > 0
+                        })
+                })
+                .then_some(()))
+        }
+    })
+    .await
+}
+
+async fn run_phase(name: &str) -> Result<(String, String)> {
+    let (_, out, _) = kubectl(
+        &[
+            "get",
+            "arr",
+            name,
+            "-o",
+            "jsonpath={.status.phase} {.status.reason}",
+        ],
+        None,
+    )
+    .await?;
+    let (p, r) = out.split_once(' ').unwrap_or((&out, ""));
+    Ok((p.to_string(), r.to_string()))
+}
+
+#[tokio::test]
+async fn the_operator_needs_every_granted_verb_and_no_other() -> Result<()> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, MWC).await?;
+    for ns in [NS, "rbac-restart", "rbac-evict"] {
+        fresh_namespace(&c, ns).await?;
+    }
+    let rbac = chart_rbac()?;
+    apply(&rbac).await?;
+    // The chart's configuration calls the in-cluster Service; here the webhook runs on
+    // loopback, so point it there. The caBundle is the operator's to write.
+    let port = free_port();
+    let (ok, _, err) = kubectl(
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            MWC,
+            "--type=json",
+            "-p",
+            &format!(
+                r#"[{{"op":"remove","path":"/webhooks/0/clientConfig/service"}},{{"op":"add","path":"/webhooks/0/clientConfig/url","value":"https://127.0.0.1:{port}/mutate"}}]"#
+            ),
+        ],
+        None,
+    )
+    .await?;
+    assert!(ok, "{err}");
+
+    // Workloads that exist before the policies, so none carries a profile yet.
+    apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: rbac-restart}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: rbac-restart}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: rbac-restart}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: busybox}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: rbac-evict}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: nginx}]}
+"#,
+    )
+    .await?;
+    wait_for("workloads Ready", Duration::from_secs(60), || async {
+        let (_, out, _) = kubectl(
+            &[
+                "get",
+                "pods",
+                "-A",
+                "-l",
+                "app in (web,db,agent,api)",
+                "-o",
+                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}",
+            ],
+            None,
+        )
+        .await?;
+        let ready = out.split_whitespace().filter(|s| *s == "True").count();
+        Ok((ready == 2 + 1 + 6 + 3).then_some(()))
+    })
+    .await?;
+
+    let kubeconfig = sa_kubeconfig().await?;
+    let args: Vec<String> = [
+        "run",
+        "--identity",
+        "rbac-0",
+        "--lease-namespace",
+        NS,
+        "--lease-name",
+        "armor-refresh",
+        "--lease-duration",
+        "6",
+        "--self-signed",
+        "--webhook-addr",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-config",
+        MWC,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [("KUBECONFIG".to_string(), kubeconfig.display().to_string())];
+    let mut op = Process::start_with_env("rbac", &args, &env).await?;
+
+    let result = async {
+        apply(
+            r#"
+apiVersion: refresh.armor.dev/v1alpha1
+kind: ArmorRefreshPolicy
+metadata: {name: a-restart}
+spec:
+  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: rbac-restart}}}
+  rollout: {strategy: RolloutRestart, batchSize: 1, interval: 2s}
+  trigger: Manual
+---
+apiVersion: refresh.armor.dev/v1alpha1
+kind: ArmorRefreshPolicy
+metadata: {name: b-evict}
+spec:
+  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: rbac-evict}}}
+  profile: {injectAt: Binding}
+  rollout: {strategy: Evict, batchSize: 1, interval: 0s}
+  trigger: Automatic
+---
+apiVersion: refresh.armor.dev/v1alpha1
+kind: ArmorRefreshRun
+metadata: {name: rbac-restart}
+spec: {policyRef: {name: a-restart}, paused: true}
+"#,
+        )
+        .await?;
+        // Paused, resumed, paused again: the same event twice, which kube's recorder sends
+        // as a patch of the first.
+        for paused in [false, true, false] {
+            wait_for("the pause to settle", Duration::from_secs(60), || async {
+                let (phase, reason) = run_phase("rbac-restart").await?;
+                let settled = if paused {
+                    phase == "Batching"
+                } else {
+                    phase == "Paused" && reason == "UserPaused"
+                };
+                Ok(settled.then_some(()))
+            })
+            .await?;
+            let (ok, _, err) = kubectl(
+                &[
+                    "patch",
+                    "arr",
+                    "rbac-restart",
+                    "--type=merge",
+                    "-p",
+                    &format!(r#"{{"spec":{{"paused":{paused}}}}}"#),
+                ],
+                None,
+            )
+            .await?;
+            assert!(ok, "{err}");
+        }
+        wait_completed(&c, "a-restart", Duration::from_secs(120)).await?;
+        wait_completed(&c, "b-evict", Duration::from_secs(120)).await?;
+        Result::<()>::Ok(())
+    }
+    .await;
+    let _ = op.terminate().await;
+    let log = op.log_text();
+    clean(&c, MWC).await?;
+    result.map_err(|e| format!("{e}\noperator log (tail):\n{}", tail(&log)))?;
+
+    // Every replacement of the binding policy carries its profile: the webhook read the pod.
+    let (_, out, _) = kubectl(
+        &[
+            "get",
+            "pods",
+            "-n",
+            "rbac-evict",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.annotations}{\"\\n\"}{end}",
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.contains("kubearmor-rbac-evict-api-api")),
+        "pods of rbac-evict lack their profile:\n{out}"
+    );
+
+    let calls = audited()?;
+    assert!(!calls.is_empty(), "the audit log has no request of {SA}");
+    let denied: BTreeSet<&String> = calls
+        .iter()
+        .filter(|(_, c)| *c == 403)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "requests denied (a rule is missing): {denied:?}"
+    );
+    let used: BTreeSet<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+    let granted = granted(&rbac)?;
+    let unused: Vec<&String> = granted.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used (a rule too many): {unused:?}\nused: {used:?}"
+    );
+    eprintln!(
+        "{} requests audited; {} distinct verbs used, all granted, none denied",
+        calls.len(),
+        used.len()
+    );
+    Ok(())
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
