@@ -163,7 +163,9 @@ cmd_up() {
   local delay_ms; delay_ms="$(to_ms "$delay")"
   [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--ready-delay: $delay is not a duration such as 2s or 500ms"
 
-  if pid_alive kube-apiserver; then
+  local c all=true
+  for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all=false; done
+  if $all; then
     log "already running (state in $DIR); 'e2e/cluster.sh down' stops it"
     cmd_status
     return 0
