@@ -20,10 +20,11 @@ e2e: control-plane
 control-plane:
 	e2e/cluster/build.sh >/dev/null
 
-# Regenerates crds/ from the Rust types.
+# Regenerates crds/ (and the chart's copy) from the Rust types, and the argocd-cm of the health checks.
 crds:
 	cargo run -q -- crd --write crds
 	cargo run -q -- crd --write charts/armor-refresh/crds
+	deploy/argocd/render-cm.py
 
 # The main job: a local control plane with workloads, and the default policy planned against it.
 demo:

@@ -430,6 +430,30 @@ fn argocd_health_checks_pass_their_testdata_in_gopher_lua() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn argocd_cm_carries_exactly_the_health_scripts() -> Result<()> {
+    let base = root().join("deploy/argocd");
+    let cm = &docs(&std::fs::read_to_string(base.join("argocd-cm.yaml"))?)?[0];
+    let data = cm["data"]
+        .as_mapping()
+        .ok_or("argocd-cm.yaml has no data")?;
+    let mut n = 0;
+    for kind in ["ArmorRefreshPolicy", "ArmorRefreshRun"] {
+        let lua = std::fs::read_to_string(base.join(format!(
+            "resource_customizations/refresh.armor.dev/{kind}/health.lua"
+        )))?;
+        let key = format!("resource.customizations.health.refresh.armor.dev_{kind}");
+        assert_eq!(
+            data.get(key.as_str()).and_then(Value::as_str),
+            Some(lua.as_str()),
+            "{key} differs from health.lua: run deploy/argocd/render-cm.py"
+        );
+        n += 1;
+    }
+    assert_eq!(data.len(), n, "argocd-cm.yaml holds only the health checks");
+    Ok(())
+}
+
 /// Every ```yaml block of the README and docs/, and every file of examples/, is accepted by
 /// the API server. The snapshot is the `plan` command's input (a kubectl List of live
 /// objects, tested by tests/cli.rs), not something to apply.
@@ -473,6 +497,23 @@ async fn every_yaml_in_the_docs_and_examples_passes_a_server_side_dry_run() -> R
         sources.push((path.display().to_string(), std::fs::read_to_string(&path)?));
     }
     assert!(files >= 4, "examples/ has its policies and runs");
+    let cm = root().join("deploy/argocd/argocd-cm.yaml");
+    sources.push((cm.display().to_string(), std::fs::read_to_string(&cm)?));
+    // Objects of the docs live in namespaces a real install has (argocd, the operator's).
+    let mut namespaces = BTreeSet::new();
+    for (_, yaml) in &sources {
+        for d in docs(yaml)? {
+            if let Some(ns) = d["metadata"]["namespace"].as_str() {
+                namespaces.insert(ns.to_string());
+            }
+        }
+    }
+    for ns in namespaces {
+        armor_refresh_e2e::apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+        ))
+        .await?;
+    }
     for (what, yaml) in &sources {
         // Each must be a real manifest, not an empty block.
         assert!(
