@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use armor_refresh::cluster::ClusterFacts;
 use armor_refresh::compliance::{check, owner_of};
-use armor_refresh::plan::{Limits, plan_all};
+use armor_refresh::plan::{InFlight, Limits, next_batch, plan_all};
 use armor_refresh::policy::validate;
 use armor_refresh::select::select;
 use armor_refresh::webhook::{Lookup, handle};
@@ -73,7 +73,7 @@ fn planning(c: &mut Criterion) {
     .unwrap();
     let mut g = c.benchmark_group("plan");
     g.sample_size(10);
-    for n in [1_000usize, 10_000] {
+    for n in [1_000usize, 10_000, 100_000] {
         let facts = cluster(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("select", n), &facts, |b, f| {
@@ -82,6 +82,21 @@ fn planning(c: &mut Criterion) {
         let sel = select(&policy, &facts);
         let limits = Limits::from_policy(&policy, sel.targets.len() as u32);
         let ctx = armor_refresh::run::context(&facts);
+        // What the operator does per batch: order the targets, pick the next batch.
+        g.bench_with_input(BenchmarkId::new("next_batch", n), &sel.targets, |b, t| {
+            b.iter(|| {
+                let idx = armor_refresh::plan::order_indices(t);
+                let remaining: Vec<&_> = idx.iter().map(|&i| &t[i]).collect();
+                next_batch(
+                    &remaining,
+                    &limits,
+                    &InFlight::default(),
+                    &ctx,
+                    limits.batch,
+                )
+            })
+        });
+        // The whole plan by simulation (dry runs and the estimate).
         g.bench_with_input(BenchmarkId::new("plan_all", n), &sel.targets, |b, t| {
             b.iter(|| plan_all(t, &limits, &ctx))
         });

@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
-type Labels = BTreeMap<String, String>;
+pub type Labels = BTreeMap<String, String>;
 
 /// The `(namespace, name)` key of the workload maps below.
 pub fn object_key<K: ResourceExt>(o: &K) -> (String, String) {

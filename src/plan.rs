@@ -5,7 +5,7 @@
 //! calling the same [`next_batch`] until no target is left. Every decision about which pod
 //! goes when is made here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::api::Strategy;
 use crate::compliance::Owner;
@@ -158,13 +158,22 @@ pub fn next_batch(
     let mut chosen: Vec<usize> = Vec::new();
     let mut pdb_used: BTreeMap<usize, i32> = BTreeMap::new();
     let mut pdb_blocked: Vec<usize> = Vec::new();
-    // Remaining non-leader targets per workload, for leader-last.
-    let mut left: BTreeMap<Workload, u32> = BTreeMap::new();
-    for t in remaining.iter().filter(|t| !t.leader) {
-        *left.entry(t.workload()).or_default() += 1;
+    // Remaining non-leader targets per workload that has a leader, for leader-last (keys
+    // borrowed: this runs over every remaining target on every batch).
+    let mut left: HashMap<WorkloadRef, u32> = remaining
+        .iter()
+        .filter(|t| t.leader)
+        .map(|t| (workload_ref(t), 0))
+        .collect();
+    if !left.is_empty() {
+        for t in remaining.iter().filter(|t| !t.leader) {
+            if let Some(n) = left.get_mut(&workload_ref(t)) {
+                *n += 1;
+            }
+        }
     }
     // Sets whose highest-ordinal remaining pod was considered: no lower ordinal may overtake it.
-    let mut sets_seen: BTreeSet<Workload> = BTreeSet::new();
+    let mut sets_seen: HashSet<WorkloadRef> = HashSet::new();
     for (i, t) in remaining.iter().enumerate() {
         if chosen.len() as u32 >= budget {
             break;
@@ -172,7 +181,7 @@ pub fn next_batch(
         if limits.sts_one_at_a_time
             && t.owner.kind == "StatefulSet"
             && !t.leader
-            && !sets_seen.insert(t.workload())
+            && !sets_seen.insert(workload_ref(t))
         {
             continue;
         }
@@ -189,7 +198,7 @@ pub fn next_batch(
             *pdb_used.entry(*p).or_default() += 1;
         }
         flight.add_target(t);
-        if let Some(n) = left.get_mut(&t.workload()).filter(|_| !t.leader) {
+        if let Some(n) = left.get_mut(&workload_ref(t)).filter(|_| !t.leader) {
             *n -= 1;
         }
         chosen.push(i);
@@ -211,12 +220,19 @@ pub fn next_batch(
     chosen
 }
 
+/// A workload by reference, for lookups that must not allocate.
+type WorkloadRef<'a> = (&'a str, &'a Owner);
+
+fn workload_ref(t: &Target) -> WorkloadRef<'_> {
+    (&t.namespace, &t.owner)
+}
+
 fn eligible(
     t: &Target,
     limits: &Limits,
     flight: &InFlight,
     ctx: &Context,
-    left: &BTreeMap<Workload, u32>,
+    left: &HashMap<WorkloadRef, u32>,
 ) -> Result<(), Blocked> {
     if limits
         .max_per_node
@@ -230,6 +246,11 @@ fn eligible(
             .is_some_and(|m| flight.per_zone.get(&t.zone).copied().unwrap_or(0) >= m)
     {
         return Err(Blocked::ZoneLimit);
+    }
+    // The owned key only for the pods whose checks need it (most need none).
+    let needs_key = t.owner.kind == "StatefulSet" || t.volumes || t.leader;
+    if !needs_key {
+        return Ok(());
     }
     let w = t.workload();
     if limits.sts_one_at_a_time && t.owner.kind == "StatefulSet" {
@@ -249,7 +270,7 @@ fn eligible(
     // A leader waits until no other target of its workload is left or in flight.
     if limits.leader_last
         && t.leader
-        && (left.get(&w).copied().unwrap_or(0) > 0 || flight.workloads.contains(&w))
+        && (left.get(&workload_ref(t)).copied().unwrap_or(0) > 0 || flight.workloads.contains(&w))
     {
         return Err(Blocked::LeaderWaits);
     }

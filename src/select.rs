@@ -1,13 +1,13 @@
 //! Target selection: which pods a policy must refresh, and why every other pod is skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::Strategy;
-use crate::cluster::ClusterFacts;
+use crate::cluster::{ClusterFacts, Labels};
 use crate::compliance::{self, OPT_OUT_LABEL, Owner};
 use crate::policy::ValidPolicy;
 
@@ -186,38 +186,93 @@ fn ordinal(pod: &Pod, owner: &Owner) -> Option<u32> {
         .ok()
 }
 
-fn holds_lease(facts: &ClusterFacts, ns: &str, pod: &str) -> bool {
-    facts.leases.iter().any(|l| {
-        l.namespace().as_deref() == Some(ns)
-            && l.spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.as_deref())
-                .is_some_and(|h| {
-                    // client-go leader election writes "<pod>_<uuid>"; others write the pod name.
-                    h == pod
-                        || h.strip_prefix(pod)
-                            .is_some_and(|rest| rest.starts_with('_'))
-                })
-    })
+/// A PDB's index in `ClusterFacts::pdbs` and its parsed selector.
+type IndexedPdb = (usize, Selector);
+
+/// What classifying a pod looks up besides the pod, computed once per selection instead of
+/// once per pod: PDB selectors parsed and grouped by namespace, the pods named by leader
+/// Leases, and namespace labels.
+pub struct Index<'a> {
+    /// PDBs by (namespace, one of their matchLabels pairs): a pod only tries the PDBs keyed
+    /// by one of its own labels.
+    pdbs_by_label: HashMap<(&'a str, &'a str, &'a str), Vec<IndexedPdb>>,
+    /// PDBs without matchLabels (expressions only, or empty: every pod of the namespace).
+    pdbs: HashMap<&'a str, Vec<IndexedPdb>>,
+    leaders: HashSet<(&'a str, &'a str)>,
+    namespaces: HashMap<String, Labels>,
 }
 
-/// PDBs (indexes into `facts.pdbs`) that select this pod.
-pub fn pdbs_of(facts: &ClusterFacts, pod: &Pod) -> Vec<usize> {
-    let ns = pod.namespace();
-    facts
-        .pdbs
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.namespace() == ns)
-        .filter(|(_, p)| {
-            let Some(sel) = p.spec.as_ref().and_then(|s| s.selector.clone()) else {
-                return false;
+impl<'a> Index<'a> {
+    pub fn new(facts: &'a ClusterFacts) -> Index<'a> {
+        let mut pdbs: HashMap<&str, Vec<IndexedPdb>> = HashMap::new();
+        let mut pdbs_by_label: HashMap<_, Vec<_>> = HashMap::new();
+        for (i, p) in facts.pdbs.iter().enumerate() {
+            let Some(label_selector) = p.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                continue; // no selector: selects nothing
             };
             // An empty PDB selector (policy/v1) selects every pod of the namespace.
-            Selector::try_from(sel).is_ok_and(|s| s.matches(pod.labels()))
-        })
-        .map(|(i, _)| i)
-        .collect()
+            let Ok(sel) = Selector::try_from(label_selector.clone()) else {
+                continue;
+            };
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            match label_selector
+                .match_labels
+                .as_ref()
+                .and_then(|m| m.iter().next())
+            {
+                Some((k, v)) => pdbs_by_label
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push((i, sel)),
+                None => pdbs.entry(ns).or_default().push((i, sel)),
+            }
+        }
+        let leaders = facts
+            .leases
+            .iter()
+            .filter_map(|l| {
+                let ns = l.metadata.namespace.as_deref()?;
+                let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
+                // client-go leader election writes "<pod>_<uuid>"; others write the pod name.
+                // Pod names never contain '_'.
+                Some((ns, holder.split('_').next().unwrap_or(holder)))
+            })
+            .collect();
+        Index {
+            pdbs_by_label,
+            pdbs,
+            leaders,
+            namespaces: HashMap::new(),
+        }
+    }
+
+    fn holds_lease(&self, ns: &str, pod: &str) -> bool {
+        self.leaders.contains(&(ns, pod))
+    }
+
+    /// PDBs (indexes into `facts.pdbs`) that select this pod.
+    fn pdbs_of(&self, ns: &str, pod: &Pod) -> Vec<usize> {
+        let labels = pod.labels();
+        let keyed = labels
+            .iter()
+            .filter_map(|(k, v)| self.pdbs_by_label.get(&(ns, k.as_str(), v.as_str())))
+            .flatten();
+        let mut out: Vec<usize> = keyed
+            .chain(self.pdbs.get(ns).into_iter().flatten())
+            .filter(|(_, s)| s.matches(labels))
+            .map(|(i, _)| *i)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn namespace_labels(&mut self, facts: &ClusterFacts, ns: &str) -> &Labels {
+        if !self.namespaces.contains_key(ns) {
+            self.namespaces
+                .insert(ns.to_string(), facts.namespace_labels(ns));
+        }
+        &self.namespaces[ns]
+    }
 }
 
 /// Does the policy govern this pod at all (selectors and exclusions, before anything about
@@ -267,11 +322,19 @@ pub fn classify(
     facts: &ClusterFacts,
     pod: &Pod,
 ) -> Result<Target, SkipReason> {
+    classify_indexed(policy, facts, &mut Index::new(facts), pod)
+}
+
+fn classify_indexed(
+    policy: &ValidPolicy,
+    facts: &ClusterFacts,
+    index: &mut Index,
+    pod: &Pod,
+) -> Result<Target, SkipReason> {
     let ns = pod.namespace().unwrap_or_default();
-    let ns_labels = facts.namespace_labels(&ns);
     let spec = &policy.spec;
     let owner = compliance::owner_of(pod, Some(facts));
-    governs(policy, pod, &owner, &ns, &ns_labels)?;
+    governs(policy, pod, &owner, &ns, index.namespace_labels(facts, &ns))?;
     if matches!(phase(pod), "Succeeded" | "Failed") {
         return Err(SkipReason::Completed);
     }
@@ -293,7 +356,7 @@ pub fn classify(
             return Err(SkipReason::NodeNotEnforcing);
         }
     }
-    let verdict = compliance::check(policy, pod, &owner, &ns_labels);
+    let verdict = compliance::check(policy, pod, &owner, index.namespace_labels(facts, &ns));
     if verdict.is_compliant() {
         return Err(if verdict.all_explicit() {
             SkipReason::ExplicitProfile
@@ -319,8 +382,8 @@ pub fn classify(
     Ok(Target {
         ordinal: ordinal(pod, &owner),
         volumes: mounts_claims(pod),
-        leader: holds_lease(facts, &ns, &pod.name_any()),
-        pdbs: pdbs_of(facts, pod),
+        leader: index.holds_lease(&ns, &pod.name_any()),
+        pdbs: index.pdbs_of(&ns, pod),
         ready: is_ready(pod),
         created: pod
             .metadata
@@ -339,8 +402,9 @@ pub fn classify(
 /// Classifies every pod of the cluster.
 pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     let mut sel = Selection::default();
+    let mut index = Index::new(facts);
     for pod in &facts.pods {
-        match classify(policy, facts, pod) {
+        match classify_indexed(policy, facts, &mut index, pod) {
             Ok(t) => sel.targets.push(t),
             Err(r) => sel.skipped.entry(r).or_default().push(format!(
                 "{}/{}",
@@ -491,6 +555,26 @@ mod tests {
             ),
             Err(SkipReason::ExcludedNamespace)
         );
+    }
+
+    #[test]
+    fn pdb_index_matches_like_a_scan() {
+        let pod = "metadata: {name: web-1, namespace: shop, labels: {app: web, tier: front}, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-1a, uid: r, controller: true}]}\nspec: {nodeName: n-a, containers: [{name: c}]}";
+        let mut f = facts(&[pod]);
+        for pdb in [
+            "metadata: {name: by-label, namespace: shop}\nspec: {selector: {matchLabels: {app: web}}}",
+            "metadata: {name: both-labels, namespace: shop}\nspec: {selector: {matchLabels: {tier: front, app: web}}}",
+            "metadata: {name: second-label-differs, namespace: shop}\nspec: {selector: {matchLabels: {app: web, tier: back}}}",
+            "metadata: {name: expression, namespace: shop}\nspec: {selector: {matchExpressions: [{key: tier, operator: In, values: [front]}]}}",
+            "metadata: {name: whole-namespace, namespace: shop}\nspec: {selector: {}}",
+            "metadata: {name: no-selector, namespace: shop}\nspec: {}",
+            "metadata: {name: other-namespace, namespace: data}\nspec: {selector: {matchLabels: {app: web}}}",
+            "metadata: {name: other-app, namespace: shop}\nspec: {selector: {matchLabels: {app: api}}}",
+        ] {
+            f.pdbs.push(Arc::new(serde_yaml::from_str(pdb).unwrap()));
+        }
+        let t = classify(&policy("{}"), &f, &f.pods[0]).unwrap();
+        assert_eq!(t.pdbs, vec![0, 1, 3, 4]);
     }
 
     #[test]
