@@ -485,6 +485,10 @@ pub async fn serve(
     .map_err(|e| Error::Cert(e.to_string()))?
     .with_no_client_auth()
     .with_cert_resolver(certs.clone());
+    // HTTP/2 when the API server offers it: one connection multiplexes its concurrent calls
+    // instead of a pool of HTTP/1.1 connections, each with its own handshake.
+    let mut tls = tls;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
@@ -529,9 +533,20 @@ pub async fn serve(
                     let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
                     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+                    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
                     let service = TowerToHyperService::new(app);
-                    // Bound a connection's life: no request takes a minute.
-                    let _ = tokio::time::timeout(Duration::from_secs(120), builder.serve_connection(TokioIo::new(tls), service)).await;
+                    // Bound a connection's life, gracefully: requests in flight are answered
+                    // (a cut one would be ignored by failurePolicy Ignore: a pod without its
+                    // profile), then the client reconnects.
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(300)) => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(Duration::from_secs(15), conn).await;
+                        }
+                    }
                 });
             }
         }
