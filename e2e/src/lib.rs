@@ -191,5 +191,7 @@ pub async fn clean(c: &Client, webhook_config: &str) -> Result<()> {
     Ok(())
 }
 
+pub mod chart;
 pub mod invariants;
 pub mod process;
+pub mod scale;

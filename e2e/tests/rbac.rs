@@ -12,48 +12,13 @@ use std::time::Duration;
 use armor_refresh::api::ArmorRefreshRun;
 use armor_refresh_e2e::process::{Process, free_port};
 use armor_refresh_e2e::{
-    Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
+    Result, apply, chart, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
 };
 use kube::Client;
 use kube::api::{Api, ListParams};
-use serde_json::Value;
 
-const NS: &str = "armor-refresh-rbac";
-const SA: &str = "system:serviceaccount:armor-refresh-rbac:armor-refresh";
-const MWC: &str = "armor-refresh";
-
-fn helm() -> Result<std::path::PathBuf> {
-    let dir = std::env::var_os("ARMOR_REFRESH_TOOLS").ok_or(
-        "ARMOR_REFRESH_TOOLS is not set: run the e2e tests with `make test` (or e2e/run-tests.sh)",
-    )?;
-    Ok(std::path::PathBuf::from(dir).join("helm"))
-}
-
-/// The chart's RBAC objects and webhook configuration for a release in NS.
-fn chart_rbac() -> Result<String> {
-    let out = std::process::Command::new(helm()?)
-        .args([
-            "template",
-            "armor-refresh",
-            "charts/armor-refresh",
-            "--namespace",
-            NS,
-            "--kube-version",
-            "1.34.4",
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/webhook.yaml",
-        ])
-        .current_dir(armor_refresh_e2e::root())
-        .output()?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
+const NS: &str = chart::AUDITED_NS;
+const MWC: &str = chart::RELEASE;
 
 /// The granted rules as "group/resource verb" (scope and names dropped, as the audit log
 /// has them).
@@ -87,80 +52,6 @@ fn granted(yaml: &str) -> Result<BTreeSet<String>> {
                 }
             }
         }
-    }
-    Ok(out)
-}
-
-/// A kubeconfig with the ServiceAccount's token, for the same API server.
-async fn sa_kubeconfig() -> Result<std::path::PathBuf> {
-    let (ok, token, err) = kubectl(
-        &[
-            "create",
-            "token",
-            "armor-refresh",
-            "-n",
-            NS,
-            "--duration=1h",
-        ],
-        None,
-    )
-    .await?;
-    assert!(ok, "kubectl create token: {err}");
-    let (ok, view, err) =
-        kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None).await?;
-    assert!(ok, "{err}");
-    let view: Value = serde_json::from_str(&view)?;
-    let cluster = &view["clusters"][0]["cluster"];
-    let ca = match cluster["certificate-authority-data"].as_str() {
-        Some(data) => format!("certificate-authority-data: {data}"),
-        None => format!(
-            "certificate-authority: {}",
-            cluster["certificate-authority"]
-                .as_str()
-                .unwrap_or_default()
-        ),
-    };
-    let path = std::env::temp_dir().join(format!(
-        "armor-refresh-rbac-{}.kubeconfig",
-        std::process::id()
-    ));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    {ca}\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
-            cluster["server"].as_str().unwrap_or_default(),
-            token.trim()
-        ),
-    )?;
-    Ok(path)
-}
-
-/// (verb on group/resource, denied?) for every request the ServiceAccount made.
-fn audited() -> Result<Vec<(String, u16)>> {
-    let dir = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
-        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh")?;
-    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("audit.log"))?;
-    let mut out = vec![];
-    for line in text.lines() {
-        let e: Value = serde_json::from_str(line)?;
-        if e["user"]["username"].as_str() != Some(SA) {
-            continue;
-        }
-        let o = &e["objectRef"];
-        let Some(resource) = o["resource"].as_str() else {
-            continue; // discovery and other non-resource URLs
-        };
-        let group = o["apiGroup"]
-            .as_str()
-            .filter(|g| !g.is_empty())
-            .unwrap_or("core");
-        let sub = o["subresource"]
-            .as_str()
-            .map(|s| format!("/{s}"))
-            .unwrap_or_default();
-        let verb = e["verb"].as_str().unwrap_or_default();
-        let code = e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16;
-        out.push((format!("{group}/{resource}{sub} {verb}"), code));
     }
     Ok(out)
 }
@@ -211,26 +102,10 @@ async fn the_operator_needs_every_granted_verb_and_no_other() -> Result<()> {
     for ns in [NS, "rbac-restart", "rbac-evict"] {
         fresh_namespace(&c, ns).await?;
     }
-    let rbac = chart_rbac()?;
-    apply(&rbac).await?;
     // The chart's configuration calls the in-cluster Service; here the webhook runs on
-    // loopback, so point it there. The caBundle is the operator's to write.
+    // loopback, so it points there. The caBundle is the operator's to write.
     let port = free_port();
-    let (ok, _, err) = kubectl(
-        &[
-            "patch",
-            "mutatingwebhookconfiguration",
-            MWC,
-            "--type=json",
-            "-p",
-            &format!(
-                r#"[{{"op":"remove","path":"/webhooks/0/clientConfig/service"}},{{"op":"add","path":"/webhooks/0/clientConfig/url","value":"https://127.0.0.1:{port}/mutate"}}]"#
-            ),
-        ],
-        None,
-    )
-    .await?;
-    assert!(ok, "{err}");
+    let rbac = chart::install_rbac_and_webhook(port).await?;
 
     // Workloads that exist before the policies, so none carries a profile yet.
     apply(
@@ -296,7 +171,7 @@ spec:
     })
     .await?;
 
-    let kubeconfig = sa_kubeconfig().await?;
+    let kubeconfig = chart::service_account_kubeconfig().await?;
     let args: Vec<String> = [
         "run",
         "--identity",
@@ -403,18 +278,21 @@ spec: {policyRef: {name: a-restart}, paused: true}
         "pods of rbac-evict lack their profile:\n{out}"
     );
 
-    let calls = audited()?;
-    assert!(!calls.is_empty(), "the audit log has no request of {SA}");
+    let calls = chart::audited_calls()?;
+    assert!(
+        !calls.is_empty(),
+        "the audit log has no request of the ServiceAccount"
+    );
     let denied: BTreeSet<&String> = calls
         .iter()
-        .filter(|(_, c)| *c == 403)
-        .map(|(k, _)| k)
+        .filter(|c| c.code == 403)
+        .map(|c| &c.key)
         .collect();
     assert!(
         denied.is_empty(),
         "requests denied (a rule is missing): {denied:?}"
     );
-    let used: BTreeSet<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+    let used: BTreeSet<String> = calls.iter().map(|c| c.key.clone()).collect();
     let granted = granted(&rbac)?;
     let unused: Vec<&String> = granted.difference(&used).collect();
     assert!(

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The scale report: the core benchmarks (criterion), then for each size a local control
+# plane of its own with N pods, armor-refresh refreshing them against the two baselines
+# users run today (e2e/src/scale.rs), and docs/benchmarks.md with its chart written from
+# the results (bench/report.py). About 30 minutes for the default sizes on 2 cores.
+#
+# Usage: bench/scale.sh [SIZE...]     default: 1000 5000
+# Results: bench/results/scale-N.json (git-ignored), docs/benchmarks.md, docs/benchmarks.png
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+sizes=("$@"); ((${#sizes[@]})) || sizes=(1000 5000)
+CACHE="${ARMOR_REFRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/armor-refresh}"
+log() { echo "[bench] $*" >&2; }
+
+log "building (release) and the tools"
+cargo build -q --release --bin armor-refresh
+cargo build -q --release -p armor-refresh-e2e --bin scale
+e2e/cluster/build.sh >/dev/null
+export ARMOR_REFRESH_TOOLS; ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
+export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
+venv="$CACHE/venv-matplotlib"
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  log "installing matplotlib into $venv (for the chart)"
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib
+fi
+
+mkdir -p bench/results
+if [[ "${SKIP_CORE_BENCH:-}" != 1 ]]; then
+  log "core benchmarks (criterion)"
+  cargo bench -q --bench core -- --warm-up-time 1 --measurement-time 3 >bench/results/core.txt 2>&1 || {
+    tail -20 bench/results/core.txt; exit 1; }
+fi
+
+for n in "${sizes[@]}"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "sizes are numbers of pods, not $n" >&2; exit 2; }
+  export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-scale-$n"
+  nodes=$(( n / 80 + 10 ))
+  log "size $n: a control plane with $nodes nodes, pods Ready 2 s after scheduling"
+  e2e/cluster.sh up --nodes "$nodes" --ready-delay 2s
+  (
+    eval "$(e2e/cluster.sh env)"
+    target/release/scale --size "$n" --out "bench/results/scale-$n.json"
+  ) || { e2e/cluster.sh down; exit 1; }
+  e2e/cluster.sh down
+done
+
+log "writing docs/benchmarks.md and docs/benchmarks.png"
+"$venv/bin/python" bench/report.py bench/results docs "${sizes[@]}"

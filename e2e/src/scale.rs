@@ -1,0 +1,822 @@
+//! The scale scenario: N pods in Deployments (each with a PDB) and a StatefulSet across ten
+//! namespaces, refreshed by armor-refresh (running as the chart's ServiceAccount, so the API
+//! server's audit log counts its requests), then the same pods restarted the two ways users
+//! do today on the same cluster: KubeArmor's `annotateExisting` re-enacted (a rollout restart
+//! of each workload, 5 s apart) and a plain `kubectl rollout restart` of everything at once.
+//! Each is measured the same way: duration, the disruption curve from an independent pod
+//! watch, and the API server's request counts and latency. Also: the operator's memory, and
+//! pod-creation latency with the webhook against without it.
+//!
+//! `bench/scale.sh` runs it at 1,000 and 5,000 pods and writes docs/benchmarks.md; the e2e
+//! suite runs it at a tiny size (e2e/tests/scale.rs).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use armor_refresh::api::{ArmorRefreshRun, Phase};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::process::{Process, free_port};
+use crate::{Result, apply, chart, kubectl, wait_for};
+
+const POD_LABEL: &str = "bench.armor.dev/pod";
+const NS_LABEL: &str = "bench.armor.dev/ns";
+const NAMESPACES: usize = 10;
+const WEBHOOK_NS: &str = "bench-webhook";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Pods in Deployments (the StatefulSet adds `sts_replicas`).
+    pub size: usize,
+    pub per_deployment: usize,
+    pub sts_replicas: usize,
+    pub batch: u32,
+    /// The pause of the annotateExisting baseline between workloads (KubeArmor: 5 s).
+    pub baseline_pause: Duration,
+    /// Pods created per mode for the pod-creation latency, in rounds of 25 alternating modes.
+    pub create_samples: usize,
+    pub write_qps: u32,
+    /// kwok's ready delay on this cluster (from e2e/cluster.sh's state).
+    pub ready_delay: Duration,
+    /// Upper bound for every wait.
+    pub timeout: Duration,
+}
+
+impl Config {
+    pub fn new(size: usize) -> Config {
+        Config {
+            size,
+            per_deployment: 50,
+            sts_replicas: 5,
+            batch: 50,
+            baseline_pause: Duration::from_secs(5),
+            create_samples: 200,
+            write_qps: 200,
+            ready_delay: cluster_ready_delay(),
+            timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// kwok's ready delay of the cluster e2e/cluster.sh started.
+pub fn cluster_ready_delay() -> Duration {
+    std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+        .ok()
+        .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join("ready-delay-ms")).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(1))
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Scenario {
+    pub name: String,
+    pub duration_s: f64,
+    pub peak_disrupted: u32,
+    /// (seconds since start, pods disrupted), sampled every 100 ms.
+    pub curve: Vec<(f64, u32)>,
+    /// Write requests the tool itself sent.
+    pub tool_writes: u64,
+    /// Write requests the API server served from every client during the scenario.
+    pub apiserver_writes: u64,
+    pub apiserver_p50_ms: f64,
+    pub apiserver_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub size: usize,
+    pub pods: usize,
+    pub batch: u32,
+    pub ready_delay_s: f64,
+    pub targets: u32,
+    pub refreshed: u32,
+    pub failed: u32,
+    /// batches × ready delay (interval 0): the fastest the policy allows.
+    pub minimum_s: f64,
+    pub overhead_ratio: f64,
+    /// Of our run: time with pods disrupted (the cluster replacing them: eviction, pod
+    /// deletion, ReplicaSet, scheduler, kwok's ready delay) and time with none (the operator
+    /// between batches: noticing Ready, writing the next batch ahead, evicting).
+    pub busy_s: f64,
+    pub idle_s: f64,
+    pub batches_seen: u32,
+    pub ours: Scenario,
+    pub annotate_existing: Scenario,
+    pub restart_all: Scenario,
+    pub writes_per_pod: f64,
+    pub writes_by_kind: BTreeMap<String, u64>,
+    pub reads_by_kind: BTreeMap<String, u64>,
+    pub operator_peak_rss_mib: f64,
+    pub operator_rss_mib: f64,
+    pub rss_kib_per_pod: f64,
+    pub create_without_p50_ms: f64,
+    pub create_without_p99_ms: f64,
+    pub create_with_p50_ms: f64,
+    pub create_with_p99_ms: f64,
+    pub create_ratio_p50: f64,
+    /// The API server's own timing of its calls to the webhook.
+    pub apiserver_webhook_p50_ms: f64,
+    pub apiserver_webhook_p99_ms: f64,
+    pub webhook_handler_p99_ms: f64,
+}
+
+/// Pods Ready and not terminating, by a watch of the bench pods.
+struct Witness {
+    store: reflector::Store<Pod>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Witness {
+    async fn start(c: &Client) -> Result<Witness> {
+        let (store, writer) = reflector::store();
+        let api: Api<Pod> = Api::all(c.clone());
+        let stream = watcher(api, watcher::Config::default().labels(POD_LABEL))
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
+        let task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while stream.next().await.is_some() {}
+        });
+        tokio::time::timeout(Duration::from_secs(60), store.wait_until_ready())
+            .await
+            .map_err(|_| "the pod witness did not sync in 60s")??;
+        Ok(Witness { store, task })
+    }
+
+    fn ready(&self) -> usize {
+        self.store
+            .state()
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+            .count()
+    }
+
+    /// Samples `expected - ready` every 100 ms until the returned guard is finished.
+    fn record(&self, expected: usize) -> Recording {
+        let store = self.store.clone();
+        let points = Arc::new(Mutex::new(Vec::new()));
+        let out = points.clone();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let ready = store
+                    .state()
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+                    .count();
+                let d = expected.saturating_sub(ready) as u32;
+                out.lock()
+                    .expect("not poisoned")
+                    .push((start.elapsed().as_secs_f64(), d));
+            }
+        });
+        Recording { points, task }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Recording {
+    points: Arc<Mutex<Vec<(f64, u32)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recording {
+    fn finish(self) -> (Vec<(f64, u32)>, u32) {
+        self.task.abort();
+        let pts = self.points.lock().expect("not poisoned").clone();
+        let peak = pts.iter().map(|p| p.1).max().unwrap_or(0);
+        (pts, peak)
+    }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The API server's request counters and latency histogram, from its /metrics.
+#[derive(Debug, Clone, Default)]
+struct ApiMetrics {
+    writes: f64,
+    /// le → cumulative count, requests other than WATCH and CONNECT.
+    latency: BTreeMap<u64, f64>,
+    /// le → cumulative count of admission webhook calls.
+    webhook: BTreeMap<u64, f64>,
+}
+
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = line[start..].find('"')? + start;
+    Some(&line[start..end])
+}
+
+/// `le` in microseconds (+Inf as u64::MAX), so buckets sort numerically.
+fn le_us(line: &str) -> Option<u64> {
+    let le = label(line, "le")?;
+    if le == "+Inf" {
+        return Some(u64::MAX);
+    }
+    le.parse::<f64>().ok().map(|s| (s * 1e6).round() as u64)
+}
+
+async fn api_metrics() -> Result<ApiMetrics> {
+    let (ok, text, err) = kubectl(&["get", "--raw", "/metrics"], None).await?;
+    if !ok {
+        return Err(format!("API server metrics: {err}").into());
+    }
+    let mut m = ApiMetrics::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.starts_with("apiserver_request_total{") {
+            if matches!(
+                label(line, "verb"),
+                Some("POST" | "PUT" | "PATCH" | "DELETE")
+            ) {
+                m.writes += value;
+            }
+        } else if line.starts_with("apiserver_request_duration_seconds_bucket{")
+            && !matches!(label(line, "verb"), Some("WATCH" | "CONNECT"))
+            && let Some(le) = le_us(line)
+        {
+            *m.latency.entry(le).or_default() += value;
+        } else if line.starts_with("apiserver_admission_webhook_admission_duration_seconds_bucket{")
+            && let Some(le) = le_us(line)
+        {
+            *m.webhook.entry(le).or_default() += value;
+        }
+    }
+    Ok(m)
+}
+
+/// A quantile (ms, the bucket's upper bound) of the requests between two snapshots.
+fn quantile(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>, q: f64) -> f64 {
+    let delta: Vec<(u64, f64)> = after
+        .iter()
+        .map(|(le, v)| (*le, v - before.get(le).copied().unwrap_or(0.0)))
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let want = q * total;
+    let mut prev = 0u64;
+    for (le, cum) in &delta {
+        if *cum >= want {
+            return if *le == u64::MAX {
+                prev as f64 / 1e3
+            } else {
+                *le as f64 / 1e3
+            };
+        }
+        prev = *le;
+    }
+    prev as f64 / 1e3
+}
+
+fn ns(i: usize) -> String {
+    format!("bench-{i}")
+}
+
+fn workloads_yaml(cfg: &Config) -> String {
+    let mut y = String::new();
+    for i in 0..NAMESPACES {
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}, labels: {{{NS_LABEL}: \"true\"}}}}\n---\n",
+            ns(i)
+        ));
+    }
+    y.push_str(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {WEBHOOK_NS}, labels: {{{NS_LABEL}: \"true\"}}}}\n---\n"
+    ));
+    for d in 0..cfg.size.div_ceil(cfg.per_deployment) {
+        let replicas = cfg.per_deployment.min(cfg.size - d * cfg.per_deployment);
+        let n = ns(d % NAMESPACES);
+        y.push_str(&format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app-{d}, namespace: {n}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: app-{d}}}}}
+  template:
+    metadata: {{labels: {{app: app-{d}, {POD_LABEL}: "true"}}}}
+    spec: {{containers: [{{name: app, image: example/app:1}}, {{name: sidecar, image: example/sidecar:1}}]}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: app-{d}, namespace: {n}}}
+spec: {{maxUnavailable: 10%, selector: {{matchLabels: {{app: app-{d}}}}}}}
+---
+"#
+        ));
+    }
+    y.push_str(&format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {n}}}
+spec:
+  replicas: {r}
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db, {POD_LABEL}: "true"}}}}
+    spec: {{containers: [{{name: db, image: example/db:1}}]}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: db, namespace: {n}}}
+spec: {{maxUnavailable: 1, selector: {{matchLabels: {{app: db}}}}}}
+"#,
+        n = ns(0),
+        r = cfg.sts_replicas
+    ));
+    y
+}
+
+/// Pods per workload, to restart them the baselines' way: (namespace, kind, name).
+fn workloads(cfg: &Config) -> Vec<(String, &'static str, String)> {
+    let mut w: Vec<_> = (0..cfg.size.div_ceil(cfg.per_deployment))
+        .map(|d| (ns(d % NAMESPACES), "Deployment", format!("app-{d}")))
+        .collect();
+    w.push((ns(0), "StatefulSet", "db".into()));
+    w
+}
+
+async fn all_rolled_out(c: &Client) -> Result<bool> {
+    let ls = ListParams::default();
+    for d in Api::<Deployment>::all(c.clone()).list(&ls).await?.items {
+        if !d.namespace().is_some_and(|n| n.starts_with("bench-")) {
+            continue;
+        }
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let st = d.status.clone().unwrap_or_default();
+        let done = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.ready_replicas.unwrap_or(0) == want
+            && st.replicas.unwrap_or(0) == want;
+        if !done {
+            return Ok(false);
+        }
+    }
+    for s in Api::<StatefulSet>::all(c.clone()).list(&ls).await?.items {
+        if !s.namespace().is_some_and(|n| n.starts_with("bench-")) {
+            continue;
+        }
+        let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let st = s.status.clone().unwrap_or_default();
+        let done = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0)
+            && st.update_revision == st.current_revision
+            && st.ready_replicas.unwrap_or(0) == want
+            && st.updated_replicas.unwrap_or(0) == want;
+        if !done {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until every workload is rolled out and every pod Ready (and no pod terminating).
+async fn settle(c: &Client, w: &Witness, expected: usize, timeout: Duration) -> Result<()> {
+    wait_for("the bench workloads to settle", timeout, || async {
+        let pods = w.store.state();
+        let alive = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        Ok((w.ready() == expected && alive == expected && all_rolled_out(c).await?).then_some(()))
+    })
+    .await
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Creates `n` bare pods one after another; the create call's latency in ms.
+async fn create_pods(c: &Client, n: usize, tag: &str) -> Result<Vec<f64>> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), WEBHOOK_NS);
+    let mut out = vec![];
+    for _ in 0..n {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"generateName": format!("latency-{tag}-"), "labels": {"app": "latency"}},
+            "spec": {"containers": [{"name": "app", "image": "example/app:1"}, {"name": "side", "image": "example/side:1"}]}
+        }))?;
+        let t = Instant::now();
+        api.create(&PostParams::default(), &pod).await?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((q * v.len() as f64) as usize).min(v.len() - 1)]
+}
+
+/// Sets whether the webhook configuration covers the latency namespace.
+async fn webhook_covers_latency_ns(on: bool) -> Result<()> {
+    let values = if on {
+        r#"["kube-system"]"#
+    } else {
+        r#"["kube-system","bench-webhook"]"#
+    };
+    let (ok, _, err) = kubectl(
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            chart::RELEASE,
+            "--type=json",
+            "-p",
+            &format!(r#"[{{"op":"replace","path":"/webhooks/0/namespaceSelector/matchExpressions/0/values","value":{values}}}]"#),
+        ],
+        None,
+    )
+    .await?;
+    if !ok {
+        return Err(err.into());
+    }
+    // The API server's webhook configuration informer takes a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn log(msg: &str) {
+    eprintln!("[scale {}] {msg}", chrono::Utc::now().format("%H:%M:%S"));
+}
+
+fn downsample(curve: Vec<(f64, u32)>, max: usize) -> Vec<(f64, u32)> {
+    if curve.len() <= max {
+        return curve;
+    }
+    // Keep each window's peak, so the reported curve never hides a spike.
+    let step = curve.len().div_ceil(max);
+    curve
+        .chunks(step)
+        .map(|c| {
+            let peak = c.iter().map(|p| p.1).max().unwrap_or(0);
+            (c[0].0, peak)
+        })
+        .collect()
+}
+
+/// Runs the whole scenario on the cluster KUBECONFIG names.
+pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
+    let expected = cfg.size + cfg.sts_replicas;
+    let mut report = Report {
+        size: cfg.size,
+        pods: expected,
+        batch: cfg.batch,
+        ready_delay_s: cfg.ready_delay.as_secs_f64(),
+        ..Report::default()
+    };
+    crate::install_crds(c).await?;
+    crate::clean(c, chart::RELEASE).await?;
+    let port = free_port();
+    chart::install_rbac_and_webhook(port).await?;
+
+    log(&format!("creating {expected} pods"));
+    apply(&workloads_yaml(cfg)).await?;
+    let witness = Witness::start(c).await?;
+    settle(c, &witness, expected, cfg.timeout).await?;
+
+    // The operator as the chart runs it, with the chart's ServiceAccount.
+    let kubeconfig = chart::service_account_kubeconfig().await?;
+    let args: Vec<String> = [
+        "run",
+        "--identity",
+        "bench-0",
+        "--lease-namespace",
+        chart::AUDITED_NS,
+        "--lease-name",
+        chart::RELEASE,
+        "--self-signed",
+        "--webhook-addr",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-config",
+        chart::RELEASE,
+        "--write-qps",
+        &cfg.write_qps.to_string(),
+        "--write-burst",
+        &(cfg.write_qps * 2).to_string(),
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let calls_before = chart::audited_calls()?.len();
+    let mut op = Process::start_with_env(
+        "scale",
+        &args,
+        &[("KUBECONFIG".into(), kubeconfig.display().to_string())],
+    )
+    .await?;
+    let pid = op.child.id().unwrap_or(0);
+
+    let result = async {
+        // Our run.
+        apply(&format!(
+            r#"apiVersion: refresh.armor.dev/v1alpha1
+kind: ArmorRefreshPolicy
+metadata: {{name: bench}}
+spec:
+  selector:
+    namespaceSelector: {{matchLabels: {{{NS_LABEL}: "true"}}}}
+  rollout: {{batchSize: {batch}, interval: 0s, readyTimeout: 5m}}
+  trigger: Manual
+"#,
+            batch = cfg.batch
+        ))
+        .await?;
+        // The policy is accepted before the run starts, so the clock measures the refresh.
+        wait_for("the bench policy to be Ready", Duration::from_secs(30), || async {
+            let (_, out, _) = kubectl(
+                &["get", "arp", "bench", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                None,
+            )
+            .await?;
+            Ok((out == "True").then_some(()))
+        })
+        .await?;
+        let before = api_metrics().await?;
+        log("our run starts");
+        let rec = witness.record(expected);
+        let start = Instant::now();
+        apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {name: bench}\nspec: {policyRef: {name: bench}}\n").await?;
+        let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+        let status = wait_for("the bench run to complete", cfg.timeout, || {
+            let runs = runs.clone();
+            async move {
+                let r = runs.get("bench").await?;
+                Ok(r.status.filter(|s| s.phase.is_terminal()))
+            }
+        })
+        .await?;
+        let took = start.elapsed().as_secs_f64();
+        let (curve, peak) = rec.finish();
+        let after = api_metrics().await?;
+        let calls = chart::audited_calls()?.split_off(calls_before);
+        if status.phase != Phase::Completed {
+            return Err(format!("the bench run ended {:?}: {}", status.phase, status.message).into());
+        }
+        report.targets = status.progress.total;
+        report.refreshed = status.progress.refreshed;
+        report.failed = status.progress.failed;
+        let batches = (status.progress.total as f64 / cfg.batch as f64).ceil();
+        report.minimum_s = batches * cfg.ready_delay.as_secs_f64();
+        report.overhead_ratio = took / report.minimum_s.max(0.001);
+        let (busy, idle, segments) = split_busy(&curve);
+        report.busy_s = busy;
+        report.idle_s = idle;
+        report.batches_seen = segments;
+        report.writes_by_kind = chart::writes_by_kind(&calls);
+        for call in calls.iter().filter(|c| !c.is_write()) {
+            *report.reads_by_kind.entry(call.key.clone()).or_default() += 1;
+        }
+        let writes: u64 = report.writes_by_kind.values().sum();
+        report.writes_per_pod = writes as f64 / status.progress.refreshed.max(1) as f64;
+        report.ours = Scenario {
+            name: format!("armor-refresh (batch {})", cfg.batch),
+            duration_s: took,
+            peak_disrupted: peak,
+            curve,
+            tool_writes: writes,
+            apiserver_writes: (after.writes - before.writes) as u64,
+            apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
+            apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
+        };
+        let (rss, hwm) = rss_kib(pid);
+        report.operator_rss_mib = rss as f64 / 1024.0;
+        report.operator_peak_rss_mib = hwm as f64 / 1024.0;
+        report.rss_kib_per_pod = hwm as f64 / expected as f64;
+        log(&format!(
+            "our run: {} refreshed in {took:.1}s (minimum {:.1}s), peak disrupted {peak}",
+            report.refreshed, report.minimum_s
+        ));
+
+        // Pod creation with the webhook against without, alternating in rounds.
+        settle(c, &witness, expected, cfg.timeout).await?;
+        let wb = api_metrics().await?;
+        let (mut with, mut without) = (vec![], vec![]);
+        let round = 25.min(cfg.create_samples.max(1));
+        for i in 0..cfg.create_samples.div_ceil(round) {
+            webhook_covers_latency_ns(true).await?;
+            let mut w = create_pods(c, round, "with").await?;
+            webhook_covers_latency_ns(false).await?;
+            let mut wo = create_pods(c, round, "without").await?;
+            if i > 0 || cfg.create_samples <= round {
+                with.append(&mut w);
+                without.append(&mut wo);
+            } // the first round warms connections up
+        }
+        let wa = api_metrics().await?;
+        report.create_with_p50_ms = pct(&mut with, 0.5);
+        report.create_with_p99_ms = pct(&mut with, 0.99);
+        report.create_without_p50_ms = pct(&mut without, 0.5);
+        report.create_without_p99_ms = pct(&mut without, 0.99);
+        report.create_ratio_p50 = report.create_with_p50_ms / report.create_without_p50_ms.max(0.001);
+        report.apiserver_webhook_p50_ms = quantile(&wb.webhook, &wa.webhook, 0.5);
+        report.apiserver_webhook_p99_ms = quantile(&wb.webhook, &wa.webhook, 0.99);
+        let metrics = op.metrics().await.unwrap_or_default();
+        report.webhook_handler_p99_ms = handler_p99_ms(&metrics);
+        let (_, hwm) = rss_kib(pid);
+        report.operator_peak_rss_mib = report.operator_peak_rss_mib.max(hwm as f64 / 1024.0);
+        log(&format!(
+            "pod creation p50 {:.1} ms with the webhook, {:.1} ms without",
+            report.create_with_p50_ms, report.create_without_p50_ms
+        ));
+        Result::<()>::Ok(())
+    }
+    .await;
+    let _ = op.terminate().await;
+    if let Err(e) = result {
+        let log = op.log_text();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(format!("{e}\noperator log (tail):\n{}", tail.join("\n")).into());
+    }
+    // The baselines run without the operator (nothing of ours on the CPU).
+    let (ok, _, err) = kubectl(
+        &["delete", "pods", "-n", WEBHOOK_NS, "--all", "--wait=false"],
+        None,
+    )
+    .await?;
+    if !ok {
+        return Err(err.into());
+    }
+    settle(c, &witness, expected, cfg.timeout).await?;
+    report.annotate_existing = baseline(
+        c,
+        cfg,
+        &witness,
+        expected,
+        "annotateExisting (5 s apart)",
+        Some(cfg.baseline_pause),
+    )
+    .await?;
+    settle(c, &witness, expected, cfg.timeout).await?;
+    report.restart_all = baseline(
+        c,
+        cfg,
+        &witness,
+        expected,
+        "rollout restart, all at once",
+        None,
+    )
+    .await?;
+    crate::clean(c, chart::RELEASE).await?;
+    for d in &mut [
+        &mut report.ours,
+        &mut report.annotate_existing,
+        &mut report.restart_all,
+    ] {
+        d.curve = downsample(std::mem::take(&mut d.curve), 1500);
+    }
+    Ok(report)
+}
+
+/// (time with pods disrupted, time with none, disrupted stretches) of a curve.
+fn split_busy(curve: &[(f64, u32)]) -> (f64, f64, u32) {
+    let (mut busy, mut idle, mut segments) = (0.0, 0.0, 0);
+    for w in curve.windows(2) {
+        let dt = w[1].0 - w[0].0;
+        if w[0].1 > 0 {
+            busy += dt;
+        } else {
+            idle += dt;
+        }
+        if w[0].1 == 0 && w[1].1 > 0 {
+            segments += 1;
+        }
+    }
+    if curve.first().is_some_and(|p| p.1 > 0) {
+        segments += 1;
+    }
+    (busy, idle, segments)
+}
+
+/// The p99 of the operator's admission handler, from its histogram.
+fn handler_p99_ms(metrics: &str) -> f64 {
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("armor_refresh_admission_duration_seconds_bucket"))
+    {
+        if let (Some(le), Some(v)) = (
+            le_us(line),
+            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+        ) {
+            *buckets.entry(le).or_default() += v;
+        }
+    }
+    quantile(&BTreeMap::new(), &buckets, 0.99)
+}
+
+/// Restarts every workload by patching its pod template, as KubeArmor's annotateExisting
+/// (with a pause between workloads) or `kubectl rollout restart` of everything (no pause).
+async fn baseline(
+    c: &Client,
+    cfg: &Config,
+    witness: &Witness,
+    expected: usize,
+    name: &str,
+    pause: Option<Duration>,
+) -> Result<Scenario> {
+    log(&format!("baseline: {name}"));
+    let before = api_metrics().await?;
+    let rec = witness.record(expected);
+    let start = Instant::now();
+    let stamp = chrono::Utc::now().to_rfc3339();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubearmor.kubernetes.io/restartedAt": stamp}}}}});
+    let mut writes = 0;
+    let patches = workloads(cfg).into_iter().map(|(n, kind, w)| {
+        let c = c.clone();
+        let patch = patch.clone();
+        async move {
+            let pp = PatchParams::default();
+            match kind {
+                "Deployment" => Api::<Deployment>::namespaced(c, &n)
+                    .patch(&w, &pp, &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+                _ => Api::<StatefulSet>::namespaced(c, &n)
+                    .patch(&w, &pp, &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            }
+        }
+    });
+    match pause {
+        Some(p) => {
+            for f in patches {
+                f.await?;
+                writes += 1;
+                tokio::time::sleep(p).await;
+            }
+        }
+        None => {
+            for r in futures::future::join_all(patches).await {
+                r?;
+                writes += 1;
+            }
+        }
+    }
+    // Rolled out: new pods everywhere, all Ready, the old ones gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(c, witness, expected, cfg.timeout).await?;
+    let took = start.elapsed().as_secs_f64();
+    let (curve, peak) = rec.finish();
+    let after = api_metrics().await?;
+    log(&format!(
+        "baseline {name}: {took:.1}s, peak disrupted {peak}"
+    ));
+    Ok(Scenario {
+        name: name.to_string(),
+        duration_s: took,
+        peak_disrupted: peak,
+        curve,
+        tool_writes: writes,
+        apiserver_writes: (after.writes - before.writes) as u64,
+        apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
+        apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
+    })
+}
