@@ -82,7 +82,7 @@ small, large = runs[sizes[0]], runs[sizes[-1]]
 plan100k = criterion("plan", "next_batch", 100000)
 select100k = criterion("plan", "select", 100000)
 planall100k = criterion("plan", "plan_all", 100000)
-handler = crit_single("webhook/handle_pod_create")
+handler = crit_single("webhook_handle_pod_create")
 goal_rows = [
     ("Overhead ratio at 1,000 pods (batch 50, interval 0, ready delay 2 s)", "≤ 1.10",
      f'{small["overhead_ratio"]:.2f} ({small["ours"]["duration_s"]:.1f} s against {small["minimum_s"]:.0f} s)', small["overhead_ratio"] <= 1.10),
@@ -190,7 +190,7 @@ for n in (1000, 10000, 100000):
 if handler:
     w("")
     w(f"One admission review through the handler: {handler:.0f} µs. One compliance check: "
-      f"{crit_single('compliance/check_one_pod') or 0:.1f} µs.")
+      f"{crit_single('compliance_check_one_pod') or 0:.1f} µs.")
 w("")
 w("## Notes on the goals missed")
 w("")

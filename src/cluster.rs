@@ -241,3 +241,213 @@ metadata: {name: shop, labels: {team: a}}
         );
     }
 }
+
+/// Fuzzing of the snapshot reader (what `armor-refresh plan --snapshot` parses): the seed
+/// corpus in tests/corpus/snapshot/, mutations of it, and arbitrary text and JSON. Every
+/// input must give facts or an error with a message — never a panic, a hang or an
+/// expansion bomb — and facts must plan. Failures are kept by proptest under
+/// proptest-regressions/ and replayed first.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn corpus() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/snapshot");
+        let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("the corpus directory")
+            .map(|e| {
+                let p = e.expect("an entry").path();
+                let bytes = std::fs::read(&p).expect("a corpus file");
+                (
+                    p.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            })
+            .collect();
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/snapshot.yaml");
+        out.push((
+            example.display().to_string(),
+            std::fs::read_to_string(example).expect("the example snapshot"),
+        ));
+        out.sort();
+        out
+    }
+
+    /// Parses, and when that works, selects and plans with the default policy.
+    fn exercise(text: &str) -> Result<usize, String> {
+        let facts = ClusterFacts::from_snapshot(text).map_err(|e| e.to_string())?;
+        let spec = serde_yaml::from_str("rollout: {batchSize: 5}").expect("a policy spec");
+        let policy = crate::policy::validate("fuzz", &spec).expect("the default policy");
+        let sel = crate::select::select(&policy, &facts);
+        let limits = crate::plan::Limits::from_policy(&policy, sel.targets.len() as u32);
+        let batches = crate::plan::plan_all(&sel.targets, &limits, &crate::run::context(&facts));
+        Ok(batches.len())
+    }
+
+    #[test]
+    fn the_seed_corpus_reads_or_fails_with_a_message() {
+        let corpus = corpus();
+        assert!(corpus.len() >= 9, "the corpus is there");
+        for (name, text) in corpus {
+            let started = std::time::Instant::now();
+            match exercise(&text) {
+                Ok(_) => {}
+                Err(e) => assert!(!e.is_empty(), "{name}: an empty error"),
+            }
+            // Not a timing assertion on speed: a bound that only an expansion bomb or a
+            // hang would break.
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{name} took {:?}",
+                started.elapsed()
+            );
+        }
+        // The specific answers users rely on.
+        let read = |f: &str| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/corpus/snapshot")
+                .join(f);
+            exercise(&String::from_utf8_lossy(&std::fs::read(p).unwrap()))
+        };
+        for (file, want) in [
+            ("alias-bomb.yaml", "repetition limit exceeded"),
+            ("deep-nesting.yaml", "recursion limit exceeded"),
+            ("scalar.yaml", "not a Kubernetes object"),
+            ("items-not-a-list.yaml", "not a Kubernetes object"),
+            ("wrong-types.yaml", "Pod p: invalid type"),
+        ] {
+            let got = read(file);
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(want)),
+                "{file}: {got:?}"
+            );
+        }
+        // Readable: one target (in one batch), or none (a bare pod is skipped).
+        for (file, batches) in [
+            ("unknown-kinds-and-nulls.yaml", 1),
+            ("pod-without-name.yaml", 0),
+            ("json.yaml", 0),
+        ] {
+            let got = read(file);
+            assert!(got.as_ref().is_ok_and(|b| *b == batches), "{file}: {got:?}");
+        }
+    }
+
+    /// YAML-significant fragments that mutations splice in.
+    const SPLICES: &[&str] = &[
+        ":",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\n",
+        "\n  ",
+        "&a ",
+        "*a",
+        "!!binary ",
+        "'",
+        "\"",
+        "#",
+        "---\n",
+        "~",
+        "null",
+        "-1",
+        "1e999",
+        "\t",
+        "? ",
+        "|\n",
+        ">\n",
+        "\u{feff}",
+        "\0",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_seeds_never_panic(seed in 0usize..64, at in any::<prop::sample::Index>(),
+                                     cut in any::<prop::sample::Index>(), splice in 0usize..25,
+                                     truncate in any::<bool>()) {
+            let corpus = corpus();
+            let (_, text) = &corpus[seed % corpus.len()];
+            let chars: Vec<char> = text.chars().collect();
+            let i = at.index(chars.len() + 1);
+            let mut s: String = chars[..i].iter().collect();
+            s.push_str(SPLICES[splice]);
+            if !truncate {
+                let j = i + cut.index(chars.len() - i + 1);
+                s.extend(&chars[j.min(chars.len())..]);
+            }
+            if let Err(e) = exercise(&s) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
+            if let Err(e) = exercise(&s) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn arbitrary_objects_never_panic(kind in prop::sample::select(vec!["Pod", "Node", "PodDisruptionBudget", "Lease", "StatefulSet", "ReplicaSet", "Deployment", "DaemonSet", "Namespace", "List"]),
+                                         v in arb_json()) {
+            let mut doc = serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", "namespace": "n"}});
+            if let serde_json::Value::Object(m) = v {
+                for (k, val) in m {
+                    doc[k] = val;
+                }
+            }
+            if let Err(e) = exercise(&doc.to_string()) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
+
+    /// JSON values shaped like objects, with the keys Kubernetes objects use.
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-zA-Z0-9/._-]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "status",
+            "items",
+            "name",
+            "namespace",
+            "labels",
+            "ownerReferences",
+            "kind",
+            "controller",
+            "nodeName",
+            "containers",
+            "conditions",
+            "type",
+            "selector",
+            "matchLabels",
+            "holderIdentity",
+            "replicas",
+            "annotations",
+            "volumes",
+            "phase",
+        ]);
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..5).prop_map(|m| {
+                    serde_json::Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    )
+                }),
+            ]
+        })
+    }
+}

@@ -117,6 +117,53 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration, SpecError> {
     Ok(d.into())
 }
 
+/// A label name: at most 63 characters, alphanumeric at both ends, `-_.` inside.
+fn label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain.
+fn label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    if prefix_ok && label_name(name) {
+        Ok(())
+    } else {
+        Err("not a label key (an optional DNS prefix and '/', then up to 63 characters: alphanumerics, '-', '_', '.')".into())
+    }
+}
+
+fn label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() || label_name(v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not a label value (up to 63 characters: alphanumerics, '-', '_', '.')"
+        ))
+    }
+}
+
 /// Parses a label selector, naming the field on error.
 pub fn parse_selector(
     field: &str,
@@ -125,7 +172,25 @@ pub fn parse_selector(
     match sel {
         None => Ok(None),
         Some(s) => {
+            // Kubernetes rejects such selectors on its own objects; here they would silently
+            // match nothing (an exclusion that excludes nothing).
+            for (k, v) in s.match_labels.iter().flatten() {
+                if let Err(why) = label_key(k).and_then(|_| label_value(v)) {
+                    return Err(SpecError::new(
+                        format!("{field}.matchLabels"),
+                        format!("{k:?}: {v:?}: {why}"),
+                    ));
+                }
+            }
             for (i, e) in s.match_expressions.iter().flatten().enumerate() {
+                if let Err(why) = label_key(&e.key)
+                    .and_then(|_| e.values.iter().flatten().try_for_each(|v| label_value(v)))
+                {
+                    return Err(SpecError::new(
+                        format!("{field}.matchExpressions[{i}]"),
+                        format!("{:?}: {why}", e.key),
+                    ));
+                }
                 let values = e.values.as_ref().map_or(0, |v| v.len());
                 let ok = match e.operator.as_str() {
                     "In" | "NotIn" => values > 0,
@@ -479,5 +544,45 @@ mod tests {
         assert!(check_template("f", "docker-default").is_err());
         assert!(check_template("f", "localhost/{namespace").is_err());
         assert!(check_template("f", "localhost/namespace}").is_err());
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes() {
+        for k in [
+            "app",
+            "app.kubernetes.io/name",
+            "refresh.armor.dev/exclude",
+            "a_b.c-d",
+            "x/y",
+        ] {
+            assert!(label_key(k).is_ok(), "{k}");
+        }
+        for k in [
+            "",
+            "bad key!",
+            "-app",
+            "app-",
+            "/app",
+            "Upper.Case/x",
+            "a/b/c",
+            &"x".repeat(64),
+        ] {
+            assert!(label_key(k).is_err(), "{k}");
+        }
+        assert!(label_value("").is_ok() && label_value("v1.2_3").is_ok());
+        assert!(label_value("has space").is_err() && label_value(&"v".repeat(64)).is_err());
+        let sel: LabelSelector = serde_yaml::from_str("matchLabels: {\"bad key!\": x}").unwrap();
+        let e = parse_selector("spec.exclude.podSelector", &Some(sel)).unwrap_err();
+        assert_eq!(e.field, "spec.exclude.podSelector.matchLabels");
+        let sel: LabelSelector =
+            serde_yaml::from_str("matchExpressions: [{key: app, operator: In, values: [\"a b\"]}]")
+                .unwrap();
+        let e = parse_selector("spec.selector.podSelector", &Some(sel)).unwrap_err();
+        assert_eq!(e.field, "spec.selector.podSelector.matchExpressions[0]");
     }
 }

@@ -224,3 +224,124 @@ impl Drop for Witness {
         }
     }
 }
+
+/// What a trial promised, checked against what the witness saw.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Pods disrupted at once, at most (the batch size).
+    pub batch: usize,
+    /// Per zone, at most.
+    pub per_zone: Option<usize>,
+    /// Per workload, at most (a PDB's maxUnavailable on every workload).
+    pub per_workload: Option<usize>,
+    /// UIDs that must all be evicted by the end (the run's targets).
+    pub targets: BTreeSet<String>,
+    /// Intervals in which no pod may be deleted (paused, outside a window, after the run
+    /// or the policy was deleted and its batch settled).
+    pub quiet: Vec<(String, Instant, Instant)>,
+}
+
+/// One invariant of one trial: its name, whether it held, and the evidence.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub invariant: &'static str,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// A witnessed deletion may reach us a little after it happened; a deletion within this of
+/// a quiet interval's start was decided before it.
+const DELIVERY_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Witness {
+    /// DESIGN.md's invariants over everything witnessed so far.
+    pub fn check(&self, e: &Expect) -> Vec<Check> {
+        let deletions = self.deletions();
+        let mut out = vec![];
+        let max = self.max_disrupted();
+        out.push(Check {
+            invariant: "disruption within the batch",
+            pass: max <= e.batch,
+            detail: format!("max {max} of {}", e.batch),
+        });
+        if let Some(z) = e.per_zone {
+            let worst = self.max_per_zone().into_values().max().unwrap_or(0);
+            out.push(Check {
+                invariant: "disruption within the zone limit",
+                pass: worst <= z,
+                detail: format!("max {worst} of {z} in a zone"),
+            });
+        }
+        if let Some(w) = e.per_workload {
+            let worst = self.max_per_workload().into_values().max().unwrap_or(0);
+            out.push(Check {
+                invariant: "no PDB bypassed",
+                pass: worst <= w,
+                detail: format!("max {worst} of {w} disrupted in a workload"),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        let twice: Vec<&str> = deletions
+            .iter()
+            .filter(|d| !seen.insert(d.uid.clone()))
+            .map(|d| d.name.as_str())
+            .collect();
+        out.push(Check {
+            invariant: "no pod evicted twice",
+            pass: twice.is_empty(),
+            detail: format!("{} deletions, twice: {twice:?}", deletions.len()),
+        });
+        let loud: Vec<String> = e
+            .quiet
+            .iter()
+            .flat_map(|(why, from, to)| {
+                deletions
+                    .iter()
+                    .filter(move |d| d.at > *from + DELIVERY_GRACE && d.at < *to)
+                    .map(move |d| format!("{} during {why}", d.name))
+            })
+            .collect();
+        if !e.quiet.is_empty() {
+            out.push(Check {
+                invariant: "no eviction while paused, outside a window or after deletion",
+                pass: loud.is_empty(),
+                detail: if loud.is_empty() {
+                    format!("{} quiet intervals", e.quiet.len())
+                } else {
+                    loud.join(", ")
+                },
+            });
+        }
+        if !e.targets.is_empty() {
+            let missing = e.targets.difference(&seen).count();
+            out.push(Check {
+                invariant: "every target refreshed",
+                pass: missing == 0,
+                detail: format!(
+                    "{} of {} refreshed",
+                    e.targets.len() - missing,
+                    e.targets.len()
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// Prints a trial's checks (`INVARIANT trial=... pass|FAIL`) and fails on any violation.
+pub fn report(trial: &str, checks: &[Check]) -> crate::Result<()> {
+    for c in checks {
+        println!(
+            "INVARIANT trial={trial} {:<60} {} ({})",
+            c.invariant,
+            if c.pass { "pass" } else { "FAIL" },
+            c.detail
+        );
+    }
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.pass).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("trial {trial}: invariants violated: {failed:?}").into())
+    }
+}

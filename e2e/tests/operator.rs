@@ -6,104 +6,22 @@
 use std::time::{Duration, Instant};
 
 use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
+use armor_refresh_e2e::fixtures::{
+    all_ready, deployment, policy, run, run_status, uids, wait_phase,
+};
 use armor_refresh_e2e::invariants::Witness;
 use armor_refresh_e2e::process::{Process, run_args};
 use armor_refresh_e2e::{
     Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
 };
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WEBHOOK_CONFIG: &str = "armor-refresh-e2e";
-
-async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
-    wait_for(
-        &format!("{n} Ready pods in {ns}"),
-        Duration::from_secs(120),
-        || {
-            let pods = pods.clone();
-            async move {
-                let l = pods.list(&ListParams::default()).await?.items;
-                let ready: Vec<Pod> = l
-                    .into_iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| {
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-                    .collect();
-                Ok((ready.len() == n).then_some(ready))
-            }
-        },
-    )
-    .await
-}
-
-async fn run_status(c: &Client, name: &str) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
-    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
-    Ok(runs.get(name).await?.status.unwrap_or_default())
-}
-
-async fn wait_phase(
-    c: &Client,
-    name: &str,
-    phase: Phase,
-    reason: Option<&str>,
-    timeout: Duration,
-) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
-    let what = format!(
-        "run {name} to reach {phase:?}{}",
-        reason.map(|r| format!("/{r}")).unwrap_or_default()
-    );
-    let r = wait_for(&what, timeout, || async move {
-        let s = run_status(c, name).await?;
-        Ok((s.phase == phase && reason.is_none_or(|r| s.reason == r)).then_some(s))
-    })
-    .await;
-    if r.is_err() {
-        // Say where it stood, for the CI log.
-        let (_, out, _) = kubectl(&["get", "armorrefreshrun", name, "-o", "yaml"], None).await?;
-        eprintln!("{name} when giving up:\n{out}");
-    }
-    r
-}
-
-fn deployment(ns: &str, name: &str, replicas: u32, containers: &[&str]) -> String {
-    let cs: Vec<String> = containers
-        .iter()
-        .map(|c| format!("{{name: {c}, image: example/{c}:1}}"))
-        .collect();
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{}]}}\n---\n",
-        cs.join(", ")
-    )
-}
-
-fn policy(name: &str, namespaces: &[&str], rollout: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{}]}}]}}\n  rollout: {rollout}\n{extra}",
-        namespaces.join(", ")
-    )
-}
-
-fn run(name: &str, policy: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {{name: {name}}}\nspec: {{policyRef: {{name: {policy}}}{extra}}}\n"
-    )
-}
-
-fn uids(pods: &[Pod]) -> std::collections::BTreeSet<String> {
-    pods.iter().map(|p| p.uid().unwrap_or_default()).collect()
-}
 
 async fn start_operator(name: &str, lease: &str) -> Result<Process> {
     Process::start(name, &run_args(name, WEBHOOK_CONFIG, lease)).await

@@ -14,11 +14,12 @@ pub const DEFAULT_TEMPLATE: &str = "localhost/kubearmor-{namespace}-{owner}-{con
 /// The default key for zones.
 pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
-// CEL rule shared by the count-or-percentage fields.
+// CEL rule shared by the count-or-percentage fields. The upper bound keeps counts in the
+// 32 bits of an IntOrString: a larger one would be stored, then unreadable by every client.
 const COUNT_OR_PERCENT_MIN1: &str =
-    "type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')";
+    "type(self) == int ? self >= 1 && self <= 1000000 : self.matches('^([1-9][0-9]?|100)%$')";
 const COUNT_OR_PERCENT_MIN0: &str =
-    "type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')";
+    "type(self) == int ? self >= 0 && self <= 1000000 : self.matches('^([0-9]|[1-9][0-9]|100)%$')";
 
 /// An `ArmorRefreshPolicy` selects pods, names the AppArmor profile each of their containers
 /// must carry, and bounds how fast pods that run without it may be recreated (batches,
@@ -291,7 +292,7 @@ pub struct RolloutSpec {
         deserialize_with = "batch_size_or_default"
     )]
     #[schemars(extend("maxLength" = 4))]
-    #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN1).message("spec.rollout.batchSize: must be a count of at least 1 or a percentage from 1% to 100%, such as 5 or \"10%\""))]
+    #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN1).message("spec.rollout.batchSize: must be a count from 1 to 1000000 or a percentage from 1% to 100%, such as 5 or \"10%\""))]
     pub batch_size: IntOrString,
     /// Pause between the end of one batch and the start of the next (Go duration, e.g. "30s").
     #[serde(default = "default_interval")]
@@ -377,7 +378,7 @@ pub struct HealthSpec {
         deserialize_with = "max_failures_or_default"
     )]
     #[schemars(extend("maxLength" = 4))]
-    #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN0).message("spec.health.maxFailures: must be a count of at least 0 or a percentage from 0% to 100%, such as 3 or \"5%\""))]
+    #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN0).message("spec.health.maxFailures: must be a count from 0 to 1000000 or a percentage from 0% to 100%, such as 3 or \"5%\""))]
     pub max_failures: IntOrString,
 }
 

@@ -544,3 +544,55 @@ proptest! {
         prop_assert!(!out.is_empty());
     }
 }
+
+/// The pod with every AppArmor field and annotation (and the webhook's own marker) removed,
+/// and the maps left empty by that removed too.
+fn without_apparmor(mut v: Value) -> Value {
+    let allowed =
+        |k: &str| k.starts_with(compliance::ANNOTATION_PREFIX) || k == super::INJECTED_ANNOTATION;
+    if let Some(m) = v["metadata"].as_object_mut() {
+        if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.retain(|k, _| !allowed(k));
+        }
+        if m.get("annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.is_empty())
+        {
+            m.remove("annotations");
+        }
+    }
+    let strip_sc = |holder: &mut Value| {
+        if let Some(o) = holder.as_object_mut() {
+            if let Some(sc) = o.get_mut("securityContext").and_then(Value::as_object_mut) {
+                sc.remove("appArmorProfile");
+            }
+            if o.get("securityContext")
+                .and_then(Value::as_object)
+                .is_some_and(|s| s.is_empty())
+            {
+                o.remove("securityContext");
+            }
+        }
+    };
+    strip_sc(&mut v["spec"]);
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        if let Some(cs) = v["spec"][list].as_array_mut() {
+            cs.iter_mut().for_each(strip_sc);
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    /// Security: whatever the pod and the format, the webhook's patch changes nothing but
+    /// AppArmor profile annotations and fields (and its own marker annotation).
+    #[test]
+    fn patches_touch_only_apparmor_fields(pod in arb_pod(), fmt in proptest::sample::select(vec!["Annotation", "Field", "Both"]), tpl in proptest::sample::select(vec!["localhost/kubearmor-{namespace}-{owner}-{container}", "runtime/default", "unconfined"])) {
+        let pols = vec![policy(&format!("profile: {{format: {fmt}, template: \"{tpl}\"}}"))];
+        let (code, body, _, _) = handle(&review_json("pods", None, "ns1", "", pod.clone()), &pols, &lookup());
+        prop_assert_eq!(code, 200);
+        let (patched, _) = apply(&body, &pod);
+        prop_assert_eq!(without_apparmor(patched), without_apparmor(pod));
+    }
+}

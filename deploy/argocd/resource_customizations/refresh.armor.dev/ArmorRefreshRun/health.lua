@@ -13,17 +13,16 @@ if st.progress ~= nil and st.progress.summary ~= nil then
   progress = " (" .. st.progress.summary .. " refreshed)"
 end
 local message = (st.message or st.phase) .. progress
-if st.phase == "Completed" then
+if st.reason == "PolicyInvalid" or st.reason == "CircuitOpen" then
+  -- A human must act: fix the policy, or fix the cause and set a new resumeToken.
+  hs.status = "Degraded"
+elseif st.phase == "Completed" then
   hs.status = "Healthy"
 elseif st.phase == "Failed" then
   hs.status = "Degraded"
 elseif st.phase == "Paused" then
-  -- An open breaker or an invalid policy needs a human; a pause or a closed window is by design.
-  if st.reason == "CircuitOpen" or st.reason == "PolicyInvalid" then
-    hs.status = "Degraded"
-  else
-    hs.status = "Suspended"
-  end
+  -- A pause or a closed window is by design.
+  hs.status = "Suspended"
 else
   hs.status = "Progressing"
 end

@@ -1,0 +1,99 @@
+//! Small fixtures shared by the e2e suites: workloads, policies and runs as YAML, and waits
+//! on pods and run phases.
+
+use std::time::Duration;
+
+use armor_refresh::api::{ArmorRefreshRun, Phase};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use crate::{Result, kubectl, wait_for};
+
+pub async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    wait_for(
+        &format!("{n} Ready pods in {ns}"),
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            async move {
+                let l = pods.list(&ListParams::default()).await?.items;
+                let ready: Vec<Pod> = l
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .collect();
+                Ok((ready.len() == n).then_some(ready))
+            }
+        },
+    )
+    .await
+}
+
+pub async fn run_status(
+    c: &Client,
+    name: &str,
+) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    Ok(runs.get(name).await?.status.unwrap_or_default())
+}
+
+pub async fn wait_phase(
+    c: &Client,
+    name: &str,
+    phase: Phase,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> Result<armor_refresh::api::ArmorRefreshRunStatus> {
+    let what = format!(
+        "run {name} to reach {phase:?}{}",
+        reason.map(|r| format!("/{r}")).unwrap_or_default()
+    );
+    let r = wait_for(&what, timeout, || async move {
+        let s = run_status(c, name).await?;
+        Ok((s.phase == phase && reason.is_none_or(|r| s.reason == r)).then_some(s))
+    })
+    .await;
+    if r.is_err() {
+        // Say where it stood, for the CI log.
+        let (_, out, _) = kubectl(&["get", "armorrefreshrun", name, "-o", "yaml"], None).await?;
+        eprintln!("{name} when giving up:\n{out}");
+    }
+    r
+}
+
+pub fn deployment(ns: &str, name: &str, replicas: u32, containers: &[&str]) -> String {
+    let cs: Vec<String> = containers
+        .iter()
+        .map(|c| format!("{{name: {c}, image: example/{c}:1}}"))
+        .collect();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{}]}}\n---\n",
+        cs.join(", ")
+    )
+}
+
+pub fn policy(name: &str, namespaces: &[&str], rollout: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{}]}}]}}\n  rollout: {rollout}\n{extra}",
+        namespaces.join(", ")
+    )
+}
+
+pub fn run(name: &str, policy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {{name: {name}}}\nspec: {{policyRef: {{name: {policy}}}{extra}}}\n"
+    )
+}
+
+pub fn uids(pods: &[Pod]) -> std::collections::BTreeSet<String> {
+    pods.iter().map(|p| p.uid().unwrap_or_default()).collect()
+}
