@@ -1,5 +1,5 @@
 # armor-refresh: the commands of the README.
-.PHONY: test unit lint e2e control-plane crds demo
+.PHONY: test unit lint e2e control-plane crds demo chaos bench
 
 # Everything CI runs: formatting, lints, unit and CLI tests, the e2e suite on a local
 # control plane (built from Go modules on first use, then cached).
@@ -29,3 +29,13 @@ crds:
 # The main job: a local control plane with workloads, and the default policy planned against it.
 demo:
 	demo/run.sh
+
+# The long chaos suite: at least 20 SIGKILL trials, repeated leader kills, a cut-off leader,
+# the API server restarted, etcd paused, the webhook killed, policies and runs edited and
+# deleted mid-run; each trial prints its invariants (INVARIANT ... pass).
+chaos: control-plane
+	CHAOS_LONG=1 e2e/run-tests.sh --test chaos -- --nocapture --test-threads 1
+
+# The scale report (docs/benchmarks.md): 1k and 5k pods against the baselines, ~30 min.
+bench: control-plane
+	bench/scale.sh
