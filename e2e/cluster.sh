@@ -51,6 +51,12 @@ start() { # component args...
   disown || true
 }
 
+nodes_ready() { # count kubectl
+  local ready
+  ready="$("$2" --kubeconfig "$DIR/admin.kubeconfig" get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)"
+  [[ "$ready" -ge "$1" ]]
+}
+
 # wait_for DESCRIPTION TIMEOUT_SECONDS COMPONENT command...
 wait_for() {
   local what="$1" timeout="$2" comp="$3"; shift 3
@@ -175,6 +181,8 @@ cmd_up() {
   # Leftovers of a cluster that died: stop what is left, start clean.
   [[ -d "$DIR" ]] && cmd_down >/dev/null 2>&1 || true
   mkdir -p "$DIR"
+  # A start-up that fails stops what it started.
+  trap 'rc=$?; if ((rc != 0)); then log "start-up failed; stopping what started"; cmd_down >/dev/null 2>&1 || true; fi' EXIT
   local start_s=$SECONDS
   log "generating certificates"
   gen_certs
@@ -250,8 +258,11 @@ YAML
   wait_for "the default ServiceAccount" 60 kube-controller-manager "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" -n default get serviceaccount default
   log "creating $nodes nodes across zone-a/b/c (even-numbered ones enforce AppArmor)"
   create_nodes "$nodes" "$kubectl"
-  wait_for "$nodes nodes to be Ready" 90 kwok "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" wait --for=condition=Ready node --all --timeout=2s
+  # One list, not `kubectl wait` (which checks node by node within one timeout: too slow for
+  # dozens of nodes whose heartbeats kwok keeps updating).
+  wait_for "$nodes nodes to be Ready" 90 kwok nodes_ready "$nodes" "$kubectl"
   log "ready in $((SECONDS - start_s))s; kubeconfig: $DIR/admin.kubeconfig"
+  trap - EXIT
 }
 
 cmd_down() {

@@ -85,6 +85,8 @@ pub enum Action {
         namespace: String,
         name: String,
         uid: String,
+        /// Its workload ("Kind/name"): evictions of one workload go one after another.
+        owner: String,
     },
     /// Patch the workload's pod template annotation `refresh.armor.dev/restartedAt` to `token`.
     Restart {
@@ -1009,6 +1011,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
                     namespace: p.namespace.clone(),
                     name: p.name.clone(),
                     uid: p.uid.clone(),
+                    owner: p.owner.clone(),
                 });
             }
         }

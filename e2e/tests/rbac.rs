@@ -257,6 +257,19 @@ spec: {policyRef: {name: a-restart}, paused: true}
     let log = op.log_text();
     clean(&c, MWC).await?;
     result.map_err(|e| format!("{e}\noperator log (tail):\n{}", tail(&log)))?;
+    // No credential in the log: neither the ServiceAccount token it ran with nor a key.
+    let token = std::fs::read_to_string(&kubeconfig)?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+        .ok_or("no token in the kubeconfig")?;
+    assert!(
+        token.len() > 20 && !log.contains(&token),
+        "the token appears in the operator's log"
+    );
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "key material in the operator's log"
+    );
 
     // Every replacement of the binding policy carries its profile: the webhook read the pod.
     let (_, out, _) = kubectl(

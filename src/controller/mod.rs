@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
@@ -61,6 +62,9 @@ pub struct Config {
 }
 
 /// The label of a label-less event reason, for metrics.
+/// Workloads evicted from at once (each workload's pods one after another).
+const EVICTION_CONCURRENCY: usize = 16;
+
 fn eviction_label(o: &Outcome) -> &'static str {
     match o {
         Outcome::Done => "ok",
@@ -313,7 +317,15 @@ impl Operator {
                 status = st.status.clone();
                 self.export_phase(&name, status.phase);
                 let mut outcomes = HashMap::new();
-                for a in &st.actions {
+                if !self.leading() {
+                    return Duration::from_secs(1);
+                }
+                self.evict_all(&st.actions, &mut outcomes).await;
+                for a in st
+                    .actions
+                    .iter()
+                    .filter(|a| !matches!(a, Action::Evict { .. }))
+                {
                     if !self.leading() {
                         return Duration::from_secs(1);
                     }
@@ -420,6 +432,85 @@ impl Operator {
         }
     }
 
+    /// The evictions of a step, concurrently across workloads and one after another within a
+    /// workload: a PDB covers pods of one workload, and evictions under one budget conflict on
+    /// its status (the API server refuses all but one). Sequential evictions took most of a
+    /// batch's time at 50 pods (about 50 ms each).
+    async fn evict_all(&mut self, actions: &[Action], outcomes: &mut HashMap<String, Outcome>) {
+        // (namespace, owner) → the (namespace, name, uid) of its pods to evict.
+        type Pods<'a> = Vec<(&'a str, &'a str, &'a str)>;
+        let mut groups: BTreeMap<(&str, &str), Pods> = BTreeMap::new();
+        for a in actions {
+            if let Action::Evict {
+                namespace,
+                name,
+                uid,
+                owner,
+            } = a
+            {
+                groups
+                    .entry((namespace, owner))
+                    .or_default()
+                    .push((namespace, name, uid));
+            }
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let me = &*self;
+        let results: Vec<Vec<_>> = futures::stream::iter(groups.into_values())
+            .map(|pods| async move {
+                let mut out = vec![];
+                for (namespace, name, uid) in pods {
+                    if !me.leading() {
+                        break; // the next leader finds them Evicting and follows up
+                    }
+                    me.throttle().await;
+                    let api: Api<Pod> = Api::namespaced(me.client.clone(), namespace);
+                    let ep = EvictParams {
+                        delete_options: Some(DeleteParams {
+                            preconditions: Some(Preconditions {
+                                uid: Some(uid.to_string()),
+                                resource_version: None,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    METRICS.write("evict");
+                    out.push((namespace, name, uid, api.evict(name, &ep).await));
+                }
+                out
+            })
+            .buffer_unordered(EVICTION_CONCURRENCY)
+            .collect()
+            .await;
+        for (namespace, name, uid, r) in results.into_iter().flatten() {
+            self.note_overload(&r);
+            let outcome = match r {
+                Ok(_) => Outcome::Done,
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::NotFound,
+                Err(kube::Error::Api(s))
+                    if s.message.to_lowercase().contains("disruption budget") =>
+                {
+                    Outcome::Refused(s.message.clone())
+                }
+                Err(kube::Error::Api(s)) if s.code == 429 => {
+                    Outcome::Error(format!("API server overloaded: {}", s.message))
+                }
+                Err(e) => Outcome::Error(e.to_string()),
+            };
+            tracing::info!(pod = %format!("{namespace}/{name}"), result = eviction_label(&outcome), "eviction");
+            METRICS
+                .evictions
+                .get_or_create(&ResultLabel {
+                    result: eviction_label(&outcome).into(),
+                })
+                .inc();
+            outcomes.insert(uid.to_string(), outcome);
+        }
+    }
+
     async fn execute(
         &mut self,
         run: &ArmorRefreshRun,
@@ -451,48 +542,8 @@ impl Operator {
                     METRICS.reconcile_error("event");
                 }
             }
-            Action::Evict {
-                namespace,
-                name,
-                uid,
-            } => {
-                self.throttle().await;
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-                let ep = EvictParams {
-                    delete_options: Some(DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: Some(uid.clone()),
-                            resource_version: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                METRICS.write("evict");
-                let r = api.evict(name, &ep).await;
-                self.note_overload(&r);
-                let outcome = match r {
-                    Ok(_) => Outcome::Done,
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::NotFound,
-                    Err(kube::Error::Api(s))
-                        if s.message.to_lowercase().contains("disruption budget") =>
-                    {
-                        Outcome::Refused(s.message.clone())
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 429 => {
-                        Outcome::Error(format!("API server overloaded: {}", s.message))
-                    }
-                    Err(e) => Outcome::Error(e.to_string()),
-                };
-                tracing::info!(pod = %format!("{namespace}/{name}"), result = eviction_label(&outcome), "eviction");
-                METRICS
-                    .evictions
-                    .get_or_create(&ResultLabel {
-                        result: eviction_label(&outcome).into(),
-                    })
-                    .inc();
-                outcomes.insert(uid.clone(), outcome);
-            }
+            // Executed together by `evict_all`.
+            Action::Evict { .. } => {}
             Action::Restart {
                 namespace,
                 kind,
