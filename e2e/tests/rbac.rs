@@ -161,12 +161,16 @@ spec:
                 "-l",
                 "app in (web,db,agent,api)",
                 "-o",
-                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}",
+                "jsonpath={range .items[*]}{.metadata.namespace}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
             ],
             None,
         )
         .await?;
-        let ready = out.split_whitespace().filter(|s| *s == "True").count();
+        // Only this test's namespaces: other suites have pods labelled app=web too.
+        let ready = out
+            .split_whitespace()
+            .filter(|s| matches!(*s, "rbac-restart=True" | "rbac-evict=True"))
+            .count();
         Ok((ready == 2 + 1 + 6 + 3).then_some(()))
     })
     .await?;

@@ -124,11 +124,11 @@ async fn invalid_policies_are_rejected_with_their_messages() -> Result<()> {
     let cases = [
         (
             json!({"rollout": {"batchSize": 0}}),
-            "spec.rollout.batchSize: must be a count of at least 1",
+            "spec.rollout.batchSize: must be a count from 1 to 1000000",
         ),
         (
             json!({"rollout": {"batchSize": "150%"}}),
-            "spec.rollout.batchSize: must be a count of at least 1",
+            "spec.rollout.batchSize: must be a count from 1 to 1000000",
         ),
         (
             json!({"rollout": {"batchSize": "ten"}}),
@@ -164,7 +164,7 @@ async fn invalid_policies_are_rejected_with_their_messages() -> Result<()> {
         ),
         (
             json!({"health": {"maxFailures": -1}}),
-            "spec.health.maxFailures: must be a count of at least 0",
+            "spec.health.maxFailures: must be a count from 0 to 1000000",
         ),
         (
             json!({"health": {"maxFailures": "101%"}}),
