@@ -190,3 +190,62 @@ pub fn writes_by_kind(calls: &[Call]) -> BTreeMap<String, u64> {
     }
     m
 }
+
+/// The documents of a YAML stream (empty ones skipped).
+pub fn documents(yaml: &str) -> Result<Vec<serde_yaml::Value>> {
+    use serde::Deserialize;
+    let mut out = vec![];
+    for d in serde_yaml::Deserializer::from_str(yaml) {
+        let v = serde_yaml::Value::deserialize(d)?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// One verb on one resource granted by a Role or ClusterRole.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `ClusterRole` or `Role`.
+    pub scope: String,
+    /// `group/resource verb`, as [`Call::key`] has it (the core group as `core`).
+    pub key: String,
+    /// resourceNames, comma-separated (empty: any).
+    pub names: String,
+}
+
+/// Every verb granted by the Roles and ClusterRoles among `docs`.
+pub fn grants(docs: &[serde_yaml::Value]) -> Vec<Grant> {
+    let mut out = vec![];
+    for d in docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+    {
+        let scope = d["kind"].as_str().unwrap_or_default();
+        for rule in d["rules"].as_sequence().into_iter().flatten() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap_or("?").to_string())
+                    .collect()
+            };
+            let names = list("resourceNames").join(",");
+            for g in list("apiGroups") {
+                let g = if g.is_empty() { "core".to_string() } else { g };
+                for r in list("resources") {
+                    for v in list("verbs") {
+                        out.push(Grant {
+                            scope: scope.to_string(),
+                            key: format!("{g}/{r} {v}"),
+                            names: names.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -22,14 +22,7 @@ pub async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
                 let ready: Vec<Pod> = l
                     .into_iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| {
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
+                    .filter(armor_refresh::select::is_ready)
                     .collect();
                 Ok((ready.len() == n).then_some(ready))
             }

@@ -16,6 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
 use armor_refresh::compliance::owner_of;
+use armor_refresh::select::is_ready;
 
 /// One pod deletion as witnessed.
 #[derive(Debug, Clone)]
@@ -73,13 +74,6 @@ pub struct Witness {
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn has_profile(p: &Pod) -> bool {
     p.annotations()
         .keys()
@@ -133,7 +127,8 @@ impl Witness {
                         .and_then(|n| zones.get(n))
                         .cloned()
                         .unwrap_or_default();
-                    let is_ready = ready(p) && !deleted && p.metadata.deletion_timestamp.is_none();
+                    let is_ready =
+                        is_ready(p) && !deleted && p.metadata.deletion_timestamp.is_none();
                     let deleting = deleted || p.metadata.deletion_timestamp.is_some();
                     let prev = s.pods.get(&uid).cloned();
                     let (was_ready, was_deleting) =

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use armor_refresh::api::{ArmorRefreshRun, Phase};
+use armor_refresh::select::is_ready;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -155,11 +156,7 @@ impl Witness {
     }
 
     fn ready(&self) -> usize {
-        self.store
-            .state()
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-            .count()
+        ready_count(&self.store)
     }
 
     /// Samples `expected - ready` every 100 ms until the returned guard is finished.
@@ -172,12 +169,7 @@ impl Witness {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                let ready = store
-                    .state()
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-                    .count();
-                let d = expected.saturating_sub(ready) as u32;
+                let d = expected.saturating_sub(ready_count(&store)) as u32;
                 out.lock()
                     .expect("not poisoned")
                     .push((start.elapsed().as_secs_f64(), d));
@@ -207,11 +199,13 @@ impl Recording {
     }
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// Pods Ready and not terminating: the ones not disrupted.
+fn ready_count(store: &reflector::Store<Pod>) -> usize {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+        .count()
 }
 
 /// The API server's request counters and latency histogram, from its /metrics.

@@ -7,25 +7,17 @@
 //! helm and luahealth come from `e2e/tools/build.sh`; run-tests.sh exports their directory.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
-use armor_refresh_e2e::{Result, client, install_crds, kubectl, root};
-use serde::Deserialize;
+use armor_refresh_e2e::chart::documents as docs;
+use armor_refresh_e2e::{Result, chart, client, install_crds, kubectl, root};
 use serde_yaml::Value;
 
 const CHART: &str = "charts/armor-refresh";
 const NS: &str = "armor-refresh-system";
 
-fn tool(name: &str) -> Result<PathBuf> {
-    let dir = std::env::var_os("ARMOR_REFRESH_TOOLS").ok_or(
-        "ARMOR_REFRESH_TOOLS is not set: run the e2e tests with `make test` (or e2e/run-tests.sh)",
-    )?;
-    Ok(PathBuf::from(dir).join(name))
-}
-
 /// Runs a tool and returns (success, stdout, stderr).
 fn run(name: &str, args: &[&str]) -> Result<(bool, String, String)> {
-    let out = std::process::Command::new(tool(name)?)
+    let out = std::process::Command::new(chart::tool(name)?)
         .args(args)
         .current_dir(root())
         .output()
@@ -56,17 +48,6 @@ fn render(extra: &[&str]) -> Result<Vec<Value>> {
     docs(&out)
 }
 
-fn docs(yaml: &str) -> Result<Vec<Value>> {
-    let mut out = vec![];
-    for d in serde_yaml::Deserializer::from_str(yaml) {
-        let v = Value::deserialize(d)?;
-        if !v.is_null() {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
 fn kinds(docs: &[Value]) -> BTreeSet<String> {
     docs.iter()
         .filter_map(|d| d["kind"].as_str().map(str::to_string))
@@ -88,39 +69,19 @@ fn args_of(docs: &[Value]) -> Vec<String> {
 }
 
 /// (apiGroup, resource, verb, resourceNames) for every rule of every Role and ClusterRole.
+/// The granted verbs as "Scope group/resource verb [names]".
 fn rbac(docs: &[Value]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for d in docs
-        .iter()
-        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
-    {
-        let scope = d["kind"].as_str().unwrap_or_default();
-        for rule in d["rules"].as_sequence().into_iter().flatten() {
-            let list = |k: &str| -> Vec<String> {
-                rule[k]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| v.as_str().unwrap_or("?").to_string())
-                    .collect()
+    chart::grants(docs)
+        .into_iter()
+        .map(|g| {
+            let names = if g.names.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", g.names)
             };
-            let names = list("resourceNames").join(",");
-            for g in list("apiGroups") {
-                for r in list("resources") {
-                    for v in list("verbs") {
-                        let g = if g.is_empty() { "core" } else { &g };
-                        let n = if names.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" [{names}]")
-                        };
-                        out.insert(format!("{scope} {g}/{r} {v}{n}"));
-                    }
-                }
-            }
-        }
-    }
-    out
+            format!("{} {}{names}", g.scope, g.key)
+        })
+        .collect()
 }
 
 #[test]

@@ -23,37 +23,10 @@ const MWC: &str = chart::RELEASE;
 /// The granted rules as "group/resource verb" (scope and names dropped, as the audit log
 /// has them).
 fn granted(yaml: &str) -> Result<BTreeSet<String>> {
-    use serde::Deserialize;
-    let mut out = BTreeSet::new();
-    for d in serde_yaml::Deserializer::from_str(yaml) {
-        let v = serde_yaml::Value::deserialize(d)?;
-        if !matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
-            continue;
-        }
-        for rule in v["rules"].as_sequence().into_iter().flatten() {
-            let list = |k: &str| -> Vec<String> {
-                rule[k]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            };
-            for g in list("apiGroups") {
-                for r in list("resources") {
-                    for verb in list("verbs") {
-                        let g = if g.is_empty() {
-                            "core".to_string()
-                        } else {
-                            g.clone()
-                        };
-                        out.insert(format!("{g}/{r} {verb}"));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(chart::grants(&chart::documents(yaml)?)
+        .into_iter()
+        .map(|g| g.key)
+        .collect())
 }
 
 async fn wait_completed(c: &Client, policy: &str, timeout: Duration) -> Result<()> {
