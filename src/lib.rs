@@ -8,6 +8,7 @@ pub mod api;
 pub mod cluster;
 pub mod compliance;
 pub mod controller;
+pub mod crdcheck;
 pub mod crdgen;
 pub mod metrics;
 pub mod plan;

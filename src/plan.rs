@@ -33,8 +33,8 @@ impl Limits {
         let s = &policy.spec.stateful;
         Limits {
             batch: policy.batch_size.resolve_up(total, 1),
-            max_per_node: r.max_per_node,
-            max_per_zone: r.max_per_zone,
+            max_per_node: policy.max_per_node,
+            max_per_zone: policy.max_per_zone,
             sts_one_at_a_time: s.stateful_set_one_at_a_time,
             serialize_volume_pods: s.serialize_volume_pods,
             leader_last: s.leader_last,

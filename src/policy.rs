@@ -61,7 +61,7 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
         SpecError::new(
             field,
             format!(
-                "must be a count of at least {min} or a percentage such as \"10%\", got {}",
+                "must be a count from {min} to {MAX_COUNT} or a percentage such as \"10%\", got {}",
                 show(v)
             ),
         )
@@ -69,7 +69,7 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
     match v {
         IntOrString::Int(n) => {
             let n = u32::try_from(*n).map_err(|_| bad())?;
-            if n < min {
+            if n < min || i64::from(n) > MAX_COUNT {
                 Err(bad())
             } else {
                 Ok(Amount::Count(n))
@@ -86,7 +86,7 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
             } else {
                 // "5" as a string is what Helm sometimes renders; accept it as a count.
                 let n: u32 = s.parse().map_err(|_| bad())?;
-                if n < min {
+                if n < min || i64::from(n) > MAX_COUNT {
                     Err(bad())
                 } else {
                     Ok(Amount::Count(n))
@@ -96,25 +96,161 @@ pub fn parse_amount(field: &str, v: &IntOrString, min: u32) -> Result<Amount, Sp
     }
 }
 
-fn show(v: &IntOrString) -> String {
+/// The largest count a policy may give (batch size, per-node and per-zone limits, failures).
+pub const MAX_COUNT: i64 = 1_000_000;
+
+/// An optional per-node or per-zone limit: absent, or 1 to [`MAX_COUNT`].
+fn parse_limit(field: &str, v: Option<i64>) -> Result<Option<u32>, SpecError> {
     match v {
-        IntOrString::Int(n) => n.to_string(),
-        IntOrString::String(s) => format!("{s:?}"),
+        None => Ok(None),
+        Some(n) if (1..=MAX_COUNT).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(SpecError::new(
+            field,
+            format!("{n} is out of range: must be from 1 to {MAX_COUNT} (or absent for no limit)"),
+        )),
     }
 }
 
-/// Parses a Go-style duration ("30s", "1h30m").
+fn show(v: &IntOrString) -> String {
+    match v {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => quote(s),
+    }
+}
+
+/// The longest duration a policy may name: one year. Longer ones are mistakes (a window
+/// that never closes, a batch that never ends), and every instant computed from a bounded
+/// duration stays far inside chrono's range, so time arithmetic cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a Go duration string does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DurationError {
+    Syntax,
+    Unit,
+    TooLong,
+}
+
+/// Go's `time.ParseDuration` grammar (`[-+]?([0-9]*(\.[0-9]*)?[a-zµμ]+)+`, or `0`), in
+/// integer nanoseconds with checked arithmetic: an overlong value is an error, never a
+/// panic. (kube's `Duration` parser multiplies floats and panics past `u64` seconds.)
+fn go_duration(s: &str) -> Result<(bool, u128), DurationError> {
+    const MAX_NANOS: u128 = 1 << 100; // far past any bound we accept; keeps u128 exact
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Ok((neg, 0));
+    }
+    if rest.is_empty() {
+        return Err(DurationError::Syntax);
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = a.bytes().take_while(u8::is_ascii_digit).count();
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(DurationError::Syntax);
+        }
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(after.len(), |(i, _)| i);
+        let (unit, next) = after.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(DurationError::Syntax),
+            _ => return Err(DurationError::Unit),
+        };
+        // Integer part: any digit count, but the value must stay below the cap.
+        let mut v: u128 = 0;
+        for d in int.bytes() {
+            v = v * 10 + u128::from(d - b'0');
+            if v.saturating_mul(scale) > MAX_NANOS {
+                return Err(DurationError::TooLong);
+            }
+        }
+        let mut nanos = v * scale;
+        // Fraction: digits beyond the nanosecond are dropped, as Go does.
+        let mut place = scale;
+        for d in frac.bytes() {
+            place /= 10;
+            if place == 0 {
+                break;
+            }
+            nanos += u128::from(d - b'0') * place;
+        }
+        total = total.saturating_add(nanos);
+        if total > MAX_NANOS {
+            return Err(DurationError::TooLong);
+        }
+        rest = next;
+    }
+    Ok((neg, total))
+}
+
+/// Parses a Go-style duration ("30s", "1h30m") of at most [`MAX_DURATION`].
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, SpecError> {
-    let d: kube::core::Duration = s.parse().map_err(|e| {
+    let too_long = || {
         SpecError::new(
             field,
-            format!("{s:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\": {e}"),
+            format!(
+                "{} is longer than the maximum of 8760h (one year)",
+                quote(s)
+            ),
         )
-    })?;
-    if d.is_negative() {
-        return Err(SpecError::new(field, format!("{s:?} is negative")));
+    };
+    match go_duration(s) {
+        Ok((true, n)) if n > 0 => Err(SpecError::new(field, format!("{} is negative", quote(s)))),
+        Ok((_, n)) => {
+            let max = MAX_DURATION.as_nanos();
+            if n > max {
+                return Err(too_long());
+            }
+            Ok(Duration::from_nanos(n as u64))
+        }
+        Err(DurationError::TooLong) => Err(too_long()),
+        Err(e) => Err(SpecError::new(
+            field,
+            format!(
+                "{} is not a duration such as \"30s\", \"5m\" or \"1h30m\"{}",
+                quote(s),
+                if e == DurationError::Unit {
+                    " (units: ns, us, ms, s, m, h)"
+                } else {
+                    ""
+                }
+            ),
+        )),
     }
-    Ok(d.into())
+}
+
+/// A user's string in a message: quoted, and cut so that a hostile value cannot make a
+/// condition or a status message grow without bound.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
 }
 
 /// A label name: at most 63 characters, alphanumeric at both ends, `-_.` inside.
@@ -227,6 +363,17 @@ pub fn check_template(field: &str, t: &str) -> Result<(), SpecError> {
             format!("{t:?} must be `unconfined`, `runtime/default` or `localhost/<profile name>`"),
         ));
     }
+    if let Some(name) = t.strip_prefix("localhost/")
+        && (name.contains('/') || name.contains(".."))
+    {
+        return Err(SpecError::new(
+            field,
+            format!(
+                "a localhost/ profile name may not contain '/' or '..' (KubeArmor's agent stores each profile as a file): {}",
+                quote(t)
+            ),
+        ));
+    }
     let mut rest = t;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
@@ -273,6 +420,8 @@ pub struct ValidPolicy {
     pub interval: Duration,
     pub ready_timeout: Duration,
     pub volume_ready_timeout: Duration,
+    pub max_per_node: Option<u32>,
+    pub max_per_zone: Option<u32>,
     pub schedule: Schedule,
 }
 
@@ -357,18 +506,8 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
             "maxPerNode and maxPerZone only apply to strategy Evict; remove them or use strategy: Evict",
         ));
     }
-    if r.max_per_node == Some(0) {
-        return Err(SpecError::new(
-            "spec.rollout.maxPerNode",
-            "must be at least 1 (or absent for no limit)",
-        ));
-    }
-    if r.max_per_zone == Some(0) {
-        return Err(SpecError::new(
-            "spec.rollout.maxPerZone",
-            "must be at least 1 (or absent for no limit)",
-        ));
-    }
+    let max_per_node = parse_limit("spec.rollout.maxPerNode", r.max_per_node)?;
+    let max_per_zone = parse_limit("spec.rollout.maxPerZone", r.max_per_zone)?;
     if r.topology_key.is_empty() {
         return Err(SpecError::new(
             "spec.rollout.topologyKey",
@@ -389,6 +528,12 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
         "spec.stateful.volumeReadyTimeout",
         &spec.stateful.volume_ready_timeout,
     )?;
+    if volume_ready_timeout.is_zero() {
+        return Err(SpecError::new(
+            "spec.stateful.volumeReadyTimeout",
+            "must be longer than 0s, e.g. \"15m\" (0s would fail every pod with volumes at once)",
+        ));
+    }
     Ok(ValidPolicy {
         name: name.to_string(),
         spec: spec.clone(),
@@ -402,6 +547,8 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
         interval,
         ready_timeout,
         volume_ready_timeout,
+        max_per_node,
+        max_per_zone,
         schedule: Schedule::new(windows),
     })
 }
@@ -423,6 +570,71 @@ mod tests {
         assert_eq!(p.ready_timeout, Duration::from_secs(300));
         assert_eq!(p.spec.exclude.namespaces, vec!["kube-system"]);
         assert!(p.schedule.is_always_open());
+    }
+
+    #[test]
+    fn durations_follow_go_and_never_panic() {
+        let ok = |s: &str| parse_duration("f", s).unwrap();
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1.s"), Duration::from_secs(1));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("-0"), Duration::ZERO);
+        assert_eq!(ok("+5m"), Duration::from_secs(300));
+        assert_eq!(ok("2\u{b5}s3\u{3bc}s4us"), Duration::from_micros(9));
+        assert_eq!(ok("1.0000000001s"), Duration::from_secs(1)); // past ns: dropped, as Go does
+        assert_eq!(ok("8760h"), MAX_DURATION);
+        for bad in [
+            "", "s", ".s", "5", "5x", "1h5", "-", "--5s", "5 s", "1e9s", "infh", "NaNs",
+        ] {
+            let e = parse_duration("spec.rollout.interval", bad).unwrap_err();
+            assert_eq!(e.field, "spec.rollout.interval", "{bad}");
+            assert!(e.message.contains("not a duration"), "{bad}: {e}");
+        }
+        for long in [
+            "8760h1ns",
+            "3000000000h",
+            "99999999999999999999999999999999999999999999h",
+            "0.00000000000000000000000000000000000001h9999999999999999999999h",
+        ] {
+            let e = parse_duration("f", long).unwrap_err();
+            assert!(e.message.contains("8760h"), "{long}: {e}");
+        }
+        assert!(
+            parse_duration("f", "-5s")
+                .unwrap_err()
+                .message
+                .contains("negative")
+        );
+        // A hostile value is quoted short in the message.
+        let e = parse_duration("f", &"9".repeat(10_000)).unwrap_err();
+        assert!(e.message.len() < 200, "{}", e.message.len());
+    }
+
+    proptest::proptest! {
+        /// Agrees with kube's parser (Go's grammar) wherever that one does not panic.
+        #[test]
+        fn durations_agree_with_kube(parts in proptest::collection::vec(
+            (0u64..100_000, proptest::option::of(0u32..1_000_000),
+             proptest::sample::select(vec!["ns", "us", "ms", "s", "m", "h"])), 1..4)) {
+            let s: String = parts.iter().map(|(i, f, u)| match f {
+                Some(f) => format!("{i}.{f:06}{u}"),
+                None => format!("{i}{u}"),
+            }).collect();
+            let theirs: Duration = s.parse::<kube::core::Duration>().unwrap().into();
+            match parse_duration("f", &s) {
+                // kube multiplies floats: allow a microsecond of rounding per part.
+                Ok(mine) => proptest::prop_assert!(mine.abs_diff(theirs).as_nanos() <= 1000 * parts.len() as u128, "{s}: {mine:?} vs {theirs:?}"),
+                Err(e) => proptest::prop_assert!(theirs > MAX_DURATION, "{s}: {e}"),
+            }
+        }
+
+        #[test]
+        fn any_string_is_a_duration_or_an_error(s in "\\PC{0,40}") {
+            let _ = parse_duration("f", &s);
+        }
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub fn read_policy(path: &str, text: &str) -> Result<ArmorRefreshPolicy, PlanErr
         let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
             .map_err(|e| err(format!("not valid YAML: {e}")))?;
         if v.get("kind").and_then(|k| k.as_str()) == Some("ArmorRefreshPolicy") {
+            // What the API server would refuse is refused here too, with the same field.
+            let json: serde_json::Value =
+                serde_json::to_value(&v).map_err(|e| err(format!("not JSON-compatible: {e}")))?;
+            let spec = json.get("spec").cloned().unwrap_or(serde_json::json!({}));
+            crate::crdcheck::check_policy_spec(&spec)
+                .map_err(|error| err(format!("the API server would reject it: {error}")))?;
             return serde_yaml::from_value(v).map_err(|e| err(e.to_string()));
         }
     }

@@ -35,6 +35,21 @@ pub const DEFERRAL_MAX: Duration = Duration::from_secs(300);
 const PLAN_PREVIEW: usize = 5;
 /// Assumed time per batch for estimates until the run has measured its own.
 pub const ASSUMED_BATCH: Duration = Duration::from_secs(60);
+/// Bytes a run's status may take as JSON. etcd refuses requests over 1.5 MiB, and the
+/// object also carries its metadata, managed fields and spec: a batch is capped so that
+/// the status, with every pod of the batch grown to its largest, stays under this.
+pub const STATUS_BUDGET: usize = 1024 * 1024;
+/// Bytes a batch entry may grow by after it is planned: three timestamps, the
+/// replacement's UID, the attempt count and a message of at most [`POD_MESSAGE_MAX`].
+pub const POD_GROWTH: usize = 400;
+/// Longest message of one pod of a batch.
+pub const POD_MESSAGE_MAX: usize = 160;
+/// Longest message of the run (and of its conditions).
+pub const MESSAGE_MAX: usize = 1024;
+/// Bytes of pod names in a plan's preview of its first batches.
+pub const PREVIEW_BUDGET: usize = 16 * 1024;
+/// Longest note of an Event (events.k8s.io refuses notes over 1 KiB).
+const EVENT_NOTE_MAX: usize = 1000;
 
 /// The policy as the run sees it.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +157,7 @@ impl Ctx<'_> {
         self.actions.push(Action::Event {
             warning,
             reason: reason.to_string(),
-            note: note.into(),
+            note: clip(note.into(), EVENT_NOTE_MAX),
         });
     }
     fn wake_at(&mut self, t: DateTime<Utc>) {
@@ -152,6 +167,65 @@ impl Ctx<'_> {
 
 fn td(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// `t + d`, saturating: no duration, however long, makes a step panic.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    crate::schedule::saturating_add(t, td(d))
+}
+
+/// A message cut to `max` bytes (at a character boundary, marked with "..."), with control
+/// characters, quotes and backslashes replaced, so its JSON form is at most `max` bytes
+/// plus its quotes: messages carry API errors and users' strings, and must not grow the
+/// status past its budget.
+pub fn clip(msg: String, max: usize) -> String {
+    let clean = |c: char| !c.is_control() && c != '"' && c != '\\';
+    if msg.len() <= max && msg.chars().all(clean) {
+        return msg;
+    }
+    let mut out = String::with_capacity(max.min(msg.len()));
+    for c in msg.chars() {
+        let c = if clean(c) {
+            c
+        } else if c == '"' {
+            '\''
+        } else if c == '\\' {
+            '/'
+        } else {
+            ' '
+        };
+        if out.len() + c.len_utf8() > max.saturating_sub(3) {
+            out.push_str("...");
+            return out;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes of a value as JSON.
+pub fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(0, |b| b.len())
+}
+
+/// The most bytes a batch entry can take once everything about it is recorded.
+pub fn worst_bytes(p: &BatchPod) -> usize {
+    json_len(p) + POD_GROWTH + 1
+}
+
+/// Every message of the status within its bound (one place, at the end of a step).
+fn clip_messages(s: &mut ArmorRefreshRunStatus) {
+    for p in s
+        .current_batch
+        .iter_mut()
+        .flat_map(|b| b.pods.iter_mut())
+        .chain(s.unhealthy.iter_mut())
+    {
+        if p.message.len() > POD_MESSAGE_MAX || p.message.contains(['"', '\\']) {
+            p.message = clip(std::mem::take(&mut p.message), POD_MESSAGE_MAX);
+        }
+    }
+    s.message = clip(std::mem::take(&mut s.message), MESSAGE_MAX);
 }
 
 /// A duration as people read it: 45s, 3m, 2m30s, 1h, 1h20m.
@@ -245,6 +319,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     if let Some(sel) = selection {
         update_progress(&mut s, sel, obs.others);
     }
+    clip_messages(&mut s);
     s.progress.summary = format!("{}/{}", s.progress.refreshed, s.progress.total);
     let g = obs.generation;
     for (type_, on) in [
@@ -449,53 +524,84 @@ fn gate(
     Gate::Open
 }
 
-/// The replacement of an evicted pod: the first pod of the same owner created at or after
-/// its eviction was requested that no other eviction has taken (first come, first
-/// matched, so one eviction never takes another's replacement). `None` while there is
-/// none yet; otherwise the pod, whether it is Ready, and whether it has its profile (one
-/// created while the webhook was down has not). A pod without its profile that existed
-/// when the run started is a target, never a replacement.
-fn find_replacement<'a>(
-    p: &BatchPod,
-    since: DateTime<Utc>,
-    policy: Option<&ValidPolicy>,
-    facts: &'a ClusterFacts,
-    taken: &BTreeSet<String>,
-    run_started: Option<DateTime<Utc>>,
-) -> Option<(&'a Pod, bool, bool)> {
-    // creationTimestamp has one-second resolution.
-    let since = since.timestamp() - 1;
-    let compliant = |cand: &Pod| match policy {
-        Some(pol) => {
-            let owner = compliance::owner_of(cand, Some(facts));
-            compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
-                .is_compliant()
+/// Pods that may replace an evicted one, by (namespace, owner as `Kind/name`), oldest
+/// first: built once per step, so matching a batch costs one pass over the pods instead
+/// of one pass per evicted pod (10,000 × 100,000 at scale).
+struct Candidates<'a> {
+    by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>>,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(facts: &'a ClusterFacts, wanted: &BTreeSet<(String, String)>) -> Candidates<'a> {
+        let mut by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>> = HashMap::new();
+        let namespaces: BTreeSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        for cand in facts.pods.iter().map(|p| p.as_ref()) {
+            let Some(ns) = cand.metadata.namespace.as_deref() else {
+                continue;
+            };
+            if !namespaces.contains(ns) || select::is_terminating(cand) {
+                continue;
+            }
+            let Some(created) = cand.metadata.creation_timestamp.as_ref() else {
+                continue;
+            };
+            let key = (
+                ns.to_string(),
+                compliance::owner_of(cand, Some(facts)).to_string(),
+            );
+            if wanted.contains(&key) {
+                by_owner
+                    .entry(key)
+                    .or_default()
+                    .push((created.0.as_second(), cand));
+            }
         }
-        None => true,
-    };
-    facts
-        .pods
-        .iter()
-        .map(|p| p.as_ref())
-        .filter_map(|cand| {
-            let uid = cand.metadata.uid.as_deref().unwrap_or_default();
-            let created = cand.metadata.creation_timestamp.as_ref()?.0.as_second();
-            let eligible = uid != p.uid
-                && !taken.contains(uid)
-                && cand.namespace().as_deref() == Some(p.namespace.as_str())
-                && !select::is_terminating(cand)
-                && created >= since
-                && compliance::owner_of(cand, Some(facts)).to_string() == p.owner;
-            eligible.then_some((created, cand.name_any(), cand))
-        })
-        .filter_map(|(created, name, cand)| {
-            let with_profile = compliant(cand);
-            let older_target =
-                !with_profile && run_started.is_some_and(|st| created <= st.timestamp());
-            (!older_target).then_some((created, name, cand, with_profile))
-        })
-        .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
-        .map(|(_, _, cand, with_profile)| (cand, select::is_ready(cand), with_profile))
+        for v in by_owner.values_mut() {
+            v.sort_by(|a, b| {
+                (a.0, a.1.metadata.name.as_deref()).cmp(&(b.0, b.1.metadata.name.as_deref()))
+            });
+        }
+        Candidates { by_owner }
+    }
+
+    /// The replacement of an evicted pod: the first pod of the same owner created at or
+    /// after its eviction was requested that no other eviction has taken (first come,
+    /// first matched, so one eviction never takes another's replacement). `None` while
+    /// there is none yet; otherwise the pod, whether it is Ready, and whether it has its
+    /// profile (one created while the webhook was down has not). A pod without its profile
+    /// that existed when the run started is a target, never a replacement.
+    fn find(
+        &self,
+        p: &BatchPod,
+        since: DateTime<Utc>,
+        policy: Option<&ValidPolicy>,
+        facts: &ClusterFacts,
+        taken: &BTreeSet<String>,
+        run_started: Option<DateTime<Utc>>,
+    ) -> Option<(&'a Pod, bool, bool)> {
+        // creationTimestamp has one-second resolution.
+        let since = since.timestamp() - 1;
+        let compliant = |cand: &Pod| match policy {
+            Some(pol) => {
+                let owner = compliance::owner_of(cand, Some(facts));
+                compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
+                    .is_compliant()
+            }
+            None => true,
+        };
+        let list = self.by_owner.get(&(p.namespace.clone(), p.owner.clone()))?;
+        list.iter()
+            .filter(|(created, cand)| {
+                let uid = cand.metadata.uid.as_deref().unwrap_or_default();
+                uid != p.uid && !taken.contains(uid) && *created >= since
+            })
+            .find_map(|&(created, cand)| {
+                let with_profile = compliant(cand);
+                let older_target =
+                    !with_profile && run_started.is_some_and(|st| created <= st.timestamp());
+                (!older_target).then_some((cand, select::is_ready(cand), with_profile))
+            })
+    }
 }
 
 fn ready_timeout(policy: Option<&ValidPolicy>, p: &BatchPod) -> Duration {
@@ -557,6 +663,15 @@ fn observe_batch(
         .filter(|u| !u.is_empty())
         .collect();
     let mut newly_failed = Vec::new();
+    // Pods that may be Evicted by the time the loop reaches them (a lost outcome turns
+    // Evicting into Evicted in the same pass, and is matched from the next step on).
+    let wanted: BTreeSet<(String, String)> = batch
+        .pods
+        .iter()
+        .filter(|p| p.state == PodState::Evicted && !p.uid.is_empty())
+        .map(|p| (p.namespace.clone(), p.owner.clone()))
+        .collect();
+    let candidates = Candidates::new(obs.facts, &wanted);
     // Match replacements in the order the evictions were requested: first come, first matched.
     let mut order: Vec<usize> = (0..batch.pods.len()).collect();
     order.sort_by_key(|&i| batch.pods[i].requested_at);
@@ -603,13 +718,13 @@ fn observe_batch(
                         .saturating_mul(1 << p.attempts.min(8))
                         .min(DEFERRAL_MAX);
                     p.state = PodState::Deferred;
-                    p.retry_at = Some(now + td(backoff));
+                    p.retry_at = Some(later(now, backoff));
                     p.message = format!(
                         "eviction refused ({msg}); retry {} at {}",
                         p.attempts,
-                        (now + td(backoff)).to_rfc3339()
+                        (later(now, backoff)).to_rfc3339()
                     );
-                    cx.wake_at(now + td(backoff));
+                    cx.wake_at(later(now, backoff));
                     cx.event(true, "EvictionDeferred", format!("{}/{}: eviction refused by a PodDisruptionBudget ({msg}); retrying, never forcing", p.namespace, p.name));
                 }
                 Some(Outcome::NotFound) => {
@@ -659,13 +774,12 @@ fn observe_batch(
                         s.progress.refreshed += 1;
                         p.message = "bare pod removed (nothing recreates it)".into();
                     }
-                } else if let Some((r, true, with_profile)) =
-                    find_replacement(p, since, policy, obs.facts, &claimed, s.started_at).inspect(
-                        |(r, _, _)| {
-                            // Reserved for this eviction even before it is Ready.
-                            claimed.insert(r.metadata.uid.clone().unwrap_or_default());
-                        },
-                    )
+                } else if let Some((r, true, with_profile)) = candidates
+                    .find(p, since, policy, obs.facts, &claimed, s.started_at)
+                    .inspect(|(r, _, _)| {
+                        // Reserved for this eviction even before it is Ready.
+                        claimed.insert(r.metadata.uid.clone().unwrap_or_default());
+                    })
                 {
                     let uid = r.metadata.uid.clone().unwrap_or_default();
                     p.state = PodState::Refreshed;
@@ -691,7 +805,7 @@ fn observe_batch(
                     claimed.insert(uid);
                 }
                 if p.state == PodState::Evicted {
-                    let deadline = timeout_from + td(ready_timeout(policy, p));
+                    let deadline = later(timeout_from, ready_timeout(policy, p));
                     if now >= deadline {
                         p.state = PodState::Failed;
                         p.message = format!(
@@ -707,7 +821,7 @@ fn observe_batch(
                         newly_failed.push(p.clone());
                     } else {
                         cx.wake_at(deadline);
-                        cx.wake_at(now + td(POLL));
+                        cx.wake_at(later(now, POLL));
                     }
                 }
             }
@@ -739,7 +853,7 @@ fn observe_unhealthy(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
         );
     }
     if !s.unhealthy.is_empty() {
-        cx.wake_at(cx.now + td(POLL));
+        cx.wake_at(later(cx.now, POLL));
     }
 }
 
@@ -897,12 +1011,31 @@ pub fn summary(
         batch_size: limits.batch,
         estimated_duration: end.map(|e| fmt_duration(e - now)),
         estimated_completion: end,
-        first_batches: batches
-            .iter()
-            .take(preview)
-            .map(|b| b.iter().map(|&i| sel.targets[i].key()).collect())
-            .collect(),
+        first_batches: preview_batches(&batches, sel, preview),
     }
+}
+
+/// The first `count` batches by pod name, within [`PREVIEW_BUDGET`] bytes: a dry run of a
+/// large cluster shows the start of its plan, not a status etcd refuses.
+fn preview_batches(batches: &[Vec<usize>], sel: &Selection, count: usize) -> Vec<Vec<String>> {
+    let mut bytes = 0;
+    let mut out: Vec<Vec<String>> = vec![];
+    'batches: for b in batches.iter().take(count) {
+        let mut names = vec![];
+        for &i in b {
+            let key = sel.targets[i].key();
+            bytes += key.len() + 3;
+            if bytes > PREVIEW_BUDGET {
+                if !names.is_empty() {
+                    out.push(names);
+                }
+                break 'batches;
+            }
+            names.push(key);
+        }
+        out.push(names);
+    }
+    out
 }
 
 /// When `batches` batches of `per_batch` each, `interval` apart, finish given the windows.
@@ -916,9 +1049,9 @@ pub fn estimate_end(
     let mut t = now;
     for i in 0..batches {
         t = policy.schedule.next_open(t)?;
-        t += td(per_batch);
+        t = later(t, per_batch);
         if i + 1 < batches {
-            t += td(policy.interval);
+            t = later(t, policy.interval);
         }
     }
     Some(t)
@@ -963,6 +1096,43 @@ fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, others: &[Bat
             + flying
             + pending;
     }
+}
+
+/// The next batch, planned by `plan(k)` for at most `k` pods, within what the status can
+/// hold: every pod of it at its largest, plus the status as it is, under [`STATUS_BUDGET`].
+/// A smaller batch is planned again rather than cut, so every planner rule (StatefulSet
+/// order, leader last) holds for it. Returns the batch and whether the budget capped it.
+fn fit_in_status(
+    s: &ArmorRefreshRunStatus,
+    budget: u32,
+    plan: impl Fn(u32) -> Vec<BatchPod>,
+) -> (Vec<BatchPod>, bool) {
+    // The batch record's own keys and index around its pods.
+    const BATCH_OVERHEAD: usize = 128;
+    let room = STATUS_BUDGET.saturating_sub(json_len(s) + BATCH_OVERHEAD);
+    let mut k = budget;
+    let mut capped = false;
+    for _ in 0..16 {
+        let pods = plan(k);
+        let mut used = 0;
+        let fit = pods
+            .iter()
+            .take_while(|p| {
+                used += worst_bytes(p);
+                used <= room
+            })
+            .count();
+        if fit == pods.len() {
+            return (pods, capped);
+        }
+        capped = true;
+        // Names differ in length: shrink a little below what fitted this time.
+        k = (fit as u32).min(k.saturating_sub(1)).min(k - k / 16);
+        if k == 0 {
+            break;
+        }
+    }
+    (vec![], true)
 }
 
 /// The gate is open: evict what the batch planned, close a settled batch, plan the next.
@@ -1022,7 +1192,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         .is_some_and(|b| b.pods.iter().all(|p| p.state.is_settled()));
     if settled {
         finish_batch(s, cx);
-        s.next_batch_at = Some(now + td(policy.interval));
+        s.next_batch_at = Some(later(now, policy.interval));
     }
     if let Some(b) = &s.current_batch {
         let flying = b.pods.iter().filter(|p| !p.state.is_settled()).count();
@@ -1077,7 +1247,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
             s.next_batch_at = None;
         } else {
             s.message = "the remaining targets are in another run's batch".into();
-            cx.wake_at(now + td(POLL));
+            cx.wake_at(later(now, POLL));
         }
         return;
     }
@@ -1086,9 +1256,22 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     let budget = limits.batch.saturating_sub(flight.total);
     plan::order(&mut remaining);
     let refs: Vec<&Target> = remaining.iter().collect();
-    let picked = plan::next_batch(&refs, &limits, &flight, &context(cx.obs.facts), budget);
-    if picked.is_empty() {
-        s.message = if budget == 0 {
+    let ctx = context(cx.obs.facts);
+    let workload = limits.by_workload;
+    let (pods, capped) = fit_in_status(s, budget, |k| {
+        plan::next_batch(&refs, &limits, &flight, &ctx, k)
+            .iter()
+            .map(|&i| batch_pod(refs[i], workload))
+            .collect()
+    });
+    if pods.is_empty() {
+        s.message = if capped {
+            format!(
+                "the run's status is at its size limit ({} KiB); waiting for {} failed replacements to recover",
+                STATUS_BUDGET / 1024,
+                s.unhealthy.len()
+            )
+        } else if budget == 0 {
             format!(
                 "{} failed replacements still count as disrupted; waiting for them to recover",
                 s.unhealthy.len()
@@ -1097,20 +1280,15 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
             "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting)"
                 .into()
         };
-        cx.wake_at(now + td(POLL));
+        cx.wake_at(later(now, POLL));
         return;
     }
-    let workload = limits.by_workload;
     let index = s
         .history
         .last()
         .map_or(0, |h| h.index)
         .max(s.current_batch.as_ref().map_or(0, |b| b.index))
         + 1;
-    let pods: Vec<BatchPod> = picked
-        .iter()
-        .map(|&i| batch_pod(refs[i], workload))
-        .collect();
     let names: Vec<String> = pods
         .iter()
         .map(|p| format!("{}/{}", p.namespace, p.name))
@@ -1120,7 +1298,15 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         "BatchStarted",
         format!("batch {index}: {}", names.join(", ")),
     );
-    s.message = format!("batch {index}: {} planned", pods.len());
+    s.message = if capped {
+        format!(
+            "batch {index}: {} planned (capped to keep the run's status under {} KiB)",
+            pods.len(),
+            STATUS_BUDGET / 1024
+        )
+    } else {
+        format!("batch {index}: {} planned", pods.len())
+    };
     s.current_batch = Some(BatchStatus {
         index,
         started_at: now,

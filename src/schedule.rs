@@ -53,24 +53,54 @@ impl WindowSpec {
                 "must be longer than 0s, e.g. \"4h\"",
             ));
         }
-        let duration = TimeDelta::from_std(d).map_err(|_| {
-            SpecError::new(
-                format!("{field}.duration"),
-                format!("{duration:?} is too long"),
-            )
-        })?;
-        let w = WindowSpec { cron, duration, tz };
+        // parse_duration caps durations at one year, well inside TimeDelta's range.
+        let span = TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+        let w = WindowSpec {
+            cron,
+            duration: span,
+            tz,
+        };
         // A pattern such as "0 0 30 2 *" parses but never fires; say so instead of waiting forever.
         let probe = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .expect("constant")
             .with_timezone(&Utc);
-        if w.next_start_after(probe).is_none() {
+        let Some(first) = w.next_start_after(probe) else {
             return Err(SpecError::new(
                 format!("{field}.schedule"),
-                format!("{schedule:?} never matches a date"),
+                format!("{} never matches a date", crate::policy::quote(schedule)),
+            ));
+        };
+        // A window that is still open when it opens again never closes: always open by
+        // accident. Its period is the shortest gap between two openings (over the next few).
+        if let Some(gap) = w.shortest_gap(first, PERIOD_PROBES)
+            && span > gap
+        {
+            return Err(SpecError::new(
+                format!("{field}.duration"),
+                format!(
+                    "{} is longer than the {} between two openings of {}; a window must close before it opens again",
+                    crate::policy::quote(duration),
+                    crate::run::fmt_duration(gap),
+                    crate::policy::quote(schedule)
+                ),
             ));
         }
         Ok(w)
+    }
+
+    /// The shortest gap between consecutive openings among the first `n` after `from`.
+    fn shortest_gap(&self, from: DateTime<Utc>, n: usize) -> Option<TimeDelta> {
+        let mut prev = from;
+        let mut best: Option<TimeDelta> = None;
+        for _ in 0..n {
+            let Some(next) = self.next_start_after(prev) else {
+                break;
+            };
+            let gap = next - prev;
+            best = Some(best.map_or(gap, |b| b.min(gap)));
+            prev = next;
+        }
+        best
     }
 
     /// The start of the window occurrence containing `now`, if any.
@@ -81,7 +111,7 @@ impl WindowSpec {
             .find_previous_occurrence(&local, true)
             .ok()?
             .with_timezone(&Utc);
-        (start <= now && now < start + self.duration).then_some(start)
+        (start <= now && now < saturating_add(start, self.duration)).then_some(start)
     }
 
     /// The first start strictly after `t`.
@@ -100,8 +130,17 @@ impl WindowSpec {
 
     /// When the occurrence containing `now` closes.
     pub fn closes_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.open_start(now).map(|s| s + self.duration)
+        self.open_start(now)
+            .map(|s| saturating_add(s, self.duration))
     }
+}
+
+/// Openings probed for a window's period.
+const PERIOD_PROBES: usize = 48;
+
+/// `t + d`, or the last representable instant: time arithmetic never panics.
+pub fn saturating_add(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// All windows of a policy.
@@ -294,7 +333,12 @@ mod tests {
 
     #[test]
     fn a_window_always_open_by_overlap_terminates() {
-        let s = Schedule::new(vec![w("* * * * *", "2m", "UTC")]);
+        // Three windows that each close before they open again, but together never close.
+        let s = Schedule::new(vec![
+            w("0 * * * *", "25m", "UTC"),
+            w("20 * * * *", "25m", "UTC"),
+            w("40 * * * *", "25m", "UTC"),
+        ]);
         let now = t("2026-03-01T01:30:00Z");
         assert!(s.is_open(now));
         let end = s.closes_at(now).unwrap();
@@ -316,6 +360,15 @@ mod tests {
         assert_eq!(e.field, "spec.windows[1].duration");
         let e = WindowSpec::parse("spec.windows[1]", "0 0 30 2 *", "1h", "UTC").unwrap_err();
         assert!(e.message.contains("never"), "{e}");
+        // A window still open when it opens again would never close.
+        let e = WindowSpec::parse("spec.windows[1]", "* * * * *", "2m", "UTC").unwrap_err();
+        assert_eq!(e.field, "spec.windows[1].duration");
+        assert!(e.message.contains("1m between two openings"), "{e}");
+        let e = WindowSpec::parse("spec.windows[0]", "0 1 * * 1-5", "25h", "UTC").unwrap_err();
+        assert!(e.message.contains("24h"), "{e}");
+        assert!(WindowSpec::parse("w", "0 1 * * 1-5", "24h", "UTC").is_ok());
+        let e = WindowSpec::parse("spec.windows[0]", "0 1 * * *", "9000h", "UTC").unwrap_err();
+        assert!(e.message.contains("8760h"), "{e}");
     }
 
     proptest! {

@@ -16,10 +16,15 @@ pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
 // CEL rule shared by the count-or-percentage fields. The upper bound keeps counts in the
 // 32 bits of an IntOrString: a larger one would be stored, then unreadable by every client.
-const COUNT_OR_PERCENT_MIN1: &str =
-    "type(self) == int ? self >= 1 && self <= 1000000 : self.matches('^([1-9][0-9]?|100)%$')";
-const COUNT_OR_PERCENT_MIN0: &str =
-    "type(self) == int ? self >= 0 && self <= 1000000 : self.matches('^([0-9]|[1-9][0-9]|100)%$')";
+// string() reads either form: 5, "5" and "10%" (Helm renders counts as strings too).
+const COUNT_OR_PERCENT_MIN1: &str = "string(self).matches('^([1-9][0-9]{0,5}|1000000)$') || string(self).matches('^([1-9][0-9]?|100)%$')";
+// Durations: Go syntax (each field's pattern), at most 20 characters and no run of 7 digits (so
+// CEL's own parser cannot overflow: at most 3 × 999999h), and at most one year.
+const DURATION_RULE: &str = "!self.matches('[0-9]{7}') && duration(self) <= duration('8760h')";
+// Profile names are file names for KubeArmor's agent: no '/' or '..' after `localhost/`.
+const PROFILE_RULE: &str =
+    "!self.startsWith('localhost/') || (!self.substring(10).contains('/') && !self.contains('..'))";
+const COUNT_OR_PERCENT_MIN0: &str = "string(self).matches('^([0-9]|[1-9][0-9]{1,5}|1000000)$') || string(self).matches('^([0-9]|[1-9][0-9]|100)%$')";
 
 /// An `ArmorRefreshPolicy` selects pods, names the AppArmor profile each of their containers
 /// must carry, and bounds how fast pods that run without it may be recreated (batches,
@@ -176,6 +181,7 @@ pub struct ProfileSpec {
         length(min = 1, max = 253),
         regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$")
     )]
+    #[x_kube(validation = Rule::new(PROFILE_RULE).message("spec.profile.template: a localhost/ profile name may not contain '/' or '..' (KubeArmor's agent stores each profile as a file)"))]
     pub template: String,
     /// Where the profile is written: `Annotation`
     /// (`container.apparmor.security.beta.kubernetes.io/<container>`), `Field`
@@ -231,7 +237,7 @@ pub enum InjectAt {
 }
 
 /// A profile for the pods (and optionally containers) a selector matches.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileOverride {
     /// Pods this override applies to.
@@ -241,13 +247,14 @@ pub struct ProfileOverride {
     pub namespace_selector: Option<LabelSelector>,
     /// Only these containers; empty means every container of the pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
     pub containers: Vec<String>,
     /// The profile: `unconfined`, `runtime/default`, or `localhost/<name>` (placeholders as in `template`).
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^(localhost/[^\s]+|runtime/default|unconfined)$")
     )]
+    #[x_kube(validation = Rule::new(PROFILE_RULE).message("spec.profile.overrides[].profile: a localhost/ profile name may not contain '/' or '..' (KubeArmor's agent stores each profile as a file)"))]
     pub profile: String,
 }
 
@@ -294,25 +301,37 @@ pub struct RolloutSpec {
     #[schemars(extend("maxLength" = 4))]
     #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN1).message("spec.rollout.batchSize: must be a count from 1 to 1000000 or a percentage from 1% to 100%, such as 5 or \"10%\""))]
     pub batch_size: IntOrString,
-    /// Pause between the end of one batch and the start of the next (Go duration, e.g. "30s").
+    /// Pause between the end of one batch and the start of the next (Go duration, e.g.
+    /// "30s"; at most 8760h).
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 20),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.rollout.interval: must be a duration of at most 8760h (one year), such as \"30s\""))]
     pub interval: String,
-    /// At most this many pods disrupted at once on one node.
+    /// At most this many pods disrupted at once on one node (1 to 1000000).
+    // i64, not u32: a value the API server stores must always decode, so that the operator
+    // can say what is wrong with it instead of losing the whole policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub max_per_node: Option<u32>,
-    /// At most this many pods disrupted at once in one topology domain (`topologyKey`).
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_per_node: Option<i64>,
+    /// At most this many pods disrupted at once in one topology domain (`topologyKey`; 1 to 1000000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub max_per_zone: Option<u32>,
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_per_zone: Option<i64>,
     /// The node label that names a pod's zone for `maxPerZone`.
     #[serde(default = "default_topology_key")]
     #[schemars(length(min = 1, max = 317))]
     pub topology_key: String,
-    /// How long a replacement may take to become Ready before it counts as a failure.
+    /// How long a replacement may take to become Ready before it counts as a failure
+    /// (more than 0s, at most 8760h).
     #[serde(default = "default_ready_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 20),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.rollout.readyTimeout: must be a duration of at most 8760h (one year), such as \"5m\""))]
     pub ready_timeout: String,
 }
 
@@ -345,7 +364,7 @@ fn default_time_zone() -> String {
 }
 
 /// A recurring maintenance window.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Window {
     /// When the window opens: a five-field cron expression (minute hour day-of-month month
@@ -353,8 +372,13 @@ pub struct Window {
     #[schemars(length(min = 9, max = 128))]
     pub schedule: String,
     /// How long the window stays open (Go duration, e.g. "4h"); real elapsed time, so a window
-    /// across a daylight-saving change lasts exactly this long.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    /// across a daylight-saving change lasts exactly this long. At most the time between two
+    /// openings (a window must close before it opens again).
+    #[schemars(
+        length(max = 20),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.windows[].duration: must be a duration of at most 8760h (one year), such as \"4h\""))]
     pub duration: String,
     /// IANA time zone of `schedule`, e.g. "Europe/Berlin". Default "UTC".
     #[serde(default = "default_time_zone")]
@@ -398,7 +422,7 @@ fn default_pvc_timeout() -> String {
 }
 
 /// Ordering and pacing for stateful workloads.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatefulSpec {
     /// Refresh a StatefulSet's pods one at a time, highest ordinal first, and only while every
@@ -408,9 +432,14 @@ pub struct StatefulSpec {
     /// Refresh at most one pod that mounts PersistentVolumeClaims per workload at a time.
     #[serde(default = "default_true")]
     pub serialize_volume_pods: bool,
-    /// Ready timeout for pods that mount PersistentVolumeClaims (volumes take longer to attach).
+    /// Ready timeout for pods that mount PersistentVolumeClaims (volumes take longer to
+    /// attach; more than 0s, at most 8760h).
     #[serde(default = "default_pvc_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 20),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.stateful.volumeReadyTimeout: must be a duration of at most 8760h (one year), such as \"15m\""))]
     pub volume_ready_timeout: String,
     /// Refresh the pod holding a leader Lease (coordination.k8s.io, holderIdentity naming the
     /// pod) last in its workload.

@@ -91,6 +91,17 @@ struct Operator {
     overload: Duration,
 }
 
+/// The API server (or etcd behind it) refused a request for its size.
+fn is_too_large(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            let m = s.message.to_lowercase();
+            s.code == 413 || m.contains("too large") || m.contains("too long")
+        }
+        _ => false,
+    }
+}
+
 /// A valid or invalid policy, by name.
 type Policies = BTreeMap<String, (Arc<ArmorRefreshPolicy>, Result<ValidPolicy, SpecError>)>;
 
@@ -202,8 +213,27 @@ impl Operator {
                     );
                 }
                 Err(bad) => {
-                    tracing::warn!(name = ?bad.metadata.name, error = %bad.error, "ignoring a policy that does not deserialize");
+                    // Stored, but not readable as a policy (a value past what this version
+                    // decodes): say so on the policy and pause its runs, never take it for
+                    // deleted (that would fail its runs).
+                    let Some(name) = bad.metadata.name.clone() else {
+                        continue;
+                    };
+                    tracing::warn!(%name, error = %bad.error, "a policy does not decode");
                     METRICS.reconcile_error("invalid_object");
+                    let placeholder = ArmorRefreshPolicy {
+                        metadata: bad.metadata.clone(),
+                        spec: serde_json::from_value(json!({})).expect("an empty spec decodes"),
+                        status: None,
+                    };
+                    let err = SpecError::new(
+                        "spec",
+                        crate::run::clip(
+                            format!("the object cannot be read: {}", bad.error),
+                            crate::run::MESSAGE_MAX / 2,
+                        ),
+                    );
+                    out.insert(name, (Arc::new(placeholder), Err(err)));
                 }
             }
         }
@@ -306,9 +336,16 @@ impl Operator {
                     }
                     if let Err(e) = self.write_run_status(&name, &st.status).await {
                         // Nothing of this step is acted upon: intent first, or not at all.
-                        tracing::warn!(run = %name, error = %e, "writing run status failed; retrying");
                         METRICS.reconcile_error("status_write");
-                        next = next.min(Duration::from_secs(2));
+                        if is_too_large(&e) {
+                            // Retrying the same write cannot succeed: say so where users look.
+                            tracing::error!(run = %name, bytes = run::json_len(&st.status), error = %e, "the API server refused the run's status for its size");
+                            self.report_too_large(r, &e).await;
+                            next = next.min(Duration::from_secs(60));
+                        } else {
+                            tracing::warn!(run = %name, error = %e, "writing run status failed; retrying");
+                            next = next.min(Duration::from_secs(2));
+                        }
                         break;
                     }
                     self.record_metrics(&status, &st.status);
@@ -417,6 +454,37 @@ impl Operator {
             .await;
         self.note_overload(&r);
         r.map(|_| ())
+    }
+
+    /// The run's status could not be written for its size: the last written status stays
+    /// (it is the write-ahead record), and only its reason and message say why nothing
+    /// moves. A merge patch, so the fields this manager applied before stay as they are.
+    async fn report_too_large(&mut self, r: &ArmorRefreshRun, e: &kube::Error) {
+        let name = r.name_any();
+        let message = run::clip(
+            format!(
+                "the API server refused this run's status as too large; nothing is evicted until it fits. Lower spec.rollout.batchSize of the policy ({e})"
+            ),
+            run::MESSAGE_MAX,
+        );
+        self.throttle().await;
+        let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
+        let patch = json!({"status": {"reason": "StatusTooLarge", "message": message}});
+        METRICS.write("patch_status");
+        let res = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        if let Err(err) = res {
+            tracing::warn!(run = %name, error = %err, "could not record StatusTooLarge");
+        }
+        // The in-memory copy must not claim a status that was never written.
+        self.statuses.remove(&r.uid().unwrap_or_default());
+        let ev = Action::Event {
+            warning: true,
+            reason: "StatusTooLarge".into(),
+            note: message,
+        };
+        self.execute(r, &ev, &mut HashMap::new()).await;
     }
 
     /// A 429 that is not a PodDisruptionBudget refusal is API priority and fairness
