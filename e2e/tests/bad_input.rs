@@ -15,6 +15,8 @@ enum Answer {
     Rejected(&'static str),
     /// Accepted, then the operator sets Ready=False with a message containing this.
     NotReady(&'static str),
+    /// Accepted and valid (an extreme the operator must handle): Ready=True.
+    Valid,
 }
 use Answer::*;
 
@@ -170,6 +172,93 @@ const POLICIES: &[(&str, &str, Answer)] = &[
         "rollout: {batchSize: 1, speed: fast}",
         Rejected("unknown field"),
     ),
+    // Hostile values: overflowing durations and counts, windows that never fire or never
+    // close, path-like time zones, profile names KubeArmor's agent cannot store.
+    (
+        "interval overflowing",
+        "rollout: {interval: 3000000000h}",
+        Rejected("spec.rollout.interval: must be a duration of at most 8760h"),
+    ),
+    (
+        "interval past a year",
+        "rollout: {interval: 9000h}",
+        Rejected("spec.rollout.interval: must be a duration of at most 8760h"),
+    ),
+    (
+        "interval of 21 characters",
+        "rollout: {interval: 99999999999999999999h}",
+        Rejected("spec.rollout.interval"),
+    ),
+    (
+        "ready timeout past Go's range",
+        "rollout: {readyTimeout: 2562048h}",
+        Rejected("spec.rollout.readyTimeout: must be a duration of at most 8760h"),
+    ),
+    (
+        "every duration at its maximum",
+        "rollout: {interval: 8760h, readyTimeout: 8760h}\nstateful: {volumeReadyTimeout: 8760h}\nwindows: [{schedule: \"0 0 1 1 *\", duration: 8760h}]",
+        Valid,
+    ),
+    (
+        "volume ready timeout zero",
+        "stateful: {volumeReadyTimeout: 0s}",
+        NotReady("spec.stateful.volumeReadyTimeout: must be longer than 0s"),
+    ),
+    (
+        "node limit past 32 bits",
+        "rollout: {maxPerNode: 5000000000}",
+        Rejected("spec.rollout.maxPerNode"),
+    ),
+    (
+        "zone limit past a million",
+        "rollout: {maxPerZone: 1000001}",
+        Rejected("spec.rollout.maxPerZone"),
+    ),
+    (
+        "failures past 32 bits",
+        "health: {maxFailures: 2147483648}",
+        Rejected("spec.health.maxFailures"),
+    ),
+    (
+        "window on 30 February",
+        "windows: [{schedule: \"0 0 30 2 *\", duration: 1h}]",
+        NotReady("never matches a date"),
+    ),
+    (
+        "window longer than its period",
+        "windows: [{schedule: \"0 * * * *\", duration: 2h}]",
+        NotReady("a window must close before it opens again"),
+    ),
+    (
+        "window duration past a year",
+        "windows: [{schedule: \"0 1 * * *\", duration: 9000h}]",
+        Rejected("must be a duration of at most 8760h"),
+    ),
+    (
+        "path-like time zone",
+        "windows: [{schedule: \"0 1 * * *\", duration: 1h, timeZone: \"../../../etc/localtime\"}]",
+        NotReady("spec.windows[0].timeZone"),
+    ),
+    (
+        "profile name with ..",
+        "profile: {template: \"localhost/../../etc/{pod}\"}",
+        Rejected("may not contain '/' or '..'"),
+    ),
+    (
+        "profile name with a slash",
+        "profile: {template: \"localhost/kubearmor/{pod}\"}",
+        Rejected("may not contain '/' or '..'"),
+    ),
+    (
+        "override profile with ..",
+        "profile: {overrides: [{podSelector: {}, profile: \"localhost/a..b\"}]}",
+        Rejected("may not contain '/' or '..'"),
+    ),
+    (
+        "template longer than a profile name",
+        "profile: {template: \"localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+        Rejected("spec.profile.template"),
+    ),
 ];
 
 /// (case, spec of an ArmorRefreshRun, answer); the operator's answer for runs is a phase
@@ -233,7 +322,9 @@ async fn every_bad_input_gets_its_documented_answer_and_loses_nothing() -> Resul
         // A valid policy before and after the bad ones: it must stay Ready throughout.
         kubectl(&["apply", "-f", "-"], Some(&policy_yaml("good", "rollout: {batchSize: 2}"))).await?;
         let mut pending = vec![];
-        let (mut rejected, mut not_ready) = (0, 0);
+        let mut valid = vec![];
+        let (mut rejected, mut not_ready, mut accepted) = (0, 0, 0);
+        let pid = op.pid();
         // Every mismatch is collected, so one run shows them all.
         let mut wrong: Vec<String> = vec![];
         for (i, (case, spec, answer)) in POLICIES.iter().enumerate() {
@@ -257,6 +348,29 @@ async fn every_bad_input_gets_its_documented_answer_and_loses_nothing() -> Resul
                         wrong.push(format!("{case}: rejected by the API server ({}), expected Ready=False with {msg:?}", err.trim()));
                     }
                 }
+                Valid => {
+                    if ok {
+                        valid.push((case, name));
+                    } else {
+                        wrong.push(format!("{case}: rejected by the API server ({}), expected Ready=True", err.trim()));
+                    }
+                }
+            }
+            // The operator must survive every input: the same process, still running.
+            if !op.alive() || op.pid() != pid {
+                wrong.push(format!("{case}: the operator process {pid:?} is gone"));
+                break;
+            }
+        }
+        for (case, name) in valid {
+            let ok = wait_for(&format!("{case}: Ready=True"), Duration::from_secs(20), || async {
+                Ok((ready_condition(&name).await?.0 == "True").then_some(()))
+            })
+            .await;
+            if ok.is_err() {
+                wrong.push(format!("{case}: never Ready=True ({:?})", ready_condition(&name).await?));
+            } else {
+                accepted += 1;
             }
         }
         for (case, name, msg) in pending {
@@ -303,7 +417,8 @@ async fn every_bad_input_gets_its_documented_answer_and_loses_nothing() -> Resul
         }
         let (status, _) = ready_condition("good").await?;
         assert_eq!(status, "True", "the valid policy stayed Ready");
-        println!("FIGURES bad input: {} policy cases, {} run cases: {rejected} rejected by the API server, {not_ready} Ready=False by the operator, 2 runs waiting with their reason", POLICIES.len(), RUNS.len());
+        assert!(op.alive() && op.pid() == pid, "the operator process survived every input");
+        println!("FIGURES bad input: {} policy cases, {} run cases: {rejected} rejected by the API server, {not_ready} Ready=False by the operator, {accepted} extremes accepted and Ready, 2 runs waiting with their reason; operator pid {pid:?} up throughout", POLICIES.len(), RUNS.len());
         Result::<()>::Ok(())
     }
     .await;

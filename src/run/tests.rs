@@ -925,3 +925,284 @@ proptest! {
         prop_assert!(p.refreshed as usize <= w.evictions.len());
     }
 }
+
+// ---- Hostile values and scale: the status stays bounded, nothing panics ----
+
+/// A large cluster for status sizes: `n` pods in Deployments of 50 over 20 namespaces, 500
+/// nodes in three zones, names and UIDs as long as real ones. Evicted pods are replaced at
+/// once by a Ready pod with its profile.
+struct BigWorld {
+    now: DateTime<Utc>,
+    facts: ClusterFacts,
+    next: u64,
+}
+
+impl BigWorld {
+    fn new(n: usize) -> BigWorld {
+        let mut w = BigWorld {
+            now: t0(),
+            facts: ClusterFacts::default(),
+            next: 0,
+        };
+        for i in 0..500 {
+            w.facts.nodes.insert(
+                format!("ip-10-0-{}-{}.eu-central-1.compute.internal", i / 250, i % 250),
+                [(
+                    "topology.kubernetes.io/zone".to_string(),
+                    format!("eu-central-1{}", ["a", "b", "c"][i % 3]),
+                )]
+                .into(),
+            );
+        }
+        for i in 0..n {
+            let pod = w.pod(i / 50, false);
+            w.facts.pods.push(Arc::new(pod));
+        }
+        w
+    }
+
+    fn pod(&mut self, deploy: usize, compliant: bool) -> Pod {
+        self.next += 1;
+        let i = self.next;
+        let ns = format!("team-{:02}", deploy % 20);
+        let app = format!("checkout-service-{deploy}");
+        let mut annotations = serde_json::Map::new();
+        if compliant {
+            annotations.insert(
+                "container.apparmor.security.beta.kubernetes.io/app".into(),
+                json!(format!("localhost/kubearmor-{ns}-{app}-app")),
+            );
+        }
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{app}-7d9f8c6b5-{i:05x}"),
+                "namespace": ns,
+                "uid": format!("{i:08x}-1d2e-4f5a-8b9c-0123456789ab"),
+                "creationTimestamp": self.now.to_rfc3339(),
+                "labels": {"app": app, "pod-template-hash": "7d9f8c6b5"},
+                "annotations": annotations,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-7d9f8c6b5"), "uid": "rs", "controller": true}],
+            },
+            "spec": {"nodeName": format!("ip-10-0-{}-{}.eu-central-1.compute.internal", (i % 500) / 250, i % 250), "containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    /// Evicts the pods of `actions` and replaces each with a Ready, compliant pod.
+    fn evict(&mut self, actions: &[Action]) -> HashMap<String, Outcome> {
+        let uids: BTreeSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Evict { uid, .. } => Some(uid.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut deploys = vec![];
+        self.facts.pods.retain(|p| {
+            let hit = uids.contains(p.metadata.uid.as_deref().unwrap_or(""));
+            if hit {
+                let app = &p.labels()["app"];
+                deploys.push(app.rsplit('-').next().unwrap().parse::<usize>().unwrap());
+            }
+            !hit
+        });
+        for d in deploys {
+            let pod = self.pod(d, true);
+            self.facts.pods.push(Arc::new(pod));
+        }
+        uids.iter().map(|u| (u.to_string(), Outcome::Done)).collect()
+    }
+}
+
+/// Drives a run of `policy` over `n` pods to its end; returns (largest status in bytes,
+/// batches, largest batch, refreshed).
+fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
+    let mut w = BigWorld::new(n);
+    let pol = policy(policy_yaml);
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    let (mut largest, mut batches, mut widest) = (0, 0, 0);
+    for _ in 0..20_000 {
+        let sel = select::select(&pol, &w.facts);
+        let obs = Observations {
+            selection: Some(&sel),
+            generation: Some(1),
+            spec: &r.spec,
+            policy: PolicyView::Valid(&pol),
+            facts: &w.facts,
+            others: &[],
+            blocked_by: None,
+            results: &results,
+        };
+        let st = step(&r.status, &obs, w.now);
+        drop(sel);
+        largest = largest.max(json_len(&st.status));
+        if st.status.current_batch.as_ref().map(|b| b.index)
+            != r.status.current_batch.as_ref().map(|b| b.index)
+            && let Some(b) = &st.status.current_batch
+        {
+            batches += 1;
+            widest = widest.max(b.pods.len());
+        }
+        r.status = st.status;
+        if r.status.phase.is_terminal() {
+            return (largest, batches, widest, r.status.progress.refreshed);
+        }
+        results = w.evict(&st.actions);
+        if results.is_empty() {
+            w.now += TimeDelta::seconds(1);
+        }
+    }
+    panic!("the run of {n} pods did not end: {:?}", r.status.message);
+}
+
+#[test]
+fn status_stays_bounded_at_ten_thousand_pods() {
+    // 10% of 10,000 is 1,000 pods per batch: within the budget, not capped.
+    let (largest, batches, widest, refreshed) =
+        status_bytes_at(10_000, "{rollout: {batchSize: '10%', interval: 0s}}");
+    println!("10000 pods: largest status {largest} bytes, {batches} batches, widest {widest}");
+    assert_eq!(refreshed, 10_000);
+    assert!(largest <= STATUS_BUDGET, "{largest}");
+    assert_eq!(widest, 1000);
+    // A batch of 10,000 at once (100%) is capped by the status budget, not by the policy.
+    let (largest, batches, widest, refreshed) =
+        status_bytes_at(10_000, "{rollout: {batchSize: '100%', interval: 0s}}");
+    println!("10000 pods at 100%: largest status {largest} bytes, {batches} batches, widest {widest}");
+    assert_eq!(refreshed, 10_000);
+    assert!(largest <= STATUS_BUDGET, "{largest}");
+    assert!(widest < 10_000 && batches > 1, "capped: {widest} in {batches}");
+}
+
+/// The scale figures of the report: `make fuzz` runs these in release.
+#[test]
+#[ignore = "minutes in a debug build; `make fuzz` runs it in release"]
+fn status_bytes_at_fifty_and_a_hundred_thousand_pods() {
+    for n in [10_000, 50_000, 100_000] {
+        let start = std::time::Instant::now();
+        let (largest, batches, widest, refreshed) =
+            status_bytes_at(n, "{rollout: {batchSize: '10%', interval: 0s}}");
+        println!(
+            "FIGURES status bytes: {n} pods at batchSize 10%: largest status {largest} bytes ({:.0}% of the {} KiB budget), {batches} batches of at most {widest} pods, {refreshed} refreshed, {:.1} s",
+            100.0 * largest as f64 / STATUS_BUDGET as f64,
+            STATUS_BUDGET / 1024,
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(refreshed as usize, n);
+        assert!(largest <= STATUS_BUDGET, "{largest}");
+    }
+}
+
+#[test]
+fn a_fully_grown_pod_stays_within_its_growth_bound() {
+    let planned = BatchPod {
+        namespace: "n".repeat(63),
+        name: "p".repeat(253),
+        uid: "u".repeat(36),
+        node: "x".repeat(253),
+        zone: "z".repeat(63),
+        owner: format!("StatefulSet/{}", "o".repeat(253)),
+        volumes: true,
+        ..Default::default()
+    };
+    let t = DateTime::parse_from_rfc3339("2026-03-02T10:00:00.123456789Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut grown = planned.clone();
+    grown.state = PodState::Refreshed;
+    grown.requested_at = Some(t);
+    grown.evicted_at = Some(t);
+    grown.retry_at = Some(t);
+    grown.replacement = "r".repeat(36);
+    grown.attempts = u32::MAX;
+    grown.message = clip("\"\\\u{1}é".repeat(200), POD_MESSAGE_MAX);
+    assert!(grown.message.len() <= POD_MESSAGE_MAX);
+    assert!(
+        json_len(&grown) <= worst_bytes(&planned),
+        "{} > {}",
+        json_len(&grown),
+        worst_bytes(&planned)
+    );
+}
+
+#[test]
+fn clip_bounds_messages_and_keeps_short_ones() {
+    assert_eq!(clip("evicted".into(), 10), "evicted");
+    let c = clip("é".repeat(100), 11);
+    assert!(c.len() <= 11 && c.ends_with("..."), "{c}");
+    assert_eq!(clip("a\"b\\c\nd".into(), 100), "a'b/c d");
+}
+
+#[test]
+fn the_longest_durations_run_to_the_end_without_panicking() {
+    let mut w = World::new(&[("web", 3)]);
+    let pol = policy("{rollout: {batchSize: 1, interval: 8760h, readyTimeout: 8760h}, stateful: {volumeReadyTimeout: 8760h}, windows: [{schedule: '0 0 1 1 *', duration: 8760h}]}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 40);
+    // One batch ran, the next waits a year.
+    assert_eq!(w.evictions.len(), 1);
+    let next = r.status.next_batch_at.expect("next batch");
+    assert!(next - w.now > TimeDelta::days(364), "{next}");
+    // At the end of time, every instant saturates instead of overflowing.
+    let mut r = Run::new();
+    let end = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(30);
+    w.now = end;
+    let results = HashMap::new();
+    let obs = Observations {
+        selection: None,
+        generation: Some(1),
+        spec: &r.spec,
+        policy: PolicyView::Valid(&pol),
+        facts: &w.facts,
+        others: &[],
+        blocked_by: None,
+        results: &results,
+    };
+    for _ in 0..4 {
+        r.status = step(&r.status, &obs, end).status;
+    }
+}
+
+#[test]
+fn a_dry_run_preview_of_a_huge_plan_is_capped() {
+    let w = BigWorld::new(5_000);
+    let pol = policy("{rollout: {batchSize: '20%'}}");
+    let sel = select::select(&pol, &w.facts);
+    let s = summary(&pol, &sel, &w.facts, t0(), 0, PLAN_PREVIEW);
+    assert_eq!(s.targets, 5_000);
+    let names: usize = s.first_batches.iter().map(|b| b.len()).sum();
+    assert!(names > 100 && names < 1_000, "{names}");
+    assert!(json_len(&s) < PREVIEW_BUDGET + 2_000, "{}", json_len(&s));
+}
+
+#[test]
+fn failed_pods_that_fill_the_status_stop_new_batches_without_breaking_it() {
+    let mut w = World::new(&[("web", 4)]);
+    let pol = policy("{rollout: {batchSize: 1000000}, health: {maxFailures: '100%'}}");
+    let mut r = Run::new();
+    r.status.phase = Phase::Batching;
+    r.status.started_at = Some(w.now);
+    w.advance(Duration::from_secs(2));
+    // A status already at its budget with failed pods (as after many failed batches).
+    let filler = BatchPod {
+        namespace: "shop".into(),
+        name: "x".repeat(200),
+        uid: "gone".into(),
+        owner: "Deployment/broken".into(),
+        state: PodState::Failed,
+        message: "m".repeat(POD_MESSAGE_MAX),
+        ..Default::default()
+    };
+    let count = STATUS_BUDGET / json_len(&filler) + 1;
+    r.status.unhealthy = vec![filler.clone(); count];
+    w.broken.insert("broken".into());
+    w.add_pod("broken", false, false);
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 5);
+    assert!(w.evictions.is_empty(), "nothing evicted past the status budget");
+    assert!(
+        steps.last().unwrap().status.message.contains("size limit"),
+        "{}",
+        steps.last().unwrap().status.message
+    );
+}
