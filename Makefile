@@ -1,5 +1,5 @@
 # armor-refresh: the commands of the README.
-.PHONY: test unit lint e2e control-plane crds demo chaos bench
+.PHONY: test unit lint e2e control-plane crds demo chaos bench fuzz
 
 # Everything CI runs: formatting, lints, unit and CLI tests, the e2e suite on a local
 # control plane (built from Go modules on first use, then cached).
@@ -39,3 +39,10 @@ chaos: control-plane
 # The scale report (docs/benchmarks.md): 1k and 5k pods against the baselines, ~30 min.
 bench: control-plane
 	bench/scale.sh
+
+# The long hostile-input suite, in release: a million generated policy specs through the
+# API server's checks, validation, planning and the state machine (SPEC_CASES to change),
+# then the run's status measured at 10k, 50k and 100k pods (batchSize 10%).
+fuzz:
+	SPEC_CASES=$${SPEC_CASES:-1000000} cargo test --release --lib spec_fuzz -- --nocapture
+	cargo test --release --lib status_bytes_at_fifty -- --ignored --nocapture

@@ -1316,4 +1316,6 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
 }
 
 #[cfg(test)]
+mod spec_fuzz;
+#[cfg(test)]
 mod tests;

@@ -356,3 +356,79 @@ async fn pdbs_the_eviction_api_and_replicasets_behave_as_in_a_real_cluster() -> 
     .await?;
     Ok(())
 }
+
+/// The largest status the operator may write (every pod of a batch at its longest and
+/// fully grown, up to the run's status budget) is accepted by the API server and etcd, and
+/// read back whole.
+#[tokio::test]
+async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
+    use armor_refresh::api::{ArmorRefreshRunStatus, BatchPod, BatchStatus, Phase, PodState};
+    use armor_refresh::run::{POD_MESSAGE_MAX, STATUS_BUDGET, json_len, worst_bytes};
+    let c = client().await?;
+    install_crds(&c).await?;
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let _ = runs
+        .delete("largest-status", &DeleteParams::default())
+        .await;
+    let run: ArmorRefreshRun = serde_json::from_value(json!({
+        "apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshRun",
+        "metadata": {"name": "largest-status"},
+        "spec": {"policyRef": {"name": "no-such-policy-for-the-size-test"}},
+    }))?;
+    runs.create(&PostParams::default(), &run).await?;
+    let now = chrono::Utc::now();
+    let pod = |i: usize| BatchPod {
+        namespace: format!("{:0>63}", i),
+        name: format!("{:x>253}", i),
+        uid: format!("{i:08x}-0000-4000-8000-000000000000"),
+        node: format!("{:n>253}", i),
+        zone: "z".repeat(63),
+        owner: format!("StatefulSet/{:o>253}", i),
+        volumes: true,
+        state: PodState::Evicted,
+        requested_at: Some(now),
+        evicted_at: Some(now),
+        retry_at: Some(now),
+        replacement: format!("{i:08x}-1111-4000-8000-000000000000"),
+        attempts: u32::MAX,
+        message: "m".repeat(POD_MESSAGE_MAX),
+    };
+    let mut status = ArmorRefreshRunStatus {
+        phase: Phase::Batching,
+        reason: "Refreshing".into(),
+        current_batch: Some(BatchStatus {
+            index: 1,
+            started_at: now,
+            pods: vec![],
+        }),
+        ..Default::default()
+    };
+    let mut i = 0;
+    loop {
+        let p = pod(i);
+        // The planner's own accounting: a pod is admitted at its worst size.
+        if json_len(&status) + worst_bytes(&p) > STATUS_BUDGET {
+            break;
+        }
+        status.current_batch.as_mut().unwrap().pods.push(p);
+        i += 1;
+    }
+    let bytes = json_len(&status);
+    assert!(bytes > STATUS_BUDGET * 9 / 10, "{bytes}");
+    let patch = json!({"status": status});
+    runs.patch_status(
+        "largest-status",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    let back = runs.get("largest-status").await?;
+    let got = back.status.expect("status");
+    assert_eq!(got.current_batch.map(|b| b.pods.len()), Some(i));
+    println!(
+        "FIGURES largest status: {bytes} bytes ({i} pods with every field at its longest) accepted by the API server"
+    );
+    runs.delete("largest-status", &DeleteParams::default())
+        .await?;
+    Ok(())
+}

@@ -22,9 +22,9 @@ fn policy(yaml: &str) -> ValidPolicy {
 
 /// A cluster where evicted pods are replaced by their workload with the profile injected
 /// (as the webhook does), Ready after `ready_delay` unless their workload is broken.
-struct World {
-    now: DateTime<Utc>,
-    facts: ClusterFacts,
+pub(crate) struct World {
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) facts: ClusterFacts,
     next_uid: u32,
     ready_delay: i64,
     broken: BTreeSet<String>,
@@ -44,7 +44,7 @@ struct World {
 }
 
 impl World {
-    fn new(deployments: &[(&str, usize)]) -> World {
+    pub(crate) fn new(deployments: &[(&str, usize)]) -> World {
         let mut w = World {
             now: t0(),
             facts: ClusterFacts::default(),
@@ -133,7 +133,7 @@ impl World {
             .count()
     }
 
-    fn evict(&mut self, uid: &str) -> Outcome {
+    pub(crate) fn evict(&mut self, uid: &str) -> Outcome {
         let Some(p) = self.pod(uid) else {
             return Outcome::NotFound;
         };
@@ -162,7 +162,7 @@ impl World {
         Outcome::Done
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(crate) fn advance(&mut self, d: Duration) {
         self.now += TimeDelta::from_std(d).unwrap();
         let now = self.now;
         let due: Vec<String> = self
@@ -946,7 +946,11 @@ impl BigWorld {
         };
         for i in 0..500 {
             w.facts.nodes.insert(
-                format!("ip-10-0-{}-{}.eu-central-1.compute.internal", i / 250, i % 250),
+                format!(
+                    "ip-10-0-{}-{}.eu-central-1.compute.internal",
+                    i / 250,
+                    i % 250
+                ),
                 [(
                     "topology.kubernetes.io/zone".to_string(),
                     format!("eu-central-1{}", ["a", "b", "c"][i % 3]),
@@ -1011,7 +1015,9 @@ impl BigWorld {
             let pod = self.pod(d, true);
             self.facts.pods.push(Arc::new(pod));
         }
-        uids.iter().map(|u| (u.to_string(), Outcome::Done)).collect()
+        uids.iter()
+            .map(|u| (u.to_string(), Outcome::Done))
+            .collect()
     }
 }
 
@@ -1069,10 +1075,15 @@ fn status_stays_bounded_at_ten_thousand_pods() {
     // A batch of 10,000 at once (100%) is capped by the status budget, not by the policy.
     let (largest, batches, widest, refreshed) =
         status_bytes_at(10_000, "{rollout: {batchSize: '100%', interval: 0s}}");
-    println!("10000 pods at 100%: largest status {largest} bytes, {batches} batches, widest {widest}");
+    println!(
+        "10000 pods at 100%: largest status {largest} bytes, {batches} batches, widest {widest}"
+    );
     assert_eq!(refreshed, 10_000);
     assert!(largest <= STATUS_BUDGET, "{largest}");
-    assert!(widest < 10_000 && batches > 1, "capped: {widest} in {batches}");
+    assert!(
+        widest < 10_000 && batches > 1,
+        "capped: {widest} in {batches}"
+    );
 }
 
 /// The scale figures of the report: `make fuzz` runs these in release.
@@ -1137,7 +1148,9 @@ fn clip_bounds_messages_and_keeps_short_ones() {
 #[test]
 fn the_longest_durations_run_to_the_end_without_panicking() {
     let mut w = World::new(&[("web", 3)]);
-    let pol = policy("{rollout: {batchSize: 1, interval: 8760h, readyTimeout: 8760h}, stateful: {volumeReadyTimeout: 8760h}, windows: [{schedule: '0 0 1 1 *', duration: 8760h}]}");
+    let pol = policy(
+        "{rollout: {batchSize: 1, interval: 8760h, readyTimeout: 8760h}, stateful: {volumeReadyTimeout: 8760h}, windows: [{schedule: '0 0 1 1 *', duration: 8760h}]}",
+    );
     let mut r = Run::new();
     drive(&mut w, &mut r, PolicyView::Valid(&pol), 40);
     // One batch ran, the next waits a year.
@@ -1199,7 +1212,10 @@ fn failed_pods_that_fill_the_status_stop_new_batches_without_breaking_it() {
     w.broken.insert("broken".into());
     w.add_pod("broken", false, false);
     let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 5);
-    assert!(w.evictions.is_empty(), "nothing evicted past the status budget");
+    assert!(
+        w.evictions.is_empty(),
+        "nothing evicted past the status budget"
+    );
     assert!(
         steps.last().unwrap().status.message.contains("size limit"),
         "{}",

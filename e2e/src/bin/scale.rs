@@ -15,7 +15,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: scale --size N --out FILE [--batch 50] [--per-deployment 50] [--pause-ms 5000] [--create-samples 200]";
+    let usage = "usage: scale --size N --out FILE [--batch 50] [--per-deployment 50] [--pause-ms 5000] [--create-samples 200] [--batch-size 10%] [--ours-only]";
     let (Some(size), Some(out)) = (
         arg(&args, "--size").and_then(|s| s.parse::<usize>().ok()),
         arg(&args, "--out"),
@@ -37,6 +37,10 @@ async fn main() {
     if let Some(n) = num("--create-samples") {
         cfg.create_samples = n as usize;
     }
+    if let Some(b) = arg(&args, "--batch-size") {
+        cfg.batch_size = Some(b);
+    }
+    cfg.ours_only = args.iter().any(|a| a == "--ours-only");
     let result = async {
         let c = armor_refresh_e2e::client().await?;
         let report = run(&c, &cfg).await?;
