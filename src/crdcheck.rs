@@ -32,6 +32,9 @@ static PATTERNS: LazyLock<Mutex<HashMap<String, Option<Regex>>>> =
 /// Checks a policy's `spec` (as JSON) as the API server would; the first error found.
 pub fn check_policy_spec(spec: &Value) -> Result<(), SpecError> {
     let schema = &POLICY_SCHEMA["properties"]["spec"];
+    // The API server drops nulls of fields that are not nullable (the default applies) and
+    // evaluates no rule on them; cel-go reads µs where the cel crate reads only us.
+    let spec = &normalise(spec.clone());
     let mut errors = vec![];
     structural(schema, spec, "spec", &mut errors);
     if let Some(e) = errors.into_iter().next() {
@@ -55,6 +58,22 @@ pub fn check_policy_spec(spec: &Value) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+fn normalise(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, normalise(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalise).collect()),
+        Value::String(s) if s.contains(['\u{b5}', '\u{3bc}']) => {
+            Value::String(s.replace("\u{b5}s", "us").replace("\u{3bc}s", "us"))
+        }
+        other => other,
+    }
 }
 
 fn err(errors: &mut Vec<SpecError>, path: &str, message: String) {
@@ -192,7 +211,8 @@ fn string(schema: &Value, s: &str, path: &str, errors: &mut Vec<SpecError>) {
         let mut cache = PATTERNS.lock().unwrap_or_else(|e| e.into_inner());
         let re = cache
             .entry(p.to_string())
-            .or_insert_with(|| Regex::new(p).ok());
+            // Go's RE2 \s is ASCII whitespace only; Rust's is Unicode.
+            .or_insert_with(|| Regex::new(&p.replace("\\s", "[\\t\\n\\f\\r ]")).ok());
         if let Some(re) = re
             && !re.is_match(s)
         {
@@ -217,6 +237,10 @@ mod tests {
     #[test]
     fn the_examples_pass() {
         check("{}").unwrap();
+        // What the API server also accepts: nulls (defaults apply), µs, non-ASCII space.
+        check("{rollout: {interval: null, batchSize: null}, windows: null}").unwrap();
+        check("{rollout: {interval: 500µs, readyTimeout: 1h5μs}}").unwrap();
+        check("{profile: {template: \"localhost/a\u{a0}b\"}}").unwrap();
         check("{rollout: {batchSize: '10%', interval: 1m, maxPerZone: 2}, windows: [{schedule: '0 1 * * *', duration: 4h, timeZone: Europe/Berlin}], health: {maxFailures: 3}}").unwrap();
     }
 

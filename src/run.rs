@@ -179,20 +179,20 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 /// plus its quotes: messages carry API errors and users' strings, and must not grow the
 /// status past its budget.
 pub fn clip(msg: String, max: usize) -> String {
-    let clean = |c: char| !c.is_control() && c != '"' && c != '\\';
+    let clean = is_plain;
     if msg.len() <= max && msg.chars().all(clean) {
         return msg;
     }
     let mut out = String::with_capacity(max.min(msg.len()));
     for c in msg.chars() {
-        let c = if clean(c) {
-            c
-        } else if c == '"' {
-            '\''
-        } else if c == '\\' {
-            '/'
-        } else {
-            ' '
+        let c = match c {
+            c if clean(c) => c,
+            '"' => '\'',
+            '\\' => '/',
+            '<' => '(',
+            '>' => ')',
+            '&' => '+',
+            _ => ' ',
         };
         if out.len() + c.len_utf8() > max.saturating_sub(3) {
             out.push_str("...");
@@ -201,6 +201,12 @@ pub fn clip(msg: String, max: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// A character every JSON encoder writes as itself (serde_json escapes control characters,
+/// quotes and backslashes; Go's encoder also `<`, `>`, `&`, U+2028 and U+2029).
+fn is_plain(c: char) -> bool {
+    !c.is_control() && !matches!(c, '"' | '\\' | '<' | '>' | '&' | '\u{2028}' | '\u{2029}')
 }
 
 /// Bytes of a value as JSON.
@@ -221,7 +227,7 @@ fn clip_messages(s: &mut ArmorRefreshRunStatus) {
         .flat_map(|b| b.pods.iter_mut())
         .chain(s.unhealthy.iter_mut())
     {
-        if p.message.len() > POD_MESSAGE_MAX || p.message.contains(['"', '\\']) {
+        if p.message.len() > POD_MESSAGE_MAX || !p.message.chars().all(is_plain) {
             p.message = clip(std::mem::take(&mut p.message), POD_MESSAGE_MAX);
         }
     }
@@ -713,7 +719,7 @@ fn observe_batch(
                     };
                 }
                 Some(Outcome::Refused(msg)) => {
-                    p.attempts += 1;
+                    p.attempts = p.attempts.saturating_add(1);
                     let backoff = DEFERRAL_BASE
                         .saturating_mul(1 << p.attempts.min(8))
                         .min(DEFERRAL_MAX);
@@ -1107,8 +1113,9 @@ fn fit_in_status(
     budget: u32,
     plan: impl Fn(u32) -> Vec<BatchPod>,
 ) -> (Vec<BatchPod>, bool) {
-    // The batch record's own keys and index around its pods.
-    const BATCH_OVERHEAD: usize = 128;
+    // The batch record's own keys and index around its pods, and the run's message and
+    // its three conditions, rewritten after this is measured.
+    const BATCH_OVERHEAD: usize = 128 + 4 * (MESSAGE_MAX + 64);
     let room = STATUS_BUDGET.saturating_sub(json_len(s) + BATCH_OVERHEAD);
     let mut k = budget;
     let mut capped = false;
@@ -1118,7 +1125,9 @@ fn fit_in_status(
         let fit = pods
             .iter()
             .take_while(|p| {
-                used += worst_bytes(p);
+                // Twice: a pod whose replacement fails is kept in the batch and, until its
+                // workload is whole again, in `unhealthy` too.
+                used += 2 * worst_bytes(p);
                 used <= room
             })
             .count();
@@ -1288,7 +1297,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         .last()
         .map_or(0, |h| h.index)
         .max(s.current_batch.as_ref().map_or(0, |b| b.index))
-        + 1;
+        .saturating_add(1);
     let names: Vec<String> = pods
         .iter()
         .map(|p| format!("{}/{}", p.namespace, p.name))

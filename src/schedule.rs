@@ -72,7 +72,7 @@ impl WindowSpec {
         };
         // A window that is still open when it opens again never closes: always open by
         // accident. Its period is the shortest gap between two openings (over the next few).
-        if let Some(gap) = w.shortest_gap(first, PERIOD_PROBES)
+        if let Some(gap) = w.shortest_gap_in_a_year(first)
             && span > gap
         {
             return Err(SpecError::new(
@@ -86,6 +86,17 @@ impl WindowSpec {
             ));
         }
         Ok(w)
+    }
+
+    /// The shortest gap between openings over the year after `from`: a few consecutive
+    /// openings from every week, so a daylight-saving change (a 23 h day) is seen too.
+    fn shortest_gap_in_a_year(&self, from: DateTime<Utc>) -> Option<TimeDelta> {
+        (0..53)
+            .filter_map(|week| {
+                let start = self.next_start_after(from + TimeDelta::weeks(week))?;
+                self.shortest_gap(start, PERIOD_PROBES)
+            })
+            .min()
     }
 
     /// The shortest gap between consecutive openings among the first `n` after `from`.
@@ -135,8 +146,8 @@ impl WindowSpec {
     }
 }
 
-/// Openings probed for a window's period.
-const PERIOD_PROBES: usize = 48;
+/// Consecutive openings probed for a window's period, from each week of a year.
+const PERIOD_PROBES: usize = 8;
 
 /// `t + d`, or the last representable instant: time arithmetic never panics.
 pub fn saturating_add(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
@@ -367,6 +378,10 @@ mod tests {
         let e = WindowSpec::parse("spec.windows[0]", "0 1 * * 1-5", "25h", "UTC").unwrap_err();
         assert!(e.message.contains("24h"), "{e}");
         assert!(WindowSpec::parse("w", "0 1 * * 1-5", "24h", "UTC").is_ok());
+        // In Berlin the day of the spring change has 23 hours: a 24h daily window overlaps.
+        let e = WindowSpec::parse("w", "0 1 * * *", "24h", "Europe/Berlin").unwrap_err();
+        assert!(e.message.contains("23h"), "{e}");
+        assert!(WindowSpec::parse("w", "0 1 * * *", "23h", "Europe/Berlin").is_ok());
         let e = WindowSpec::parse("spec.windows[0]", "0 1 * * *", "9000h", "UTC").unwrap_err();
         assert!(e.message.contains("8760h"), "{e}");
     }

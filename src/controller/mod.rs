@@ -96,7 +96,10 @@ fn is_too_large(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => {
             let m = s.message.to_lowercase();
-            s.code == 413 || m.contains("too large") || m.contains("too long")
+            s.code == 413
+                || m.contains("too large")
+                || m.contains("too long")
+                || m.contains("larger than max")
         }
         _ => false,
     }
