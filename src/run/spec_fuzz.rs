@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use serde_json::{Value, json};
 
-use super::tests::World;
+use super::tests::{World, observe};
 use super::*;
 use crate::api::{ArmorRefreshPolicySpec, ArmorRefreshRunSpec, PolicyRef};
 use crate::policy::validate;
@@ -253,16 +253,7 @@ fn pipeline(spec: &Value, jumps: &[i64], tally: &mut Tally) {
     let mut status = ArmorRefreshRunStatus::default();
     let mut results = HashMap::new();
     for &j in jumps {
-        let obs = Observations {
-            selection: None,
-            generation: Some(1),
-            spec: &spec,
-            policy: PolicyView::Valid(&valid),
-            facts: &w.facts,
-            others: &[],
-            blocked_by: None,
-            results: &results,
-        };
+        let obs = observe(&spec, PolicyView::Valid(&valid), &w.facts, &results, None);
         let st = step(&status, &obs, w.now);
         assert!(json_len(&st.status) <= STATUS_BUDGET);
         tally.steps += 1;

@@ -205,6 +205,26 @@ impl Run {
     }
 }
 
+/// What a run of `spec` observes of `facts` under `policy` (no other runs).
+pub(crate) fn observe<'a>(
+    spec: &'a ArmorRefreshRunSpec,
+    policy: PolicyView<'a>,
+    facts: &'a ClusterFacts,
+    results: &'a HashMap<String, Outcome>,
+    selection: Option<&'a Selection>,
+) -> Observations<'a> {
+    Observations {
+        selection,
+        generation: Some(1),
+        spec,
+        policy,
+        facts,
+        others: &[],
+        blocked_by: None,
+        results,
+    }
+}
+
 /// What a shell does: step, persist, act, feed the outcomes back.
 fn shell_step(
     w: &mut World,
@@ -212,16 +232,7 @@ fn shell_step(
     p: PolicyView,
     results: &HashMap<String, Outcome>,
 ) -> (Step, HashMap<String, Outcome>) {
-    let obs = Observations {
-        selection: None,
-        generation: Some(1),
-        spec: &r.spec,
-        policy: p,
-        facts: &w.facts,
-        others: &[],
-        blocked_by: None,
-        results,
-    };
+    let obs = observe(&r.spec, p, &w.facts, results, None);
     let st = step(&r.status, &obs, w.now);
     r.status = st.status.clone();
     let mut out = HashMap::new();
@@ -1031,16 +1042,13 @@ fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
     let (mut largest, mut batches, mut widest) = (0, 0, 0);
     for _ in 0..20_000 {
         let sel = select::select(&pol, &w.facts);
-        let obs = Observations {
-            selection: Some(&sel),
-            generation: Some(1),
-            spec: &r.spec,
-            policy: PolicyView::Valid(&pol),
-            facts: &w.facts,
-            others: &[],
-            blocked_by: None,
-            results: &results,
-        };
+        let obs = observe(
+            &r.spec,
+            PolicyView::Valid(&pol),
+            &w.facts,
+            &results,
+            Some(&sel),
+        );
         let st = step(&r.status, &obs, w.now);
         drop(sel);
         largest = largest.max(json_len(&st.status));
@@ -1162,16 +1170,7 @@ fn the_longest_durations_run_to_the_end_without_panicking() {
     let end = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(30);
     w.now = end;
     let results = HashMap::new();
-    let obs = Observations {
-        selection: None,
-        generation: Some(1),
-        spec: &r.spec,
-        policy: PolicyView::Valid(&pol),
-        facts: &w.facts,
-        others: &[],
-        blocked_by: None,
-        results: &results,
-    };
+    let obs = observe(&r.spec, PolicyView::Valid(&pol), &w.facts, &results, None);
     for _ in 0..4 {
         r.status = step(&r.status, &obs, end).status;
     }
