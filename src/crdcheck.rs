@@ -41,7 +41,12 @@ pub fn check_policy_spec(spec: &Value) -> Result<(), SpecError> {
         return Err(e);
     }
     let obj = json!({ "spec": spec });
-    if let Err(errs) = kube_cel::Validator::new().validate_compiled(&COMPILED, &obj, None) {
+    // A validator registers every Kubernetes CEL function: one per thread, not per call.
+    thread_local! {
+        static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
+    }
+    let result = VALIDATOR.with(|v| v.validate_compiled(&COMPILED, &obj, None));
+    if let Err(errs) = result {
         if let Some(e) = errs.as_slice().first() {
             let field = if e.field_path.is_empty() {
                 "spec".to_string()

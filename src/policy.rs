@@ -246,11 +246,16 @@ pub fn quote(s: &str) -> String {
     if s.len() <= MAX {
         return format!("{s:?}");
     }
-    let mut end = MAX;
+    format!("{:?}... ({} bytes)", cut(s, MAX), s.len())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{:?}... ({} bytes)", &s[..end], s.len())
+    &s[..end]
 }
 
 /// A label name: at most 63 characters, alphanumeric at both ends, `-_.` inside.

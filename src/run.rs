@@ -48,8 +48,6 @@ pub const POD_MESSAGE_MAX: usize = 160;
 pub const MESSAGE_MAX: usize = 1024;
 /// Bytes of pod names in a plan's preview of its first batches.
 pub const PREVIEW_BUDGET: usize = 16 * 1024;
-/// Longest note of an Event (events.k8s.io refuses notes over 1 KiB).
-const EVENT_NOTE_MAX: usize = 1000;
 
 /// The policy as the run sees it.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +155,7 @@ impl Ctx<'_> {
         self.actions.push(Action::Event {
             warning,
             reason: reason.to_string(),
-            note: clip(note.into(), EVENT_NOTE_MAX),
+            note: note.into(),
         });
     }
     fn wake_at(&mut self, t: DateTime<Utc>) {
@@ -179,14 +177,13 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 /// plus its quotes: messages carry API errors and users' strings, and must not grow the
 /// status past its budget.
 pub fn clip(msg: String, max: usize) -> String {
-    let clean = is_plain;
-    if msg.len() <= max && msg.chars().all(clean) {
+    if msg.len() <= max && msg.chars().all(is_plain) {
         return msg;
     }
     let mut out = String::with_capacity(max.min(msg.len()));
     for c in msg.chars() {
         let c = match c {
-            c if clean(c) => c,
+            c if is_plain(c) => c,
             '"' => '\'',
             '\\' => '/',
             '<' => '(',
@@ -227,9 +224,8 @@ fn clip_messages(s: &mut ArmorRefreshRunStatus) {
         .flat_map(|b| b.pods.iter_mut())
         .chain(s.unhealthy.iter_mut())
     {
-        if p.message.len() > POD_MESSAGE_MAX || !p.message.chars().all(is_plain) {
-            p.message = clip(std::mem::take(&mut p.message), POD_MESSAGE_MAX);
-        }
+        // clip returns a message that is already within bounds as it is.
+        p.message = clip(std::mem::take(&mut p.message), POD_MESSAGE_MAX);
     }
     s.message = clip(std::mem::take(&mut s.message), MESSAGE_MAX);
 }

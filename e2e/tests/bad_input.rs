@@ -415,10 +415,51 @@ async fn every_bad_input_gets_its_documented_answer_and_loses_nothing() -> Resul
                 panic!("run {run} is not {phase}/{reason}:\n{out}");
             }
         }
+        // A policy from a newer CRD (installed before the operator is upgraded): a strategy
+        // this operator does not know. It cannot decode it, so it says so on the policy,
+        // once, and the policy's runs wait: the policy is not taken for deleted.
+        let enum_path = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/rollout/properties/strategy/enum/-";
+        let (ok, _, err) = kubectl(
+            &["patch", "crd", "armorrefreshpolicies.refresh.armor.dev", "--type", "json", "-p",
+              &format!(r#"[{{"op": "add", "path": "{enum_path}", "value": "Surge"}}]"#)],
+            None,
+        )
+        .await?;
+        assert!(ok, "{err}");
+        let future = "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: from-the-future}\nspec: {rollout: {strategy: Surge}}\n";
+        wait_for("a policy of the newer CRD to be accepted", Duration::from_secs(20), || async {
+            Ok(kubectl(&["apply", "-f", "-"], Some(future)).await?.0.then_some(()))
+        })
+        .await?;
+        kubectl(&["apply", "-f", "-"], Some("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {name: of-the-future}\nspec: {policyRef: {name: from-the-future}}\n")).await?;
+        let message = wait_for("the undecodable policy: Ready=False", Duration::from_secs(30), || async {
+            let (s, m) = ready_condition("from-the-future").await?;
+            Ok((s == "False").then_some(m))
+        })
+        .await?;
+        assert!(message.contains("cannot be read") && message.contains("Surge"), "{message}");
+        wait_for("its run: Pending/PolicyInvalid", Duration::from_secs(30), || async {
+            let (_, out, _) = kubectl(&["get", "arr", "of-the-future", "-o", "jsonpath={.status.phase}/{.status.reason}"], None).await?;
+            Ok((out == "Pending/PolicyInvalid").then_some(()))
+        })
+        .await?;
+        // Written once, not on every pass (the runs and policies around it keep waking the operator).
+        let version = || async {
+            let (_, out, _) = kubectl(&["get", "arp", "from-the-future", "-o", "jsonpath={.metadata.resourceVersion}"], None).await?;
+            Result::<String>::Ok(out)
+        };
+        let before = version().await?;
+        kubectl(&["annotate", "arp", "good", "touched=1", "--overwrite"], None).await?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(version().await?, before, "the undecodable policy's status was written again");
+        kubectl(&["delete", "arr", "of-the-future"], None).await?;
+        kubectl(&["delete", "arp", "from-the-future"], None).await?;
+        install_crds(&c).await?;
+
         let (status, _) = ready_condition("good").await?;
         assert_eq!(status, "True", "the valid policy stayed Ready");
         assert!(op.alive() && op.pid() == pid, "the operator process survived every input");
-        println!("FIGURES bad input: {} policy cases, {} run cases: {rejected} rejected by the API server, {not_ready} Ready=False by the operator, {accepted} extremes accepted and Ready, 2 runs waiting with their reason; operator pid {pid:?} up throughout", POLICIES.len(), RUNS.len());
+        println!("FIGURES bad input: {} policy cases, {} run cases: {rejected} rejected by the API server, {not_ready} Ready=False by the operator, {accepted} extremes accepted and Ready, 2 runs waiting with their reason, 1 policy of a newer CRD reported as unreadable; operator pid {pid:?} up throughout", POLICIES.len(), RUNS.len());
         Result::<()>::Ok(())
     }
     .await;

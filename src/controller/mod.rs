@@ -61,6 +61,9 @@ pub struct Config {
     pub write_burst: u32,
 }
 
+/// Longest note of an Event in bytes (events.k8s.io refuses notes over 1 KiB).
+const EVENT_NOTE_MAX: usize = 1000;
+
 /// The label of a label-less event reason, for metrics.
 /// Workloads evicted from at once (each workload's pods one after another).
 const EVICTION_CONCURRENCY: usize = 16;
@@ -89,7 +92,23 @@ struct Operator {
     auto_created: HashMap<String, Instant>,
     /// Extra pause after the API server answered 429 for overload (not a PDB).
     overload: Duration,
+    /// Policy name → its validation, for the (uid, generation) it was made from: checking
+    /// windows (a year of cron openings each) is not redone on every pass.
+    validated: HashMap<String, PolicyKey>,
+    /// Policy name → the status this process last wrote for a policy it cannot decode
+    /// (the cache has none for it): without it, every pass would write it again.
+    undecodable_statuses: HashMap<String, ArmorRefreshPolicyStatus>,
 }
+
+/// The field of the error of a policy that does not decode (validation always names a
+/// field below `spec`).
+const UNDECODABLE: &str = "spec";
+
+/// The validation of a policy and the (uid, generation) of the spec it was made from.
+type PolicyKey = (
+    (Option<String>, Option<i64>),
+    Result<ValidPolicy, SpecError>,
+);
 
 /// The API server (or etcd behind it) refused a request for its size.
 fn is_too_large(e: &kube::Error) -> bool {
@@ -158,6 +177,8 @@ pub async fn run(
         results: HashMap::new(),
         auto_created: HashMap::new(),
         overload: Duration::ZERO,
+        validated: HashMap::new(),
+        undecodable_statuses: HashMap::new(),
     };
     let mut was_leader = false;
     loop {
@@ -167,6 +188,7 @@ pub async fn run(
             // A new term starts from what the API server has, never from memory.
             op.statuses.clear();
             op.results.clear();
+            op.undecodable_statuses.clear();
             was_leader = is_leader;
         }
         let next = if is_leader {
@@ -204,16 +226,22 @@ impl Operator {
         }
     }
 
-    fn policies(&self) -> Policies {
+    fn policies(&mut self) -> Policies {
         let mut out = BTreeMap::new();
         for g in self.caches.policies.state() {
             match &g.0 {
                 Ok(p) => {
                     let name = p.name_any();
-                    out.insert(
-                        name.clone(),
-                        (Arc::new(p.clone()), validate(&name, &p.spec)),
-                    );
+                    let key = (p.uid(), p.metadata.generation);
+                    let valid = match self.validated.get(&name) {
+                        Some((k, v)) if *k == key => v.clone(),
+                        _ => {
+                            let v = validate(&name, &p.spec);
+                            self.validated.insert(name.clone(), (key, v.clone()));
+                            v
+                        }
+                    };
+                    out.insert(name, (Arc::new(p.clone()), valid));
                 }
                 Err(bad) => {
                     // Stored, but not readable as a policy (a value past what this version
@@ -227,10 +255,10 @@ impl Operator {
                     let placeholder = ArmorRefreshPolicy {
                         metadata: bad.metadata.clone(),
                         spec: serde_json::from_value(json!({})).expect("an empty spec decodes"),
-                        status: None,
+                        status: self.undecodable_statuses.get(&name).cloned(),
                     };
                     let err = SpecError::new(
-                        "spec",
+                        UNDECODABLE,
                         crate::run::clip(
                             format!("the object cannot be read: {}", bad.error),
                             crate::run::MESSAGE_MAX / 2,
@@ -240,6 +268,9 @@ impl Operator {
                 }
             }
         }
+        self.validated.retain(|name, _| out.contains_key(name));
+        self.undecodable_statuses
+            .retain(|name, _| out.contains_key(name));
         out
     }
 
@@ -601,8 +632,8 @@ impl Operator {
                     } else {
                         EventType::Normal
                     },
-                    reason: reason.chars().take(128).collect(),
-                    note: Some(note.chars().take(1000).collect()),
+                    reason: crate::policy::cut(reason, 128).to_string(),
+                    note: Some(crate::policy::cut(note, EVENT_NOTE_MAX).to_string()),
                     action: "Refresh".into(),
                     secondary: None,
                 };
@@ -720,7 +751,12 @@ impl Operator {
             if st != old {
                 st.last_evaluated = Some(now);
                 self.throttle().await;
-                let api: Api<ArmorRefreshPolicy> = Api::all(self.client.clone());
+                // Untyped: the answer carries the spec, which this version may not decode
+                // (a policy of a newer CRD), and a write that succeeded must count as one.
+                let api: Api<DynamicObject> = Api::all_with(
+                    self.client.clone(),
+                    &ApiResource::erase::<ArmorRefreshPolicy>(&()),
+                );
                 let patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshPolicy", "status": st});
                 METRICS.write("patch_status");
                 let r = api
@@ -731,9 +767,16 @@ impl Operator {
                     )
                     .await;
                 self.note_overload(&r);
-                if let Err(e) = r {
-                    tracing::warn!(policy = %name, error = %e, "writing policy status failed");
-                    METRICS.reconcile_error("status_write");
+                match r {
+                    Err(e) => {
+                        tracing::warn!(policy = %name, error = %e, "writing policy status failed");
+                        METRICS.reconcile_error("status_write");
+                    }
+                    // A policy the cache cannot decode has no status there: remember it.
+                    Ok(_) if valid.as_ref().is_err_and(|e| e.field == UNDECODABLE) => {
+                        self.undecodable_statuses.insert(name.clone(), st);
+                    }
+                    Ok(_) => {}
                 }
             }
         }
