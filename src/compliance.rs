@@ -56,6 +56,15 @@ impl Profile {
         }
     }
 
+    /// Can KubeArmor's agent load it? It stores each `localhost/` profile as a file named
+    /// after it: at most 255 bytes, no `/` and no `..`. The runtime's own always load.
+    pub fn is_loadable(&self) -> bool {
+        match self {
+            Profile::Localhost(n) => n.len() <= 255 && !n.contains('/') && !n.contains(".."),
+            Profile::RuntimeDefault | Profile::Unconfined => true,
+        }
+    }
+
     /// The annotation value.
     pub fn annotation(&self) -> String {
         match self {
@@ -279,6 +288,9 @@ pub enum ContainerVerdict {
     Explicit,
     /// Lacks the desired profile (or carries one we injected under an older policy).
     Missing,
+    /// Lacks it, and its name cannot be loaded (a template expanded past 255 bytes): never
+    /// injected, since the container could never start; its pod is not a target.
+    Unloadable,
 }
 
 /// The verdict for a pod.
@@ -292,7 +304,13 @@ impl Compliance {
     pub fn is_compliant(&self) -> bool {
         self.containers
             .iter()
-            .all(|(_, v)| *v != ContainerVerdict::Missing)
+            .all(|(_, v)| matches!(v, ContainerVerdict::Compliant | ContainerVerdict::Explicit))
+    }
+    /// Some container would need a profile no agent can load.
+    pub fn has_unloadable(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|(_, v)| *v == ContainerVerdict::Unloadable)
     }
     /// Every container carries a profile the user chose (none of ours).
     pub fn all_explicit(&self) -> bool {
@@ -342,6 +360,8 @@ pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels)
                 && !injected.contains(&d.container)
             {
                 ContainerVerdict::Explicit
+            } else if !d.profile.is_loadable() {
+                ContainerVerdict::Unloadable
             } else {
                 ContainerVerdict::Missing
             };

@@ -40,6 +40,9 @@ pub enum SkipReason {
     Compliant,
     /// Carries profiles the user set explicitly: respected.
     ExplicitProfile,
+    /// Its profile's name cannot be loaded by KubeArmor's agent (over 255 bytes once the
+    /// template is expanded): refreshing it would give a container that never starts.
+    UnloadableProfile,
 }
 
 impl SkipReason {
@@ -58,6 +61,7 @@ impl SkipReason {
             SkipReason::NotRestartable => "NotRestartable",
             SkipReason::Compliant => "Compliant",
             SkipReason::ExplicitProfile => "ExplicitProfile",
+            SkipReason::UnloadableProfile => "UnloadableProfile",
         }
     }
 }
@@ -357,6 +361,9 @@ fn classify_indexed(
         }
     }
     let verdict = compliance::check(policy, pod, &owner, index.namespace_labels(facts, &ns));
+    if verdict.has_unloadable() {
+        return Err(SkipReason::UnloadableProfile);
+    }
     if verdict.is_compliant() {
         return Err(if verdict.all_explicit() {
             SkipReason::ExplicitProfile
@@ -459,6 +466,16 @@ mod tests {
         assert_eq!(t.zone, "zone-a");
         assert_eq!(t.uid, "uid-1");
         assert!(t.ready && !t.volumes && !t.leader && t.ordinal.is_none());
+    }
+
+    #[test]
+    fn a_profile_name_no_agent_can_load_is_skipped() {
+        // 250 + '-' + the pod's name: past the 255 bytes of a file name.
+        let long = "profile: {template: 'localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-{pod}'}";
+        assert_eq!(only(long, &p("", "")), Err(SkipReason::UnloadableProfile));
+        // A shorter expansion of the same kind is a target.
+        let short = "profile: {template: 'localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-{pod}'}";
+        assert!(only(short, &p("", "")).is_ok());
     }
 
     #[test]

@@ -510,7 +510,16 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
     chart::install_rbac_and_webhook(port).await?;
 
     log(&format!("creating {expected} pods"));
-    apply(&workloads_yaml(cfg)).await?;
+    // In chunks: one kubectl apply of every workload of 20,000 pods outlasts its timeout
+    // while the controllers already create the first pods.
+    let yaml = workloads_yaml(cfg);
+    let docs: Vec<&str> = yaml
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    for chunk in docs.chunks(100) {
+        apply(&chunk.join("---\n")).await?;
+    }
     let witness = Witness::start(c).await?;
     settle(c, &witness, expected, cfg.timeout).await?;
 

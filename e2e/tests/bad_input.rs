@@ -255,6 +255,13 @@ const POLICIES: &[(&str, &str, Answer)] = &[
         Rejected("may not contain '/' or '..'"),
     ),
     (
+        // Valid as written; each pod whose expanded name passes 255 bytes is skipped
+        // (UnloadableProfile) and never injected (unit tests of select and the webhook).
+        "template that expands past 255 bytes",
+        "profile: {template: \"localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-{namespace}-{owner}-{container}\"}",
+        Valid,
+    ),
+    (
         "template longer than a profile name",
         "profile: {template: \"localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
         Rejected("spec.profile.template"),

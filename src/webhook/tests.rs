@@ -144,6 +144,22 @@ fn a_deployment_pod_gets_annotations_for_every_container() {
 }
 
 #[test]
+fn a_profile_name_no_agent_can_load_is_never_injected() {
+    // The expanded name (250 x's, the owner and the container) is over 255 bytes: the container
+    // could never start, so the pod is admitted as it is.
+    let pols = vec![policy(
+        "profile: {template: 'localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-{owner}-{container}'}",
+    )];
+    let obj = deploy_pod();
+    let (code, _, verdict, _) = handle(
+        &review_json("pods", None, "shop", "", obj.clone()),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!((code, verdict), (200, Verdict::Unchanged));
+}
+
+#[test]
 fn field_and_both_formats() {
     for (fmt, ann, field) in [("Field", false, true), ("Both", true, true)] {
         let pols = vec![policy(&format!("profile: {{format: {fmt}}}"))];
