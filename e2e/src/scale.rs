@@ -517,8 +517,17 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
         .collect();
-    for chunk in docs.chunks(100) {
-        apply(&chunk.join("---\n")).await?;
+    for chunk in docs.chunks(50) {
+        // Idempotent, so a chunk that timed out on a saturated API server is applied again.
+        let yaml = chunk.join("---\n");
+        let mut tries = 0;
+        while let Err(e) = apply(&yaml).await {
+            tries += 1;
+            if tries == 5 {
+                return Err(e);
+            }
+            log(&format!("applying workloads again ({e})"));
+        }
     }
     let witness = Witness::start(c).await?;
     settle(c, &witness, expected, cfg.timeout).await?;

@@ -111,7 +111,7 @@ type PolicyKey = (
 );
 
 /// The API server (or etcd behind it) refused a request for its size.
-fn is_too_large(e: &kube::Error) -> bool {
+pub fn is_too_large(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => {
             let m = s.message.to_lowercase();
