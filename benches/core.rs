@@ -21,12 +21,17 @@ fn cluster(n: usize) -> ClusterFacts {
     for i in 0..60 {
         f.nodes.insert(
             format!("node-{i}"),
-            [(
-                "topology.kubernetes.io/zone".to_string(),
-                format!("zone-{}", i % 3),
-            )]
+            [
+                (
+                    "topology.kubernetes.io/zone".to_string(),
+                    format!("zone-{}", i % 3),
+                ),
+                ("kubearmor.io/enforcer".to_string(), "apparmor".to_string()),
+            ]
             .into(),
         );
+        // Every node runs a KubeArmor agent, so every pod is a candidate.
+        f.agents.insert(format!("node-{i}"));
     }
     for i in 0..n {
         let ns = format!("ns-{}", i % 20);
@@ -123,6 +128,9 @@ impl Lookup for NoLookup {
     fn node_labels(&self, _: &str) -> Option<BTreeMap<String, String>> {
         None
     }
+    fn agent_on(&self, _: &str) -> bool {
+        false
+    }
     fn pod(&self, _: &str, _: &str) -> Option<Pod> {
         None
     }
@@ -149,7 +157,14 @@ pub fn review_body() -> Vec<u8> {
 }
 
 fn admission(c: &mut Criterion) {
-    let policies = vec![validate("p", &serde_yaml::from_str("{}").unwrap()).unwrap()];
+    // Creation-time injection: the review below creates an unbound pod, which it patches.
+    let policies = vec![
+        validate(
+            "p",
+            &serde_yaml::from_str("profile: {injectAt: Create}").unwrap(),
+        )
+        .unwrap(),
+    ];
     let body = review_body();
     c.bench_function("webhook/handle_pod_create", |b| {
         b.iter(|| handle(&body, &policies, &NoLookup))

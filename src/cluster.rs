@@ -2,7 +2,7 @@
 //! owning workloads, as plain data. The controller fills it from its reflectors; `plan`
 //! from a snapshot file (`kubectl get ... -o yaml`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -10,7 +10,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
+use kube::core::{Expression, Selector, SelectorExt};
 use serde::de::DeserializeOwned;
+
+use crate::policy::ValidPolicy;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -38,6 +41,53 @@ pub struct ClusterFacts {
     pub deployments: BTreeMap<(String, String), Arc<Deployment>>,
     /// (namespace, name) → DaemonSet.
     pub daemonsets: BTreeMap<(String, String), Arc<DaemonSet>>,
+    /// Nodes where a KubeArmor agent runs (see [`ClusterFacts::find_agents`]).
+    pub agents: BTreeSet<String>,
+    /// Every valid policy: which one governs a pod is decided among all of them.
+    pub policies: Vec<ValidPolicy>,
+    /// Namespaces the webhook configuration skips: no pod there gets a profile.
+    pub unhooked_namespaces: BTreeSet<String>,
+}
+
+/// What a KubeArmor agent pod looks like: KubeArmor's controller looks for
+/// `kubearmor-app=kubearmor` on the node (`CheckKubearmorStatus`).
+pub const DEFAULT_AGENT_SELECTOR: &str = "kubearmor-app=kubearmor";
+
+/// Parses a label selector in its simplest text form: `key=value` and `key` (exists),
+/// comma-separated.
+pub fn parse_agent_selector(s: &str) -> Result<Selector, String> {
+    let mut exprs = vec![];
+    for part in s.split(',').map(str::trim) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (part, None),
+        };
+        let valid = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 317
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        };
+        if !valid(k) || v.is_some_and(|v| !v.is_empty() && !valid(v)) {
+            return Err(format!(
+                "{part:?} is not `key=value` or `key` (e.g. kubearmor-app=kubearmor)"
+            ));
+        }
+        exprs.push(match v {
+            Some(v) => Expression::Equal(k.to_string(), v.to_string()),
+            None => Expression::Exists(k.to_string()),
+        });
+    }
+    Ok(exprs.into_iter().collect())
+}
+
+/// Is this pod a live KubeArmor agent: matching `selector`, Running, not being deleted?
+/// (KubeArmor's controller accepts any matching pod; a Pending agent loads nothing yet.)
+pub fn is_running_agent(pod: &Pod, selector: &Selector) -> bool {
+    selector.matches(pod.labels())
+        && pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && pod.spec.as_ref().is_some_and(|s| s.node_name.is_some())
 }
 
 impl ClusterFacts {
@@ -47,6 +97,16 @@ impl ClusterFacts {
         l.entry("kubernetes.io/metadata.name".to_string())
             .or_insert_with(|| ns.to_string());
         l
+    }
+
+    /// Records the nodes where an agent matching `selector` runs.
+    pub fn find_agents(&mut self, selector: &Selector) {
+        self.agents = self
+            .pods
+            .iter()
+            .filter(|p| is_running_agent(p, selector))
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
     }
 
     /// Labels of a node, if the node is known.
@@ -280,6 +340,8 @@ mod fuzz {
         let facts = ClusterFacts::from_snapshot(text).map_err(|e| e.to_string())?;
         let spec = serde_yaml::from_str("rollout: {batchSize: 5}").expect("a policy spec");
         let policy = crate::policy::validate("fuzz", &spec).expect("the default policy");
+        let mut facts = facts;
+        facts.find_agents(&parse_agent_selector(DEFAULT_AGENT_SELECTOR).unwrap());
         let sel = crate::select::select(&policy, &facts);
         let limits = crate::plan::Limits::from_policy(&policy, sel.targets.len() as u32);
         let batches = crate::plan::plan_all(&sel.targets, &limits, &crate::run::context(&facts));

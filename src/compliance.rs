@@ -57,10 +57,13 @@ impl Profile {
     }
 
     /// Can KubeArmor's agent load it? It stores each `localhost/` profile as a file named
-    /// after it: at most 255 bytes, no `/` and no `..`. The runtime's own always load.
+    /// after it (`RegisterAppArmorProfile` refuses `/`, `\\` and `..`; a file name has at most
+    /// 255 bytes). The runtime's own always load.
     pub fn is_loadable(&self) -> bool {
         match self {
-            Profile::Localhost(n) => n.len() <= 255 && !n.contains('/') && !n.contains(".."),
+            Profile::Localhost(n) => {
+                n.len() <= 255 && !n.contains('/') && !n.contains('\\') && !n.contains("..")
+            }
             Profile::RuntimeDefault | Profile::Unconfined => true,
         }
     }
@@ -209,7 +212,8 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
     init.chain(main)
 }
 
-/// The profile each container (init containers included) must carry under `policy`.
+/// The profile each container must carry under `policy`: regular containers, and init
+/// containers when the policy includes them.
 pub fn desired_profiles(
     policy: &ValidPolicy,
     pod: &Pod,
@@ -220,6 +224,7 @@ pub fn desired_profiles(
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let labels = pod.labels();
     all_containers(pod)
+        .filter(|(_, init)| !init || policy.spec.profile.include_init_containers)
         .map(|(c, init)| {
             let template = policy
                 .overrides
@@ -291,6 +296,9 @@ pub enum ContainerVerdict {
     /// Lacks it, and its name cannot be loaded (a template expanded past 255 bytes): never
     /// injected, since the container could never start; its pod is not a target.
     Unloadable,
+    /// Lacks it, and the namespace's Pod Security level forbids it (`unconfined` under
+    /// baseline or restricted): the API server would refuse the pod. Never injected.
+    Forbidden,
 }
 
 /// The verdict for a pod.
@@ -311,6 +319,12 @@ impl Compliance {
         self.containers
             .iter()
             .any(|(_, v)| *v == ContainerVerdict::Unloadable)
+    }
+    /// Some container would need a profile the namespace's Pod Security level forbids.
+    pub fn has_forbidden(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|(_, v)| *v == ContainerVerdict::Forbidden)
     }
     /// Every container carries a profile the user chose (none of ours).
     pub fn all_explicit(&self) -> bool {
@@ -336,15 +350,52 @@ pub fn injected_containers(pod: &Pod) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Does `current` satisfy `desired` in `format`?
+/// Does `current` satisfy `desired` in `format`? KubeArmor's webhook rewrites an annotation
+/// `runtime/default` to `localhost/default` (`AppArmorAnnotator` keeps the part after '/'), and
+/// its agent then loads a profile named `default`: both count as `runtime/default`, or the two
+/// webhooks would undo each other on every pod.
 pub fn satisfies(current: &Current, desired: &Profile, format: ProfileFormat) -> bool {
-    let a = current.annotation.as_ref() == Some(desired);
+    let a = current.annotation.as_ref() == Some(desired)
+        || (*desired == Profile::RuntimeDefault
+            && current.annotation == Some(Profile::Localhost("default".into())));
     let f = current.field.as_ref() == Some(desired);
     match format {
         ProfileFormat::Annotation => a,
         ProfileFormat::Field => f,
         ProfileFormat::Both => a && f,
     }
+}
+
+/// The Pod Security Admission label that sets a namespace's enforced level.
+pub const PSA_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
+
+/// Does the namespace's enforced Pod Security level refuse an `unconfined` AppArmor profile?
+/// Baseline allows only the runtime's default and `localhost/` profiles, and restricted
+/// includes baseline.
+pub fn forbids_unconfined(ns_labels: &Labels) -> bool {
+    ns_labels
+        .get(PSA_ENFORCE_LABEL)
+        .is_some_and(|l| l == "baseline" || l == "restricted")
+}
+
+/// A pod for Windows (`spec.os.name: windows`): AppArmor does not exist there, and the API
+/// server refuses an AppArmor field on it.
+pub fn is_windows(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.os.as_ref())
+        .is_some_and(|os| os.name == "windows")
+}
+
+/// Does a node load this policy's profiles? It must match the policy's enforcing-node
+/// selector (unknown nodes do not) and, when the policy requires it, run a KubeArmor agent.
+/// A policy that injects at creation gates on nothing.
+pub fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>, agent: bool) -> bool {
+    let labelled = match &policy.enforcing_nodes {
+        None => true,
+        Some(sel) => node_labels.is_some_and(|l| sel.matches(l)),
+    };
+    labelled && (agent || !policy.require_agent)
 }
 
 /// Is this pod compliant with `policy`? The single source of truth for webhook and controller.
@@ -362,6 +413,8 @@ pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels)
                 ContainerVerdict::Explicit
             } else if !d.profile.is_loadable() {
                 ContainerVerdict::Unloadable
+            } else if d.profile == Profile::Unconfined && forbids_unconfined(ns_labels) {
+                ContainerVerdict::Forbidden
             } else {
                 ContainerVerdict::Missing
             };
@@ -442,31 +495,103 @@ spec:
     }
 
     #[test]
-    fn kubearmor_naming_covers_init_containers() {
-        let pol = policy("{}");
+    fn kubearmor_naming_skips_init_containers_unless_asked() {
         let p = pod(DEPLOY_POD);
         let o = owner_of(&p, None);
-        let d = desired_profiles(&pol, &p, &o, &Labels::new());
-        let names: Vec<_> = d
-            .iter()
-            .map(|d| (d.container.as_str(), d.init, d.profile.annotation()))
-            .collect();
+        let names = |pol: &ValidPolicy| -> Vec<(String, bool, String)> {
+            desired_profiles(pol, &p, &o, &Labels::new())
+                .iter()
+                .map(|d| (d.container.clone(), d.init, d.profile.annotation()))
+                .collect()
+        };
+        let regular = vec![
+            (
+                "app".into(),
+                false,
+                "localhost/kubearmor-shop-web-app".into(),
+            ),
+            (
+                "sidecar".into(),
+                false,
+                "localhost/kubearmor-shop-web-sidecar".into(),
+            ),
+        ];
+        // KubeArmor annotates regular containers only (AppArmorAnnotator walks Spec.Containers).
+        assert_eq!(names(&policy("{}")), regular);
+        let mut all = vec![(
+            "init".to_string(),
+            true,
+            "localhost/kubearmor-shop-web-init".to_string(),
+        )];
+        all.extend(regular);
         assert_eq!(
-            names,
-            vec![
-                (
-                    "init",
-                    true,
-                    "localhost/kubearmor-shop-web-init".to_string()
-                ),
-                ("app", false, "localhost/kubearmor-shop-web-app".to_string()),
-                (
-                    "sidecar",
-                    false,
-                    "localhost/kubearmor-shop-web-sidecar".to_string()
-                ),
-            ]
+            names(&policy("profile: {includeInitContainers: true}")),
+            all
         );
+        // An init container without its profile does not make the pod a target by default.
+        let annotated = pod(r#"
+metadata:
+  name: web-1
+  namespace: shop
+  annotations:
+    container.apparmor.security.beta.kubernetes.io/app: localhost/kubearmor-shop-web-app
+    container.apparmor.security.beta.kubernetes.io/sidecar: localhost/kubearmor-shop-web-sidecar
+  labels: {app: web, pod-template-hash: 7d9f8b6c5d}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f8b6c5d, uid: u1, controller: true}]
+spec:
+  initContainers: [{name: init}]
+  containers: [{name: app}, {name: sidecar}]
+"#);
+        assert!(check(&policy("{}"), &annotated, &o, &Labels::new()).is_compliant());
+        assert!(
+            !check(
+                &policy("profile: {includeInitContainers: true}"),
+                &annotated,
+                &o,
+                &Labels::new()
+            )
+            .is_compliant()
+        );
+    }
+
+    #[test]
+    fn kubearmors_localhost_default_counts_as_runtime_default() {
+        // KubeArmor's webhook rewrites `runtime/default` to `localhost/default`.
+        let pol = policy("profile: {template: runtime/default}");
+        let p = pod(r#"
+metadata:
+  name: a
+  namespace: ns
+  annotations:
+    container.apparmor.security.beta.kubernetes.io/c: localhost/default
+    refresh.armor.dev/injected: c
+spec: {containers: [{name: c}]}
+"#);
+        let o = owner_of(&p, None);
+        assert!(check(&pol, &p, &o, &Labels::new()).is_compliant());
+        // Not the other way round: a policy that wants localhost/other is not satisfied.
+        let pol = policy("profile: {template: localhost/other}");
+        assert!(!check(&pol, &p, &o, &Labels::new()).is_compliant());
+    }
+
+    #[test]
+    fn unconfined_under_baseline_or_restricted_is_forbidden() {
+        let pol = policy("profile: {template: unconfined}");
+        let p = pod("metadata: {name: a, namespace: ns}\nspec: {containers: [{name: c}]}");
+        let o = owner_of(&p, None);
+        for (level, forbidden) in [
+            ("privileged", false),
+            ("baseline", true),
+            ("restricted", true),
+        ] {
+            let ns: Labels = [(PSA_ENFORCE_LABEL.to_string(), level.to_string())].into();
+            let v = check(&pol, &p, &o, &ns);
+            assert_eq!(v.has_forbidden(), forbidden, "{level}");
+            assert!(!v.is_compliant());
+        }
+        // A localhost profile is allowed at every level.
+        let ns: Labels = [(PSA_ENFORCE_LABEL.to_string(), "restricted".to_string())].into();
+        assert!(!check(&policy("{}"), &p, &o, &ns).has_forbidden());
     }
 
     #[test]
@@ -483,7 +608,7 @@ profile:
         let p = pod(DEPLOY_POD);
         let d = desired_profiles(&pol, &p, &owner_of(&p, None), &Labels::new());
         assert_eq!(d[0].profile, Profile::RuntimeDefault);
-        assert_eq!(d[2].profile, Profile::Unconfined);
+        assert_eq!(d[1].profile, Profile::Unconfined);
         // Namespace-scoped override.
         let pol = policy(
             "profile: {overrides: [{podSelector: {}, namespaceSelector: {matchLabels: {tier: infra}}, profile: unconfined}]}",
@@ -523,8 +648,8 @@ spec: {securityContext: {appArmorProfile: {type: Localhost, localhostProfile: ku
             name: "a".into(),
         };
         let ann = policy("profile: {format: Annotation}");
-        let fld = policy("profile: {format: Field}");
-        let both = policy("profile: {format: Both}");
+        let fld = policy("profile: {format: Field, injectAt: Create}");
+        let both = policy("profile: {format: Both, injectAt: Create}");
         let l = Labels::new();
         assert!(check(&ann, &annotated, &o, &l).is_compliant());
         assert!(!check(&fld, &annotated, &o, &l).is_compliant());

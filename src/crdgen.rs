@@ -128,7 +128,8 @@ mod tests {
             "x-kubernetes-validations",
             "spec.rollout.batchSize",
             "spec.health.maxFailures",
-            "spec.profile: injectAt Binding",
+            "spec.profile: format Field or Both needs injectAt: Create",
+            "spec.profile.enforcingNodeSelector: with injectAt Create",
             "kubearmor-{namespace}-{owner}-{container}",
         ] {
             assert!(text.contains(needle), "policy CRD lacks {needle}");

@@ -66,6 +66,10 @@ struct WebhookArgs {
     /// Namespaces the created webhook configuration skips.
     #[arg(long, value_delimiter = ',', default_value = "kube-system")]
     webhook_skip_namespaces: Vec<String>,
+    /// Labels of a KubeArmor agent pod (`key=value,...`): with `requireAgent`, profiles are
+    /// injected and refreshed only on nodes where such a pod is Running.
+    #[arg(long, default_value = armor_refresh::cluster::DEFAULT_AGENT_SELECTOR)]
+    agent_selector: String,
 }
 
 impl WebhookArgs {
@@ -93,6 +97,8 @@ impl WebhookArgs {
             webhook_config: self.webhook_config.clone(),
             url: self.webhook_url.clone(),
             skip_namespaces: self.webhook_skip_namespaces.clone(),
+            agent_selector: armor_refresh::cluster::parse_agent_selector(&self.agent_selector)
+                .map_err(|e| format!("--agent-selector: {e}"))?,
         })
     }
 }
@@ -322,6 +328,11 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
             lease_duration: args.lease_duration.max(3),
             write_qps: args.write_qps,
             write_burst: args.write_burst,
+            agent_selector: armor_refresh::cluster::parse_agent_selector(
+                &args.webhook.agent_selector,
+            )
+            .map_err(|e| format!("--agent-selector: {e}"))?,
+            webhook_skip_namespaces: args.webhook.webhook_skip_namespaces.clone(),
         };
         armor_refresh::controller::run(client, cfg, health, stop_rx)
             .await

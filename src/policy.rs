@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::Selector;
 
-use crate::api::{ArmorRefreshPolicySpec, ProfileFormat, Strategy};
+use crate::api::{
+    ArmorRefreshPolicySpec, ENFORCER_LABEL, InjectAt, ProfileFormat, ProfileSpec, Strategy,
+};
 use crate::schedule::{Schedule, WindowSpec};
 
 /// A spec error: the field path and what is wrong with it.
@@ -369,12 +371,12 @@ pub fn check_template(field: &str, t: &str) -> Result<(), SpecError> {
         ));
     }
     if let Some(name) = t.strip_prefix("localhost/")
-        && (name.contains('/') || name.contains(".."))
+        && (name.contains('/') || name.contains("..") || name.contains('\\'))
     {
         return Err(SpecError::new(
             field,
             format!(
-                "a localhost/ profile name may not contain '/' or '..' (KubeArmor's agent stores each profile as a file): {}",
+                "a localhost/ profile name may not contain '/', '\\' or '..' (KubeArmor's agent stores each profile as a file): {}",
                 quote(t)
             ),
         ));
@@ -401,6 +403,61 @@ pub fn check_template(field: &str, t: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Where the webhook may inject: the enforcing-node selector and whether an agent must run
+/// there, resolved against `injectAt`. `Create` cannot know the node, so it cannot gate on it:
+/// a replacement would never get its profile and be a target again, run after run.
+fn check_injection(p: &ProfileSpec) -> Result<(Option<Selector>, bool), SpecError> {
+    check_create_template(p, "spec.profile.template", &p.template)?;
+    match p.inject_at {
+        InjectAt::Binding => {
+            if p.format != ProfileFormat::Annotation {
+                return Err(SpecError::new(
+                    "spec.profile.format",
+                    "Field and Both need injectAt: Create (the default injectAt Binding can only write annotations: a Binding carries no pod spec)",
+                ));
+            }
+            let default = LabelSelector {
+                match_labels: Some([(ENFORCER_LABEL.to_string(), "apparmor".to_string())].into()),
+                match_expressions: None,
+            };
+            let sel = p.enforcing_node_selector.clone().unwrap_or(default);
+            let nodes = parse_selector("spec.profile.enforcingNodeSelector", &Some(sel))?;
+            Ok((nodes, p.require_agent.unwrap_or(true)))
+        }
+        InjectAt::Create => {
+            let gated = p.enforcing_node_selector.as_ref().is_some_and(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty())
+            });
+            if gated {
+                return Err(SpecError::new(
+                    "spec.profile.enforcingNodeSelector",
+                    "with injectAt Create the node is unknown when the webhook injects, so replacements would never get their profile; use injectAt: Binding",
+                ));
+            }
+            if p.require_agent == Some(true) {
+                return Err(SpecError::new(
+                    "spec.profile.requireAgent",
+                    "with injectAt Create the node is unknown when the webhook injects; use injectAt: Binding",
+                ));
+            }
+            Ok((None, false))
+        }
+    }
+}
+
+/// `{pod}` with `injectAt: Create`: controllers create pods with `generateName`, so the name
+/// is unknown when the webhook injects and a replacement would never match.
+fn check_create_template(p: &ProfileSpec, field: &str, t: &str) -> Result<(), SpecError> {
+    if p.inject_at == InjectAt::Create && t.contains("{pod}") {
+        return Err(SpecError::new(
+            field,
+            "{pod} needs injectAt: Binding: at creation a pod made by a controller has no name yet",
+        ));
+    }
+    Ok(())
+}
+
 /// A profile override, parsed.
 #[derive(Debug, Clone)]
 pub struct Override {
@@ -418,7 +475,10 @@ pub struct ValidPolicy {
     pub namespace_selector: Option<Selector>,
     pub pod_selector: Option<Selector>,
     pub exclude_pod_selector: Option<Selector>,
+    /// Nodes that enforce AppArmor; `None`: every node (injectAt Create).
     pub enforcing_nodes: Option<Selector>,
+    /// A Running KubeArmor agent must be on the node.
+    pub require_agent: bool,
     pub overrides: Vec<Override>,
     pub batch_size: Amount,
     pub max_failures: Amount,
@@ -463,22 +523,12 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
         }
     }
     check_template("spec.profile.template", &spec.profile.template)?;
-    if spec.profile.inject_at == crate::api::InjectAt::Binding
-        && spec.profile.format != ProfileFormat::Annotation
-    {
-        return Err(SpecError::new(
-            "spec.profile.injectAt",
-            "Binding can only write annotations (a Binding carries no pod spec); set format: Annotation or injectAt: Create",
-        ));
-    }
-    let enforcing_nodes = parse_selector(
-        "spec.profile.enforcingNodeSelector",
-        &spec.profile.enforcing_node_selector,
-    )?;
+    let (enforcing_nodes, require_agent) = check_injection(&spec.profile)?;
     let mut overrides = Vec::new();
     for (i, o) in spec.profile.overrides.iter().enumerate() {
         let f = format!("spec.profile.overrides[{i}]");
         check_template(&format!("{f}.profile"), &o.profile)?;
+        check_create_template(&spec.profile, &format!("{f}.profile"), &o.profile)?;
         overrides.push(Override {
             pod_selector: parse_selector(
                 &format!("{f}.podSelector"),
@@ -546,6 +596,7 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
         pod_selector,
         exclude_pod_selector,
         enforcing_nodes,
+        require_agent,
         overrides,
         batch_size,
         max_failures,
@@ -562,6 +613,7 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
 mod tests {
     use super::*;
     use crate::api::Window;
+    use std::collections::BTreeMap;
 
     fn spec() -> ArmorRefreshPolicySpec {
         serde_yaml::from_str("{}").unwrap()
@@ -736,13 +788,59 @@ mod tests {
         s.rollout.max_per_zone = Some(1);
         assert_eq!(validate("p", &s).unwrap_err().field, "spec.rollout");
 
+        // Field alone without an explicit injectAt: Create (Binding writes annotations only).
         let mut s = spec();
-        s.profile.inject_at = crate::api::InjectAt::Binding;
         s.profile.format = ProfileFormat::Field;
+        assert_eq!(validate("p", &s).unwrap_err().field, "spec.profile.format");
+        s.profile.inject_at = InjectAt::Create;
+        assert!(validate("p", &s).is_ok());
+
+        // Creation-time injection cannot gate on nodes: such replacements never converge.
+        let mut s = spec();
+        s.profile.inject_at = InjectAt::Create;
+        s.profile.enforcing_node_selector = Some(LabelSelector {
+            match_labels: Some([(ENFORCER_LABEL.to_string(), "apparmor".to_string())].into()),
+            match_expressions: None,
+        });
         assert_eq!(
             validate("p", &s).unwrap_err().field,
-            "spec.profile.injectAt"
+            "spec.profile.enforcingNodeSelector"
         );
+        s.profile.enforcing_node_selector = Some(LabelSelector::default());
+        let v = validate("p", &s).unwrap();
+        assert!(v.enforcing_nodes.is_none() && !v.require_agent);
+        s.profile.require_agent = Some(true);
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.profile.requireAgent"
+        );
+
+        // {pod} is unknown at creation for pods made by controllers.
+        let mut s = spec();
+        s.profile.inject_at = InjectAt::Create;
+        s.profile.template = "localhost/p-{pod}".into();
+        assert_eq!(
+            validate("p", &s).unwrap_err().field,
+            "spec.profile.template"
+        );
+        s.profile.inject_at = InjectAt::Binding;
+        assert!(validate("p", &s).is_ok());
+
+        // The default: KubeArmor's rule, an AppArmor node with a Running agent.
+        let v = validate("p", &spec()).unwrap();
+        assert!(v.require_agent);
+        let apparmor: BTreeMap<String, String> =
+            [(ENFORCER_LABEL.to_string(), "apparmor".to_string())].into();
+        let bpf: BTreeMap<String, String> =
+            [(ENFORCER_LABEL.to_string(), "bpf".to_string())].into();
+        assert!(crate::compliance::node_enforces(&v, Some(&apparmor), true));
+        assert!(!crate::compliance::node_enforces(
+            &v,
+            Some(&apparmor),
+            false
+        ));
+        assert!(!crate::compliance::node_enforces(&v, Some(&bpf), true));
+        assert!(!crate::compliance::node_enforces(&v, None, true));
 
         let mut s = spec();
         s.exclude.namespaces = vec!["Kube System".into()];

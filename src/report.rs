@@ -207,11 +207,14 @@ pub fn plan_files(
     per_batch: Duration,
 ) -> Result<Report, PlanError> {
     let policy = read_policy(policy_path, policy_text)?;
-    let facts =
+    let mut facts =
         ClusterFacts::from_snapshot(snapshot_text).map_err(|error| PlanError::Snapshot {
             path: snapshot_path.to_string(),
             error,
         })?;
+    let agents = crate::cluster::parse_agent_selector(crate::cluster::DEFAULT_AGENT_SELECTOR)
+        .expect("the default agent selector parses");
+    facts.find_agents(&agents);
     plan_report(policy_path, &policy, &facts, now, per_batch)
 }
 
@@ -223,7 +226,11 @@ mod tests {
     const SNAP: &str = r#"
 kind: List
 items:
-- {kind: Node, metadata: {name: n1, labels: {topology.kubernetes.io/zone: zone-a}}}
+- {kind: Node, metadata: {name: n1, labels: {topology.kubernetes.io/zone: zone-a, kubearmor.io/enforcer: apparmor}}}
+- kind: Pod
+  metadata: {name: kubearmor-1, namespace: kubearmor, uid: k1, labels: {kubearmor-app: kubearmor}}
+  spec: {nodeName: n1, containers: [{name: agent}]}
+  status: {phase: Running}
 - kind: Pod
   metadata: {name: w-1, namespace: a, uid: u1, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: w-x, uid: r, controller: true}], labels: {pod-template-hash: x}}
   spec: {nodeName: n1, containers: [{name: c}]}
@@ -254,6 +261,7 @@ items:
         .unwrap();
         assert_eq!(r.targets, 2);
         assert_eq!(r.skipped["BarePod"], 1);
+        assert_eq!(r.skipped["KubeArmorPod"], 1, "the agent itself");
         assert_eq!(
             r.batches,
             vec![vec!["a/w-1".to_string(), "a/w-2".to_string()]]

@@ -606,6 +606,15 @@ impl<'a> Candidates<'a> {
     }
 }
 
+/// A replacement bound to a node where the policy injects nothing (not an AppArmor node with
+/// an agent): it carries no profile, and needs none.
+fn lands_unprofiled(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        return false;
+    };
+    !compliance::node_enforces(policy, facts.node_labels(node), facts.agents.contains(node))
+}
+
 fn ready_timeout(policy: Option<&ValidPolicy>, p: &BatchPod) -> Duration {
     match policy {
         Some(pol) if p.volumes => pol.volume_ready_timeout,
@@ -786,9 +795,25 @@ fn observe_batch(
                     let uid = r.metadata.uid.clone().unwrap_or_default();
                     p.state = PodState::Refreshed;
                     p.replacement = uid.clone();
+                    let elsewhere = policy.is_some_and(|pol| lands_unprofiled(pol, obs.facts, r));
                     if with_profile {
                         s.progress.refreshed += 1;
                         p.message = format!("replaced by {}", r.name_any());
+                    } else if elsewhere {
+                        // Scheduled where no agent loads profiles: rightly without one, and
+                        // not a target there.
+                        s.progress.refreshed += 1;
+                        p.message = clip(
+                            format!(
+                                "replaced by {} on {}, where the policy injects nothing",
+                                r.name_any(),
+                                r.spec
+                                    .as_ref()
+                                    .and_then(|s| s.node_name.as_deref())
+                                    .unwrap_or("?")
+                            ),
+                            POD_MESSAGE_MAX,
+                        );
                     } else {
                         // Capacity is back, but the webhook did not inject (down or
                         // misconfigured). Not a failure of the replacement: the next run

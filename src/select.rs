@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::Strategy;
+use crate::api::{InjectAt, KUBEARMOR_APP_LABEL, Strategy};
 use crate::cluster::{ClusterFacts, Labels};
 use crate::compliance::{self, OPT_OUT_LABEL, Owner};
 use crate::policy::ValidPolicy;
@@ -43,6 +43,19 @@ pub enum SkipReason {
     /// Its profile's name cannot be loaded by KubeArmor's agent (over 255 bytes once the
     /// template is expanded): refreshing it would give a container that never starts.
     UnloadableProfile,
+    /// A KubeArmor pod (label `kubearmor-app`): refreshing its agent would leave the node
+    /// without the only process that loads profiles.
+    KubeArmorPod,
+    /// A Windows pod: no AppArmor there.
+    WindowsPod,
+    /// Another policy, earlier by name, selects it: that one decides its profile.
+    OtherPolicy,
+    /// The namespace's Pod Security level forbids its profile (`unconfined` under baseline
+    /// or restricted): the API server would refuse the replacement.
+    PodSecurity,
+    /// The webhook would not give its replacement the profile (see the policy's
+    /// `injectAt`): evicting it would only make another target.
+    NotConvergent,
 }
 
 impl SkipReason {
@@ -62,6 +75,11 @@ impl SkipReason {
             SkipReason::Compliant => "Compliant",
             SkipReason::ExplicitProfile => "ExplicitProfile",
             SkipReason::UnloadableProfile => "UnloadableProfile",
+            SkipReason::KubeArmorPod => "KubeArmorPod",
+            SkipReason::WindowsPod => "WindowsPod",
+            SkipReason::OtherPolicy => "OtherPolicy",
+            SkipReason::PodSecurity => "PodSecurity",
+            SkipReason::NotConvergent => "NotConvergent",
         }
     }
 }
@@ -300,6 +318,9 @@ pub fn governs(
     {
         return Err(SkipReason::NotSelected);
     }
+    if labels.contains_key(KUBEARMOR_APP_LABEL) {
+        return Err(SkipReason::KubeArmorPod);
+    }
     if policy.spec.exclude.namespaces.iter().any(|n| n == ns) {
         return Err(SkipReason::ExcludedNamespace);
     }
@@ -326,12 +347,26 @@ pub fn classify(
     facts: &ClusterFacts,
     pod: &Pod,
 ) -> Result<Target, SkipReason> {
-    classify_indexed(policy, facts, &mut Index::new(facts), pod)
+    let all = with_others(policy, facts);
+    classify_indexed(policy, facts, &all, &mut Index::new(facts), pod)
+}
+
+/// `policy` and every other valid policy: what the webhook chooses among.
+fn with_others(policy: &ValidPolicy, facts: &ClusterFacts) -> Vec<ValidPolicy> {
+    let mut all: Vec<ValidPolicy> = facts
+        .policies
+        .iter()
+        .filter(|p| p.name != policy.name)
+        .cloned()
+        .collect();
+    all.push(policy.clone());
+    all
 }
 
 fn classify_indexed(
     policy: &ValidPolicy,
     facts: &ClusterFacts,
+    all: &[ValidPolicy],
     index: &mut Index,
     pod: &Pod,
 ) -> Result<Target, SkipReason> {
@@ -353,16 +388,28 @@ fn classify_indexed(
     if node.is_empty() {
         return Err(SkipReason::Unscheduled);
     }
-    let node_labels = facts.node_labels(&node);
-    if let Some(sel) = &policy.enforcing_nodes {
-        // An unknown node (not in the cache yet) is not assumed to enforce.
-        if !node_labels.is_some_and(|l| sel.matches(l)) {
-            return Err(SkipReason::NodeNotEnforcing);
-        }
+    if compliance::is_windows(pod) {
+        return Err(SkipReason::WindowsPod);
     }
-    let verdict = compliance::check(policy, pod, &owner, index.namespace_labels(facts, &ns));
+    if facts.unhooked_namespaces.contains(&ns) {
+        // The webhook is never called there: a replacement would lack its profile too.
+        return Err(SkipReason::NotConvergent);
+    }
+    let ns_labels = index.namespace_labels(facts, &ns).clone();
+    if !governs_first(policy, facts, pod, &ns, &ns_labels) {
+        return Err(SkipReason::OtherPolicy);
+    }
+    let node_labels = facts.node_labels(&node);
+    // An unknown node (not in the cache yet) is not assumed to enforce.
+    if !compliance::node_enforces(policy, node_labels, facts.agents.contains(&node)) {
+        return Err(SkipReason::NodeNotEnforcing);
+    }
+    let verdict = compliance::check(policy, pod, &owner, &ns_labels);
     if verdict.has_unloadable() {
         return Err(SkipReason::UnloadableProfile);
+    }
+    if verdict.has_forbidden() {
+        return Err(SkipReason::PodSecurity);
     }
     if verdict.is_compliant() {
         return Err(if verdict.all_explicit() {
@@ -370,6 +417,9 @@ fn classify_indexed(
         } else {
             SkipReason::Compliant
         });
+    }
+    if !replacement_converges(policy, facts, all, pod, &owner, &ns, &ns_labels, &node) {
+        return Err(SkipReason::NotConvergent);
     }
     if owner.is_bare() && !spec.selector.include_bare_pods {
         return Err(SkipReason::BarePod);
@@ -406,12 +456,116 @@ fn classify_indexed(
     })
 }
 
+/// Is `policy` the one that governs this pod: the first by name among every policy that
+/// selects it (the webhook's rule)?
+fn governs_first(
+    policy: &ValidPolicy,
+    facts: &ClusterFacts,
+    pod: &Pod,
+    ns: &str,
+    ns_labels: &Labels,
+) -> bool {
+    let owner = compliance::owner_of(pod, None);
+    !facts
+        .policies
+        .iter()
+        .any(|p| p.name < policy.name && governs(p, pod, &owner, ns, ns_labels).is_ok())
+}
+
+/// Would the webhook give this pod's replacement the profile `policy` wants? The replacement
+/// is the pod without what we injected, unnamed unless its controller names pods (a
+/// StatefulSet), created through the webhook and then bound to the same node.
+#[allow(clippy::too_many_arguments)]
+fn replacement_converges(
+    policy: &ValidPolicy,
+    facts: &ClusterFacts,
+    policies: &[ValidPolicy],
+    pod: &Pod,
+    owner: &Owner,
+    ns: &str,
+    ns_labels: &Labels,
+    node: &str,
+) -> bool {
+    let mut fresh = pod.clone();
+    let injected = compliance::injected_containers(pod);
+    if let Some(a) = fresh.metadata.annotations.as_mut() {
+        a.remove(compliance::INJECTED_ANNOTATION);
+        for c in &injected {
+            a.remove(&format!("{}{c}", compliance::ANNOTATION_PREFIX));
+        }
+    }
+    if let Some(spec) = fresh.spec.as_mut() {
+        spec.node_name = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            if injected.contains(&c.name)
+                && let Some(sc) = c.security_context.as_mut()
+            {
+                sc.app_armor_profile = None;
+            }
+        }
+    }
+    let name = fresh.metadata.name.take();
+    // A StatefulSet names its pods; a bare pod is not replaced, only deleted.
+    if owner.kind == "StatefulSet" || owner.is_bare() {
+        fresh.metadata.name = name.clone();
+    }
+    if let Some(inj) =
+        crate::webhook::injection(policies, &fresh, ns, ns_labels, InjectAt::Create, None)
+    {
+        fresh = crate::webhook::apply_injection(policies, &fresh, &inj);
+    }
+    // Bound: it has its name now.
+    fresh.metadata.name = name;
+    let view = crate::webhook::NodeView {
+        labels: facts.node_labels(node),
+        agent: facts.agents.contains(node),
+    };
+    if let Some(inj) = crate::webhook::injection(
+        policies,
+        &fresh,
+        ns,
+        ns_labels,
+        InjectAt::Binding,
+        Some(&view),
+    ) {
+        for (k, v) in crate::webhook::binding_annotations(&inj) {
+            fresh.annotations_mut().insert(k, v);
+        }
+    }
+    compliance::check(policy, &fresh, owner, ns_labels).is_compliant()
+}
+
+/// Would an automatic run only evict what the previous run already replaced? When every pod
+/// that lacks its profile was created after the last run was (both times from the API
+/// server's clock), refreshing did not give them the profile, and another run would evict
+/// the same workloads forever. The answer says why, for the policy's status.
+pub fn stalled(targets: &[Target], last_run_created: Option<i64>) -> Option<String> {
+    let since = last_run_created?;
+    let newer = targets
+        .iter()
+        .filter(|t| t.created.is_some_and(|c| c >= since))
+        .count();
+    (!targets.is_empty() && newer == targets.len()).then(|| {
+        let first = &targets[0];
+        format!(
+            "no automatic run: all {newer} pods without their profile were created after the last run started, e.g. {} ({}); the webhook did not give them their profile (is it reachable, does its configuration skip their namespace?); a manual run still refreshes them",
+            first.key(),
+            first.owner
+        )
+    })
+}
+
 /// Classifies every pod of the cluster.
 pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     let mut sel = Selection::default();
     let mut index = Index::new(facts);
+    let all = with_others(policy, facts);
     for pod in &facts.pods {
-        match classify_indexed(policy, facts, &mut index, pod) {
+        match classify_indexed(policy, facts, &all, &mut index, pod) {
             Ok(t) => sel.targets.push(t),
             Err(r) => sel.skipped.entry(r).or_default().push(format!(
                 "{}/{}",
@@ -442,6 +596,12 @@ mod tests {
             }
             f.nodes.insert(n.to_string(), l);
         }
+        // n-a and n-b run a KubeArmor agent; n-d enforces AppArmor but has none.
+        f.nodes.insert(
+            "n-d".into(),
+            [("kubearmor.io/enforcer".to_string(), "apparmor".to_string())].into(),
+        );
+        f.agents = ["n-a".to_string(), "n-b".to_string()].into();
         f.pods = pods.iter().map(|p| Arc::new(pod(p))).collect();
         f
     }
@@ -564,6 +724,51 @@ mod tests {
             Err(SkipReason::NotRestartable)
         );
         assert!(only("{}", &job).is_ok());
+        // The default gates on KubeArmor's rule: an AppArmor node with a Running agent.
+        assert!(only("{}", &p("", "")).is_ok());
+        assert_eq!(
+            only("{}", &p("", "").replace("n-a", "n-d")),
+            Err(SkipReason::NodeNotEnforcing),
+            "an AppArmor node without an agent loads nothing"
+        );
+        assert_eq!(
+            only("{}", &p("", "").replace("n-a", "n-c")),
+            Err(SkipReason::NodeNotEnforcing)
+        );
+        assert!(
+            only(
+                "profile: {requireAgent: false}",
+                &p("", "").replace("n-a", "n-d")
+            )
+            .is_ok()
+        );
+        assert!(
+            only(
+                "profile: {injectAt: Create}",
+                &p("", "").replace("n-a", "n-c")
+            )
+            .is_ok(),
+            "creation-time injection is everywhere, by choice"
+        );
+        // KubeArmor's own pods, any value of the label.
+        let agent = p("", "").replace("app: web", "app: web, kubearmor-app: kubearmor-relay");
+        assert_eq!(only("{}", &agent), Err(SkipReason::KubeArmorPod));
+        let windows = p("", ", os: {name: windows}");
+        assert_eq!(only("{}", &windows), Err(SkipReason::WindowsPod));
+        let restricted = p("", "");
+        let mut f = facts(&[&restricted]);
+        f.namespaces.insert(
+            "shop".into(),
+            [(
+                compliance::PSA_ENFORCE_LABEL.to_string(),
+                "baseline".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            classify(&policy("profile: {template: unconfined}"), &f, &f.pods[0]),
+            Err(SkipReason::PodSecurity)
+        );
         // kube-system is excluded by default.
         assert_eq!(
             only(
@@ -571,6 +776,71 @@ mod tests {
                 &p("", "").replace("namespace: shop", "namespace: kube-system")
             ),
             Err(SkipReason::ExcludedNamespace)
+        );
+    }
+
+    #[test]
+    fn an_automatic_trigger_stops_when_only_replacements_lack_their_profile() {
+        let f = facts(&[&p(", creationTimestamp: '2026-01-01T00:10:00Z'", "")]);
+        let t = select(&policy("{}"), &f).targets;
+        assert_eq!(t.len(), 1);
+        let run_at = |s: &str| Some(chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp());
+        // Never run before, or the pod predates the last run: refresh.
+        assert_eq!(stalled(&t, None), None);
+        assert_eq!(stalled(&t, run_at("2026-01-01T00:20:00Z")), None);
+        // Created after the last run: that run's replacement still lacks its profile.
+        let why = stalled(&t, run_at("2026-01-01T00:05:00Z")).unwrap();
+        assert!(why.contains("shop/web-abc-1"), "{why}");
+        assert_eq!(stalled(&[], run_at("2026-01-01T00:05:00Z")), None);
+    }
+
+    #[test]
+    fn two_policies_never_fight_over_one_pod() {
+        let mut f = facts(&[&p("", "")]);
+        let mut a = policy("profile: {template: localhost/a}");
+        a.name = "a".into();
+        let mut b = policy("profile: {template: localhost/b}");
+        b.name = "b".into();
+        f.policies = vec![a.clone(), b.clone()];
+        // The webhook gives the pod a's profile (first by name): b would evict it forever.
+        assert!(classify(&a, &f, &f.pods[0]).is_ok());
+        assert_eq!(classify(&b, &f, &f.pods[0]), Err(SkipReason::OtherPolicy));
+        // When a does not select the pod, b governs it.
+        let mut a2 = policy("selector: {podSelector: {matchLabels: {app: other}}}");
+        a2.name = "a".into();
+        f.policies = vec![a2, b.clone()];
+        assert!(classify(&b, &f, &f.pods[0]).is_ok());
+    }
+
+    #[test]
+    fn a_pod_whose_replacement_would_not_get_the_profile_is_not_a_target() {
+        // A ReplicaSet that no Deployment owns: the controller names the owner after the
+        // ReplicaSet, while the webhook (which sees only the pod) trims the hash as KubeArmor
+        // does. The replacement would carry another name: evicting it would loop.
+        let mut f = facts(&[&p("", "")]);
+        f.replicasets.insert(
+            ("shop".into(), "web-abc".into()),
+            Arc::new(serde_yaml::from_str("metadata: {name: web-abc, namespace: shop}").unwrap()),
+        );
+        assert_eq!(
+            classify(&policy("{}"), &f, &f.pods[0]),
+            Err(SkipReason::NotConvergent)
+        );
+        // A namespace the webhook configuration skips never converges either.
+        let mut f2 = facts(&[&p("", "")]);
+        f2.unhooked_namespaces.insert("shop".into());
+        assert_eq!(
+            classify(&policy("{}"), &f2, &f2.pods[0]),
+            Err(SkipReason::NotConvergent)
+        );
+        // A template that does not name the owner converges.
+        assert!(
+            classify(
+                &policy("profile: {template: runtime/default}"),
+                &f,
+                &f.pods[0]
+            )
+            .is_ok()
         );
     }
 

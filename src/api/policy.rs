@@ -1,5 +1,7 @@
 //! `ArmorRefreshPolicy`: what must carry which AppArmor profile, and how fast running pods may be refreshed.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,6 +15,11 @@ use super::Condition;
 pub const DEFAULT_TEMPLATE: &str = "localhost/kubearmor-{namespace}-{owner}-{container}";
 /// The default key for zones.
 pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
+/// The node label KubeArmor's snitch sets to the enforcer it detected (`apparmor`, `bpf`,
+/// `selinux` or `none`); KubeArmor's webhook annotates only nodes labelled `apparmor`.
+pub const ENFORCER_LABEL: &str = "kubearmor.io/enforcer";
+/// The label of every KubeArmor pod (agent, relay, controller, snitch): never touched.
+pub const KUBEARMOR_APP_LABEL: &str = "kubearmor-app";
 
 // CEL rule shared by the count-or-percentage fields. The upper bound keeps counts in the
 // 32 bits of an IntOrString: a larger one would be stored, then unreadable by every client.
@@ -21,9 +28,9 @@ const COUNT_OR_PERCENT_MIN1: &str = "string(self).matches('^([1-9][0-9]{0,5}|100
 // Durations: Go syntax (each field's pattern), at most 20 characters and no run of 7 digits (so
 // CEL's own parser cannot overflow: at most 3 × 999999h), and at most one year.
 const DURATION_RULE: &str = "!self.matches('[0-9]{7}') && duration(self) <= duration('8760h')";
-// Profile names are file names for KubeArmor's agent: no '/' or '..' after `localhost/`.
-const PROFILE_RULE: &str =
-    "!self.startsWith('localhost/') || (!self.substring(10).contains('/') && !self.contains('..'))";
+// Profile names are file names for KubeArmor's agent (appArmorEnforcer.go refuses '/', '\\'
+// and '..'): none of them after `localhost/`.
+const PROFILE_RULE: &str = "!self.startsWith('localhost/') || (!self.substring(10).contains('/') && !self.contains('..') && !self.contains('\\\\'))";
 const COUNT_OR_PERCENT_MIN0: &str = "string(self).matches('^([0-9]|[1-9][0-9]{1,5}|1000000)$') || string(self).matches('^([0-9]|[1-9][0-9]|100)%$')";
 
 /// An `ArmorRefreshPolicy` selects pods, names the AppArmor profile each of their containers
@@ -169,7 +176,9 @@ fn default_template() -> String {
 /// The desired profile and how it is written onto pods.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.injectAt) || self.injectAt != 'Binding' || !has(self.format) || self.format == 'Annotation'").message("spec.profile: injectAt Binding can only write annotations (a Binding carries no pod spec); set format: Annotation or injectAt: Create"))]
+#[x_kube(validation = Rule::new("!has(self.format) || self.format == 'Annotation' || (has(self.injectAt) && self.injectAt == 'Create')").message("spec.profile: format Field or Both needs injectAt: Create (the default injectAt Binding can only write annotations: a Binding carries no pod spec)"))]
+#[x_kube(validation = Rule::new("!has(self.injectAt) || self.injectAt != 'Create' || !has(self.enforcingNodeSelector) || ((!has(self.enforcingNodeSelector.matchLabels) || size(self.enforcingNodeSelector.matchLabels) == 0) && (!has(self.enforcingNodeSelector.matchExpressions) || size(self.enforcingNodeSelector.matchExpressions) == 0))").message("spec.profile.enforcingNodeSelector: with injectAt Create the node is unknown when the webhook injects, so replacements would never get their profile; use injectAt: Binding"))]
+#[x_kube(validation = Rule::new("!has(self.injectAt) || self.injectAt != 'Create' || !has(self.requireAgent) || !self.requireAgent").message("spec.profile.requireAgent: with injectAt Create the node is unknown when the webhook injects; use injectAt: Binding"))]
 pub struct ProfileSpec {
     /// The profile of each container, with placeholders `{namespace}`, `{owner}` (the
     /// controlling workload: a ReplicaSet's pod-template-hash suffix is trimmed to its
@@ -184,18 +193,34 @@ pub struct ProfileSpec {
     #[x_kube(validation = Rule::new(PROFILE_RULE).message("spec.profile.template: a localhost/ profile name may not contain '/' or '..' (KubeArmor's agent stores each profile as a file)"))]
     pub template: String,
     /// Where the profile is written: `Annotation`
-    /// (`container.apparmor.security.beta.kubernetes.io/<container>`), `Field`
-    /// (`securityContext.appArmorProfile`, Kubernetes 1.30+) or `Both`.
+    /// (`container.apparmor.security.beta.kubernetes.io/<container>`, the default), `Field`
+    /// (`securityContext.appArmorProfile`) or `Both`. KubeArmor's agent loads only profiles
+    /// named in annotations, and from Kubernetes 1.34 the API server no longer copies the field
+    /// into the annotation: `Field` alone suits profiles loaded by other means. `Field` and
+    /// `Both` need `injectAt: Create`.
     #[serde(default)]
     pub format: ProfileFormat,
-    /// When the webhook injects: `Create` (on pod creation) or `Binding` (after scheduling, only
-    /// when the chosen node enforces AppArmor; annotation format only).
+    /// When the webhook injects. `Binding` (default, KubeArmor's own rule): when the scheduler
+    /// binds the pod, and only onto a node that enforces AppArmor (`enforcingNodeSelector`,
+    /// `requireAgent`); annotations only. `Create`: at pod creation on every node, whether or
+    /// not it loads the profile — a node that does not leaves the container unable to start.
     #[serde(default)]
     pub inject_at: InjectAt,
-    /// Nodes that enforce AppArmor (e.g. `matchLabels: {kubearmor.io/enforcer: apparmor}`).
-    /// Pods scheduled on other nodes are not targets. Absent: every node enforces.
+    /// Nodes that enforce AppArmor. Absent: `{matchLabels: {kubearmor.io/enforcer: apparmor}}`
+    /// with `injectAt: Binding` (KubeArmor's label), every node with `injectAt: Create` (which
+    /// cannot know the node, so takes no other value). Pods on other nodes are not targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcing_node_selector: Option<LabelSelector>,
+    /// Inject and refresh only on nodes where a KubeArmor agent pod runs (a Running pod
+    /// matching the operator's `--agent-selector`, default `kubearmor-app=kubearmor`): only
+    /// the agent loads the profile. Absent: true with `injectAt: Binding`, false with `Create`
+    /// (which cannot know the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_agent: Option<bool>,
+    /// Also give init containers a profile. Off by default, as KubeArmor does: its agent loads
+    /// profiles when it sees the pod, which races an init container's start.
+    #[serde(default)]
+    pub include_init_containers: bool,
     /// Per-selector exceptions, first match wins, e.g. `unconfined` for kube-proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
@@ -209,6 +234,8 @@ impl Default for ProfileSpec {
             format: ProfileFormat::default(),
             inject_at: InjectAt::default(),
             enforcing_node_selector: None,
+            require_agent: None,
+            include_init_containers: false,
             overrides: vec![],
         }
     }
@@ -229,10 +256,10 @@ pub enum ProfileFormat {
 /// When the webhook injects the profile.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum InjectAt {
-    /// On pod creation.
-    #[default]
+    /// On pod creation, before the node is known.
     Create,
-    /// On `pods/binding`, once the node is known.
+    /// On `pods/binding`, once the node is known (and on creation of a pod already bound).
+    #[default]
     Binding,
 }
 
@@ -502,6 +529,10 @@ pub struct TargetCounts {
     pub compliant: u32,
     /// Of those, pods that still lack it.
     pub pending: u32,
+    /// Selected pods that are not refreshed, by reason (e.g. `NodeNotEnforcing`,
+    /// `PodSecurity`, `KubeArmorPod`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u32>,
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ pub fn strip_pod(p: &mut Pod) {
     if let Some(s) = p.spec.take() {
         p.spec = Some(PodSpec {
             node_name: s.node_name,
+            // Windows pods get no AppArmor profile.
+            os: s.os,
             containers: s.containers.iter().map(slim).collect(),
             init_containers: s.init_containers.map(|cs| cs.iter().map(slim).collect()),
             security_context: s
@@ -224,8 +226,8 @@ impl Caches {
     }
 
     /// A snapshot of the cluster for the core.
-    pub fn facts(&self) -> ClusterFacts {
-        ClusterFacts {
+    pub fn facts(&self, agent_selector: &kube::core::Selector) -> ClusterFacts {
+        let mut facts = ClusterFacts {
             pods: self.pods.state(),
             nodes: self
                 .nodes
@@ -255,7 +257,10 @@ impl Caches {
                 .collect(),
             deployments: BTreeMap::new(),
             daemonsets: BTreeMap::new(),
-        }
+            ..Default::default()
+        };
+        facts.find_agents(agent_selector);
+        facts
     }
 }
 
@@ -327,7 +332,7 @@ status:
             check(&pol, &full, &owner_of(&full, None), &l),
             check(&pol, &slim, &owner_of(&slim, None), &l)
         );
-        let pol = policy("profile: {format: Field}");
+        let pol = policy("profile: {format: Field, injectAt: Create}");
         assert_eq!(
             check(&pol, &full, &owner_of(&full, None), &l),
             check(&pol, &slim, &owner_of(&slim, None), &l)

@@ -59,6 +59,10 @@ pub struct Config {
     /// Client-side limit on writes (status, evictions, events, patches).
     pub write_qps: u32,
     pub write_burst: u32,
+    /// What a KubeArmor agent pod looks like (`--agent-selector`).
+    pub agent_selector: kube::core::Selector,
+    /// Namespaces the webhook configuration skips (`--webhook-skip-namespaces`).
+    pub webhook_skip_namespaces: Vec<String>,
 }
 
 /// Longest note of an Event in bytes (events.k8s.io refuses notes over 1 KiB).
@@ -276,8 +280,13 @@ impl Operator {
 
     /// Reconciles everything once; returns when to come back at the latest.
     async fn pass(&mut self) -> Duration {
-        let facts = self.caches.facts();
+        let mut facts = self.caches.facts(&self.cfg.agent_selector);
+        facts.unhooked_namespaces = self.cfg.webhook_skip_namespaces.iter().cloned().collect();
         let policies = self.policies();
+        facts.policies = policies
+            .values()
+            .filter_map(|(_, v)| v.as_ref().ok().cloned())
+            .collect();
         let mut runs: Vec<ArmorRefreshRun> = self
             .caches
             .runs
@@ -714,10 +723,15 @@ impl Operator {
                     let Some(sel) = selections.get(name.as_str()) else {
                         continue;
                     };
+                    let mut skipped = sel.skipped_counts();
+                    for r in ["NotSelected", "Compliant", "ExplicitProfile"] {
+                        skipped.remove(r);
+                    }
                     let counts = TargetCounts {
                         total: sel.governed(),
                         compliant: sel.compliant(),
                         pending: sel.targets.len() as u32,
+                        skipped,
                     };
                     METRICS
                         .noncompliant
@@ -736,7 +750,24 @@ impl Operator {
                         && counts.pending > 0
                         && active.is_none()
                     {
-                        self.auto_create(obj, &mine).await;
+                        let last_created = mine
+                            .iter()
+                            .filter(|(_, s)| s.phase.is_terminal())
+                            .filter_map(|(r, _)| r.metadata.creation_timestamp.as_ref())
+                            .map(|t| t.0.as_second())
+                            .max();
+                        match crate::select::stalled(&sel.targets, last_created) {
+                            Some(msg) => set_condition(
+                                &mut st.conditions,
+                                Condition::new("Converging", false, "ReplacementsLackProfile", msg),
+                                now,
+                                obj.metadata.generation,
+                            ),
+                            None => {
+                                st.conditions.retain(|c| c.type_ != "Converging");
+                                self.auto_create(obj, &mine).await;
+                            }
+                        }
                     }
                 }
                 Err(e) => {

@@ -2,7 +2,7 @@
 //! reason, and a property test with random crashes that checks DESIGN.md's invariants.
 
 use super::*;
-use crate::api::{ArmorRefreshRunSpec, PolicyRef};
+use crate::api::{ArmorRefreshRunSpec, ENFORCER_LABEL, PolicyRef};
 use crate::policy::validate;
 use proptest::prelude::{Just, ProptestConfig, any, prop_assert, prop_oneof, proptest};
 use proptest::strategy::Strategy as _;
@@ -63,12 +63,17 @@ impl World {
         for z in ["a", "b", "c"] {
             w.facts.nodes.insert(
                 format!("node-{z}"),
-                [(
-                    "topology.kubernetes.io/zone".to_string(),
-                    format!("zone-{z}"),
-                )]
+                [
+                    (
+                        "topology.kubernetes.io/zone".to_string(),
+                        format!("zone-{z}"),
+                    ),
+                    (ENFORCER_LABEL.to_string(), "apparmor".to_string()),
+                ]
                 .into(),
             );
+            // Every node runs a KubeArmor agent: these tests are about runs, not fleets.
+            w.facts.agents.insert(format!("node-{z}"));
         }
         for (d, n) in deployments {
             for _ in 0..*n {
@@ -83,7 +88,8 @@ impl World {
         let uid = format!("uid-{}", self.next_uid);
         let node = ["node-a", "node-b", "node-c"][self.next_uid as usize % 3];
         let mut annotations = serde_json::Map::new();
-        if compliant {
+        // The webhook injects only where an agent runs.
+        if compliant && self.facts.agents.contains(node) {
             annotations.insert(
                 "container.apparmor.security.beta.kubernetes.io/app".to_string(),
                 json!(format!("localhost/kubearmor-shop-{deploy}-app")),
@@ -727,6 +733,34 @@ fn replacements_without_profile_are_not_failures_and_not_retargeted() {
 }
 
 #[test]
+fn a_replacement_scheduled_where_no_agent_runs_is_done_not_a_webhook_failure() {
+    let mut w = World::new(&[("web", 6)]);
+    w.now += TimeDelta::seconds(5);
+    // node-c has no KubeArmor agent: its pods are not targets, and a replacement scheduled
+    // there rightly gets no profile.
+    w.facts.agents.remove("node-c");
+    let pol = policy("rollout: {batchSize: 2, interval: 0s, readyTimeout: 30s}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 200);
+    assert_eq!(
+        (r.status.phase, r.status.reason.as_str()),
+        (Phase::Completed, "Done"),
+        "{:?}",
+        r.status
+    );
+    assert_eq!(w.evictions.len(), 4, "the pods on node-a and node-b");
+    assert_eq!(
+        (
+            r.status.progress.refreshed,
+            r.status.progress.without_profile,
+            r.status.progress.failed
+        ),
+        (4, 0, 0)
+    );
+    assert!(!events(&steps).contains(&"ReplacementWithoutProfile".to_string()));
+}
+
+#[test]
 fn one_eviction_never_takes_anothers_replacement() {
     // The first replacement misses the webhook; the later ones have their profile. Each
     // eviction is matched to its own (first-created) replacement, so none waits forever.
@@ -962,13 +996,17 @@ impl BigWorld {
                     i / 250,
                     i % 250
                 ),
-                [(
-                    "topology.kubernetes.io/zone".to_string(),
-                    format!("eu-central-1{}", ["a", "b", "c"][i % 3]),
-                )]
+                [
+                    (
+                        "topology.kubernetes.io/zone".to_string(),
+                        format!("eu-central-1{}", ["a", "b", "c"][i % 3]),
+                    ),
+                    (ENFORCER_LABEL.to_string(), "apparmor".to_string()),
+                ]
                 .into(),
             );
         }
+        w.facts.agents = w.facts.nodes.keys().cloned().collect();
         for i in 0..n {
             let pod = w.pod(i / 50, false);
             w.facts.pods.push(Arc::new(pod));

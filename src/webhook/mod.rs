@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, SelectorExt};
 use serde_json::Value;
 
 use crate::api::{InjectAt, ProfileFormat};
@@ -25,135 +25,190 @@ use crate::select;
 
 type Labels = BTreeMap<String, String>;
 
-/// The policy that injects into this pod at `at`: the first by name that selects it.
+/// The policy that governs this pod: the first by name that selects it. Only that policy
+/// injects, and only at its own `injectAt`; the controller asks the same question, so two
+/// policies never fight over one pod.
 pub fn governing<'a>(
     policies: &'a [ValidPolicy],
     pod: &Pod,
     owner: &Owner,
     ns: &str,
     ns_labels: &Labels,
-    at: InjectAt,
 ) -> Option<&'a ValidPolicy> {
-    let mut candidates: Vec<&ValidPolicy> = policies
-        .iter()
-        .filter(|p| p.spec.profile.inject_at == at)
-        .collect();
+    let mut candidates: Vec<&ValidPolicy> = policies.iter().collect();
     candidates.sort_by(|a, b| a.name.cmp(&b.name));
     candidates
         .into_iter()
         .find(|p| select::governs(p, pod, owner, ns, ns_labels).is_ok())
 }
 
-fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>) -> bool {
-    match &policy.enforcing_nodes {
-        None => true,
-        Some(sel) => node_labels.is_some_and(|l| sel.matches(l)),
-    }
+/// What the webhook does to one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// The policy that governs the pod.
+    pub policy: String,
+    /// Profiles to write: container → profile.
+    pub profiles: BTreeMap<String, compliance::Profile>,
+    /// Containers now injected (the value of `refresh.armor.dev/injected`).
+    pub injected: Vec<String>,
+    /// Why some profile was not written although the policy wants it.
+    pub warnings: Vec<String>,
 }
 
-/// Writes the missing profiles into a copy of `pod`; `None` when nothing changes.
-pub fn mutate_pod(
+/// The node a pod is bound to, as the webhook sees it.
+pub struct NodeView<'a> {
+    pub labels: Option<&'a Labels>,
+    /// A Running KubeArmor agent is on it.
+    pub agent: bool,
+}
+
+/// The one decision of what to inject into `pod` at `at`, for the webhook and for the
+/// controller's convergence check. `node`: the node at a binding, or the node a pod was
+/// created on (`spec.nodeName`); `None` at creation of an unbound pod.
+pub fn injection(
     policies: &[ValidPolicy],
     pod: &Pod,
     ns: &str,
     ns_labels: &Labels,
-    node_labels: Option<&Labels>,
-) -> Option<(Pod, String)> {
+    at: InjectAt,
+    node: Option<&NodeView>,
+) -> Option<Injection> {
     let owner = compliance::owner_of(pod, None);
-    let policy = governing(policies, pod, &owner, ns, ns_labels, InjectAt::Create)?;
-    if policy.enforcing_nodes.is_some() {
-        // At creation the node is usually unknown; only a pod pinned to an enforcing node
-        // may get a profile now (see injectAt: Binding).
-        let pinned = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_some();
-        if !pinned || !node_enforces(policy, node_labels) {
-            return None;
-        }
+    let policy = governing(policies, pod, &owner, ns, ns_labels)?;
+    let mut warnings = vec![];
+    let gated = match (policy.spec.profile.inject_at, at, node) {
+        (InjectAt::Create, InjectAt::Create, _) => false,
+        // Binding policies also inject into a pod created already bound: it has no binding.
+        (InjectAt::Binding, _, Some(n)) => !compliance::node_enforces(policy, n.labels, n.agent),
+        _ => true,
+    };
+    if gated {
+        return None;
+    }
+    if compliance::is_windows(pod) {
+        warnings.push(format!(
+            "armor-refresh: policy {} selects this Windows pod, which has no AppArmor; allowed unchanged",
+            policy.name
+        ));
+        return Some(Injection {
+            policy: policy.name.clone(),
+            profiles: BTreeMap::new(),
+            injected: compliance::injected_containers(pod),
+            warnings,
+        });
     }
     let mut pod_ns = pod.clone();
     pod_ns.metadata.namespace = Some(ns.to_string());
+    let nameless = pod.metadata.name.as_deref().unwrap_or_default().is_empty();
+    if nameless && owner.is_bare() && names_depend_on_pod(policy) {
+        warnings.push(format!(
+            "armor-refresh: policy {} names this bare pod's profile after the pod, whose name is not known before creation (generateName); allowed unchanged, use injectAt: Binding",
+            policy.name
+        ));
+        return Some(Injection {
+            policy: policy.name.clone(),
+            profiles: BTreeMap::new(),
+            injected: compliance::injected_containers(pod),
+            warnings,
+        });
+    }
     let verdict = compliance::check(policy, &pod_ns, &owner, ns_labels);
     let desired = compliance::desired_profiles(policy, &pod_ns, &owner, ns_labels);
-    let mut out = pod.clone();
-    let mut written = compliance::injected_containers(pod);
-    let format = policy.format();
+    let mut profiles = BTreeMap::new();
+    let mut injected = compliance::injected_containers(pod);
     for (d, (_, v)) in desired.iter().zip(&verdict.containers) {
-        if *v != ContainerVerdict::Missing {
-            continue;
-        }
-        if matches!(format, ProfileFormat::Annotation | ProfileFormat::Both) {
-            out.annotations_mut().insert(
-                format!("{}{}", compliance::ANNOTATION_PREFIX, d.container),
-                d.profile.annotation(),
-            );
-        }
-        if matches!(format, ProfileFormat::Field | ProfileFormat::Both) {
-            let spec = out.spec.get_or_insert_with(Default::default);
-            let list = if d.init {
-                spec.init_containers.get_or_insert_with(Vec::new)
-            } else {
-                &mut spec.containers
-            };
-            if let Some(c) = list.iter_mut().find(|c| c.name == d.container) {
-                c.security_context
-                    .get_or_insert_with(Default::default)
-                    .app_armor_profile = Some(d.profile.field());
+        match v {
+            ContainerVerdict::Missing => {
+                profiles.insert(d.container.clone(), d.profile.clone());
+                if !injected.contains(&d.container) {
+                    injected.push(d.container.clone());
+                }
             }
-        }
-        if !written.contains(&d.container) {
-            written.push(d.container.clone());
+            ContainerVerdict::Forbidden => warnings.push(format!(
+                "armor-refresh: policy {} wants {} for container {}, which the namespace's Pod Security level ({}) forbids; that container is left unchanged",
+                policy.name,
+                d.profile,
+                d.container,
+                ns_labels.get(compliance::PSA_ENFORCE_LABEL).map(String::as_str).unwrap_or_default()
+            )),
+            _ => {}
         }
     }
-    if out == *pod {
-        return None;
-    }
-    out.annotations_mut()
-        .insert(INJECTED_ANNOTATION.to_string(), written.join(","));
-    Some((out, policy.name.clone()))
+    Some(Injection {
+        policy: policy.name.clone(),
+        profiles,
+        injected,
+        warnings,
+    })
 }
 
-/// Annotations to add to a `pods/binding` for `pod`; `None` when nothing is needed.
-pub fn binding_annotations(
-    policies: &[ValidPolicy],
-    pod: &Pod,
-    ns: &str,
-    ns_labels: &Labels,
-    node_labels: Option<&Labels>,
-) -> Option<(BTreeMap<String, String>, String)> {
-    let owner = compliance::owner_of(pod, None);
-    let policy = governing(policies, pod, &owner, ns, ns_labels, InjectAt::Binding)?;
-    if !node_enforces(policy, node_labels) {
-        return None;
-    }
-    let verdict = compliance::check(policy, pod, &owner, ns_labels);
-    let desired = compliance::desired_profiles(policy, pod, &owner, ns_labels);
-    let mut ann = BTreeMap::new();
-    let mut written = compliance::injected_containers(pod);
-    for (d, (_, v)) in desired.iter().zip(&verdict.containers) {
-        if *v == ContainerVerdict::Missing {
-            ann.insert(
-                format!("{}{}", compliance::ANNOTATION_PREFIX, d.container),
-                d.profile.annotation(),
+/// Does the policy name a profile after the pod itself (`{pod}`, or `{owner}` of a bare pod)?
+fn names_depend_on_pod(policy: &ValidPolicy) -> bool {
+    let t = &policy.spec.profile.template;
+    let uses = |t: &str| t.contains("{pod}") || t.contains("{owner}");
+    uses(t) || policy.overrides.iter().any(|o| uses(&o.profile))
+}
+
+/// Writes the profiles of `inj` into a copy of `pod` in the policy's format.
+pub fn apply_injection(policies: &[ValidPolicy], pod: &Pod, inj: &Injection) -> Pod {
+    let format = policies
+        .iter()
+        .find(|p| p.name == inj.policy)
+        .map_or(ProfileFormat::Annotation, ValidPolicy::format);
+    let mut out = pod.clone();
+    for (container, profile) in &inj.profiles {
+        if matches!(format, ProfileFormat::Annotation | ProfileFormat::Both) {
+            out.annotations_mut().insert(
+                format!("{}{container}", compliance::ANNOTATION_PREFIX),
+                profile.annotation(),
             );
-            if !written.contains(&d.container) {
-                written.push(d.container.clone());
+        }
+        if matches!(format, ProfileFormat::Field | ProfileFormat::Both)
+            && let Some(spec) = out.spec.as_mut()
+        {
+            let all = spec
+                .init_containers
+                .iter_mut()
+                .flatten()
+                .chain(spec.containers.iter_mut());
+            for c in all.filter(|c| &c.name == container) {
+                c.security_context
+                    .get_or_insert_with(Default::default)
+                    .app_armor_profile = Some(profile.field());
             }
         }
     }
-    if ann.is_empty() {
-        return None;
+    if !inj.profiles.is_empty() {
+        out.annotations_mut()
+            .insert(INJECTED_ANNOTATION.to_string(), inj.injected.join(","));
     }
-    ann.insert(INJECTED_ANNOTATION.to_string(), written.join(","));
-    Some((ann, policy.name.clone()))
+    out
+}
+
+/// The annotations a `pods/binding` adds for `inj`.
+pub fn binding_annotations(inj: &Injection) -> BTreeMap<String, String> {
+    let mut ann: BTreeMap<String, String> = inj
+        .profiles
+        .iter()
+        .map(|(c, p)| {
+            (
+                format!("{}{c}", compliance::ANNOTATION_PREFIX),
+                p.annotation(),
+            )
+        })
+        .collect();
+    if !ann.is_empty() {
+        ann.insert(INJECTED_ANNOTATION.to_string(), inj.injected.join(","));
+    }
+    ann
 }
 
 /// What [`review`] needs besides the request.
 pub trait Lookup {
     fn namespace_labels(&self, ns: &str) -> Labels;
     fn node_labels(&self, node: &str) -> Option<Labels>;
+    /// Does a Running KubeArmor agent pod run on the node?
+    fn agent_on(&self, node: &str) -> bool;
     /// The pod a `pods/binding` request binds (from a cache, or the API).
     fn pod(&self, ns: &str, name: &str) -> Option<Pod>;
 }
@@ -179,8 +234,13 @@ impl Verdict {
 }
 
 fn allow_with_warning(resp: AdmissionResponse, warning: String) -> AdmissionResponse {
-    let mut resp = resp;
-    resp.warnings = Some(vec![warning]);
+    with_warnings(resp, vec![warning])
+}
+
+fn with_warnings(mut resp: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        resp.warnings.get_or_insert_with(Vec::new).extend(warnings);
+    }
     resp
 }
 
@@ -239,22 +299,31 @@ pub fn review(
             };
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             let node_labels = node.as_deref().and_then(|n| lookup.node_labels(n));
-            match mutate_pod(policies, &pod, &ns, &ns_labels(), node_labels.as_ref()) {
-                None => (resp, Verdict::Unchanged),
-                // Diff against the pod as typed, so fields our types do not know are never touched.
-                Some((mutated, _policy)) => {
-                    match (serde_json::to_value(&pod), serde_json::to_value(&mutated)) {
-                        (Ok(before), Ok(after)) => patch_response(resp, &before, &after),
-                        (Err(e), _) | (_, Err(e)) => (
-                            allow_with_warning(
-                                resp,
-                                format!("armor-refresh: {e}; allowed unchanged"),
-                            ),
-                            Verdict::Error,
-                        ),
-                    }
-                }
-            }
+            let view = node.as_deref().map(|n| NodeView {
+                labels: node_labels.as_ref(),
+                agent: lookup.agent_on(n),
+            });
+            let Some(inj) = injection(
+                policies,
+                &pod,
+                &ns,
+                &ns_labels(),
+                InjectAt::Create,
+                view.as_ref(),
+            ) else {
+                return (resp, Verdict::Unchanged);
+            };
+            let mutated = apply_injection(policies, &pod, &inj);
+            // Diff against the pod as typed, so fields our types do not know are never touched.
+            let (resp, verdict) = match (serde_json::to_value(&pod), serde_json::to_value(&mutated))
+            {
+                (Ok(before), Ok(after)) => patch_response(resp, &before, &after),
+                (Err(e), _) | (_, Err(e)) => (
+                    allow_with_warning(resp, format!("armor-refresh: {e}; allowed unchanged")),
+                    Verdict::Error,
+                ),
+            };
+            (with_warnings(resp, inj.warnings), verdict)
         }
         ("pods", Some("binding")) => {
             if !policies
@@ -295,27 +364,38 @@ pub fn review(
                 );
             };
             let node_labels = lookup.node_labels(&target);
-            match binding_annotations(policies, &pod, &ns, &ns_labels(), node_labels.as_ref()) {
-                None => (resp, Verdict::Unchanged),
-                Some((ann, _)) => {
-                    let mut after = raw.clone();
-                    let meta = after.as_object_mut().map(|o| {
-                        o.entry("metadata")
-                            .or_insert_with(|| Value::Object(Default::default()))
-                    });
-                    if let Some(Value::Object(m)) = meta {
-                        let a = m
-                            .entry("annotations")
-                            .or_insert_with(|| Value::Object(Default::default()));
-                        if let Value::Object(a) = a {
-                            for (k, v) in ann {
-                                a.insert(k, Value::String(v));
-                            }
-                        }
+            let view = NodeView {
+                labels: node_labels.as_ref(),
+                agent: lookup.agent_on(&target),
+            };
+            let Some(inj) = injection(
+                policies,
+                &pod,
+                &ns,
+                &ns_labels(),
+                InjectAt::Binding,
+                Some(&view),
+            ) else {
+                return (resp, Verdict::Unchanged);
+            };
+            let ann = binding_annotations(&inj);
+            let mut after = raw.clone();
+            let meta = after.as_object_mut().map(|o| {
+                o.entry("metadata")
+                    .or_insert_with(|| Value::Object(Default::default()))
+            });
+            if let Some(Value::Object(m)) = meta {
+                let a = m
+                    .entry("annotations")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Value::Object(a) = a {
+                    for (k, v) in ann {
+                        a.insert(k, Value::String(v));
                     }
-                    patch_response(resp, &raw, &after)
                 }
             }
+            let (resp, verdict) = patch_response(resp, &raw, &after);
+            (with_warnings(resp, inj.warnings), verdict)
         }
         _ => (resp, Verdict::Skipped),
     }

@@ -75,6 +75,8 @@ pub struct Config {
     pub url: Option<String>,
     /// Namespaces the webhook configuration skips (its own, and kube-system unless asked).
     pub skip_namespaces: Vec<String>,
+    /// What a KubeArmor agent pod looks like.
+    pub agent_selector: kube::core::Selector,
 }
 
 /// Hot-swappable serving certificate.
@@ -168,6 +170,9 @@ struct Shared {
     policies: RwLock<Arc<Vec<ValidPolicy>>>,
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
+    /// KubeArmor agent pods only (watched by label).
+    agents: Store<Pod>,
+    agent_selector: kube::core::Selector,
     client: Client,
     certs: Arc<Certs>,
     synced: AtomicBool,
@@ -191,6 +196,12 @@ impl Lookup for StoreLookup<'_> {
             .nodes
             .get(&reflector::ObjectRef::new(node))
             .map(|n| n.labels().clone())
+    }
+    fn agent_on(&self, node: &str) -> bool {
+        self.shared.agents.state().iter().any(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+                && crate::cluster::is_running_agent(p, &self.shared.agent_selector)
+        })
     }
     fn pod(&self, _ns: &str, _name: &str) -> Option<Pod> {
         self.pod.clone()
@@ -281,10 +292,22 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    reflect_with(api, watcher::Config::default(), wake)
+}
+
+fn reflect_with<K>(api: Api<K>, cfg: watcher::Config, wake: Option<Arc<Notify>>) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher(api, cfg).default_backoff().reflect(writer);
     tokio::spawn(async move {
         let mut s = std::pin::pin!(stream);
         while let Some(ev) = s.next().await {
@@ -328,6 +351,11 @@ pub async fn write_webhook_config(
                 "reinvocationPolicy": "IfNeeded",
                 "admissionReviewVersions": ["v1"],
                 "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skip_namespaces}]},
+                // KubeArmor's pods (as its own webhook does) and pods opted out.
+                "objectSelector": {"matchExpressions": [
+                    {"key": crate::api::KUBEARMOR_APP_LABEL, "operator": "DoesNotExist"},
+                    {"key": crate::compliance::OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]}
+                ]},
             }]
         }))
         .map_err(|e| Error::Cert(e.to_string()))?;
@@ -446,6 +474,12 @@ pub async fn serve(
         policies: RwLock::new(Arc::new(vec![])),
         namespaces: reflect(Api::all(client.clone()), None),
         nodes: reflect(Api::all(client.clone()), None),
+        agents: reflect_with(
+            Api::all(client.clone()),
+            watcher::Config::default().labels(&cfg.agent_selector.to_string()),
+            None,
+        ),
+        agent_selector: cfg.agent_selector.clone(),
         client: client.clone(),
         certs: certs.clone(),
         synced: AtomicBool::new(false),
@@ -461,6 +495,7 @@ pub async fn serve(
             }
             let _ = shared.namespaces.wait_until_ready().await;
             let _ = shared.nodes.wait_until_ready().await;
+            let _ = shared.agents.wait_until_ready().await;
             loop {
                 let mut valid: Vec<ValidPolicy> = store
                     .state()
@@ -605,6 +640,8 @@ mod tests {
             policies: RwLock::new(Arc::new(policies)),
             namespaces: reflector::store().0,
             nodes: reflector::store().0,
+            agents: reflector::store().0,
+            agent_selector: Default::default(),
             client,
             certs,
             synced: AtomicBool::new(false),
@@ -650,7 +687,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_router_answers_reviews_limits_bodies_and_reports_readiness() {
-        let pol = crate::policy::validate("p", &serde_yaml::from_str("{}").unwrap()).unwrap();
+        let pol = crate::policy::validate(
+            "p",
+            &serde_yaml::from_str("profile: {injectAt: Create}").unwrap(),
+        )
+        .unwrap();
         let s = shared(vec![pol]);
         let review = serde_json::json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

@@ -8,6 +8,8 @@ struct Fixed {
     ns: BTreeMap<String, Labels>,
     nodes: BTreeMap<String, Labels>,
     pods: Vec<Pod>,
+    /// Nodes with a Running KubeArmor agent.
+    agents: Vec<String>,
 }
 
 impl Lookup for Fixed {
@@ -17,12 +19,29 @@ impl Lookup for Fixed {
     fn node_labels(&self, node: &str) -> Option<Labels> {
         self.nodes.get(node).cloned()
     }
+    fn agent_on(&self, node: &str) -> bool {
+        self.agents.iter().any(|n| n == node)
+    }
     fn pod(&self, ns: &str, name: &str) -> Option<Pod> {
         self.pods
             .iter()
             .find(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
             .cloned()
     }
+}
+
+/// A policy that injects at creation (the explicit choice) into init containers too, for the
+/// tests of the patch itself.
+fn create(yaml: &str) -> ValidPolicy {
+    let mut spec: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    let profile = spec
+        .as_object_mut()
+        .unwrap()
+        .entry("profile")
+        .or_insert_with(|| json!({}));
+    profile["injectAt"] = json!("Create");
+    profile["includeInitContainers"] = json!(true);
+    crate::policy::validate("p", &serde_json::from_value(spec).unwrap()).unwrap()
 }
 
 fn lookup() -> Fixed {
@@ -33,10 +52,19 @@ fn lookup() -> Fixed {
                 "enf".to_string(),
                 [("kubearmor.io/enforcer".to_string(), "apparmor".to_string())].into(),
             ),
+            (
+                "no-agent".to_string(),
+                [("kubearmor.io/enforcer".to_string(), "apparmor".to_string())].into(),
+            ),
+            (
+                "bpf".to_string(),
+                [("kubearmor.io/enforcer".to_string(), "bpf".to_string())].into(),
+            ),
             ("plain".to_string(), Labels::new()),
         ]
         .into(),
         pods: vec![],
+        agents: vec!["enf".into(), "bpf".into()],
     }
 }
 
@@ -106,7 +134,7 @@ fn apply(resp_body: &[u8], object: &Value) -> (Value, bool) {
 
 #[test]
 fn a_deployment_pod_gets_annotations_for_every_container() {
-    let pols = vec![policy("{}")];
+    let pols = vec![create("{}")];
     let obj = deploy_pod();
     let (code, body, verdict, op) = handle(
         &review_json("pods", None, "shop", "", obj.clone()),
@@ -147,7 +175,7 @@ fn a_deployment_pod_gets_annotations_for_every_container() {
 fn a_profile_name_no_agent_can_load_is_never_injected() {
     // The expanded name (250 x's, the owner and the container) is over 255 bytes: the container
     // could never start, so the pod is admitted as it is.
-    let pols = vec![policy(
+    let pols = vec![create(
         "profile: {template: 'localhost/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-{owner}-{container}'}",
     )];
     let obj = deploy_pod();
@@ -162,7 +190,7 @@ fn a_profile_name_no_agent_can_load_is_never_injected() {
 #[test]
 fn field_and_both_formats() {
     for (fmt, ann, field) in [("Field", false, true), ("Both", true, true)] {
-        let pols = vec![policy(&format!("profile: {{format: {fmt}}}"))];
+        let pols = vec![create(&format!("profile: {{format: {fmt}}}"))];
         let obj = deploy_pod();
         let (_, body, _, _) = handle(
             &review_json("pods", None, "shop", "", obj.clone()),
@@ -196,7 +224,7 @@ fn field_and_both_formats() {
 #[test]
 fn explicit_profiles_overrides_exclusions_and_opt_out() {
     // A user-set profile is respected; the other container gets ours.
-    let pols = vec![policy(
+    let pols = vec![create(
         "profile: {overrides: [{podSelector: {matchLabels: {k8s-app: kube-proxy}}, profile: unconfined}]}",
     )];
     let mut obj = deploy_pod();
@@ -255,7 +283,7 @@ fn explicit_profiles_overrides_exclusions_and_opt_out() {
     ] {
         let (code, _, verdict, _) = handle(
             &review_json("pods", None, ns, "", obj),
-            &[policy(pol)],
+            &[create(pol)],
             &lookup(),
         );
         assert_eq!((code, verdict), (200, Verdict::Unchanged), "{ns} {pol}");
@@ -264,9 +292,9 @@ fn explicit_profiles_overrides_exclusions_and_opt_out() {
 
 #[test]
 fn precedence_is_by_policy_name() {
-    let mut a = policy("profile: {template: 'localhost/from-a-{container}'}");
+    let mut a = create("profile: {template: 'localhost/from-a-{container}'}");
     a.name = "a".into();
-    let mut b = policy("profile: {template: 'localhost/from-b-{container}'}");
+    let mut b = create("profile: {template: 'localhost/from-b-{container}'}");
     b.name = "b".into();
     for pols in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
         let obj = deploy_pod();
@@ -359,27 +387,150 @@ fn binding_injects_only_on_enforcing_nodes() {
 }
 
 #[test]
-fn create_policy_with_node_selector_injects_only_pinned_pods_on_enforcing_nodes() {
-    let pols = vec![policy(
-        "profile: {enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}}",
-    )];
+fn binding_policies_inject_a_pod_created_bound_only_where_an_agent_loads_it() {
+    // KubeArmor's webhook also annotates a pod created with spec.nodeName (no binding follows).
+    let pols = vec![policy("{}")];
     let (_, _, v, _) = handle(
         &review_json("pods", None, "shop", "", deploy_pod()),
         &pols,
         &lookup(),
     );
-    assert_eq!(v, Verdict::Unchanged);
-    let mut pinned = deploy_pod();
-    pinned["spec"]["nodeName"] = json!("enf");
+    assert_eq!(v, Verdict::Unchanged, "unbound: wait for the binding");
+    for (node, want) in [
+        ("enf", Verdict::Patched),
+        ("no-agent", Verdict::Unchanged),
+        ("bpf", Verdict::Unchanged),
+        ("plain", Verdict::Unchanged),
+        ("unknown", Verdict::Unchanged),
+    ] {
+        let mut pinned = deploy_pod();
+        pinned["spec"]["nodeName"] = json!(node);
+        let (_, body, v, _) = handle(
+            &review_json("pods", None, "shop", "", pinned.clone()),
+            &pols,
+            &lookup(),
+        );
+        assert_eq!(v, want, "{node}");
+        if want == Verdict::Patched {
+            let (p, _) = apply(&body, &pinned);
+            let a = &p["metadata"]["annotations"];
+            assert!(
+                a.get("container.apparmor.security.beta.kubernetes.io/init")
+                    .is_none()
+            );
+            assert_eq!(a["refresh.armor.dev/injected"], "app");
+        }
+    }
+}
+
+#[test]
+fn kubearmor_pods_windows_pods_and_pod_security_are_left_alone_with_a_warning() {
+    let pols = vec![create("{}")];
+    let mut agent = deploy_pod();
+    agent["metadata"]["labels"]["kubearmor-app"] = json!("kubearmor");
     let (_, _, v, _) = handle(
-        &review_json("pods", None, "shop", "", pinned.clone()),
+        &review_json("pods", None, "kubearmor", "", agent),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!(v, Verdict::Unchanged);
+    let warning = |body: &[u8]| -> String {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v["response"]["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut windows = deploy_pod();
+    windows["spec"]["os"] = json!({"name": "windows"});
+    let (_, body, v, _) = handle(
+        &review_json("pods", None, "shop", "", windows),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!(v, Verdict::Unchanged);
+    assert!(warning(&body).contains("Windows"), "{}", warning(&body));
+    // unconfined where Pod Security enforces baseline: that container is left alone.
+    let pols = vec![create(
+        "profile: {overrides: [{podSelector: {}, containers: [app], profile: unconfined}]}",
+    )];
+    let mut l = lookup();
+    l.ns.insert(
+        "locked".into(),
+        [(
+            compliance::PSA_ENFORCE_LABEL.to_string(),
+            "baseline".to_string(),
+        )]
+        .into(),
+    );
+    let obj = deploy_pod();
+    let (_, body, v, _) = handle(
+        &review_json("pods", None, "locked", "", obj.clone()),
+        &pols,
+        &l,
+    );
+    assert_eq!(v, Verdict::Patched);
+    assert!(
+        warning(&body).contains("Pod Security"),
+        "{}",
+        warning(&body)
+    );
+    let (p, _) = apply(&body, &obj);
+    let a = &p["metadata"]["annotations"];
+    assert!(
+        a.get("container.apparmor.security.beta.kubernetes.io/app")
+            .is_none()
+    );
+    assert_eq!(
+        a["container.apparmor.security.beta.kubernetes.io/init"],
+        "localhost/kubearmor-locked-web-init"
+    );
+}
+
+#[test]
+fn a_bare_pod_named_by_generate_name_is_not_given_a_guessed_name() {
+    let pols = vec![create("{}")];
+    let bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "solo-"}, "spec": {"containers": [{"name": "c"}]}});
+    let (_, body, v, _) = handle(
+        &review_json("pods", None, "shop", "", bare),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!(v, Verdict::Unchanged);
+    let r: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        r["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("generateName")
+    );
+    // With a name, it is named after itself.
+    let named = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo-x1"}, "spec": {"containers": [{"name": "c"}]}});
+    let (_, body, v, _) = handle(
+        &review_json("pods", None, "shop", "", named.clone()),
         &pols,
         &lookup(),
     );
     assert_eq!(v, Verdict::Patched);
-    pinned["spec"]["nodeName"] = json!("plain");
+    let (p, _) = apply(&body, &named);
+    assert_eq!(
+        p["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/c"],
+        "localhost/kubearmor-shop-solo-x1-c"
+    );
+}
+
+#[test]
+fn beside_kubearmors_webhook_nothing_flips() {
+    // KubeArmor rewrote our runtime/default into localhost/default: a reinvocation leaves it.
+    let pols = vec![create("profile: {template: runtime/default}")];
+    let mut obj = deploy_pod();
+    obj["metadata"]["annotations"] = json!({
+        "container.apparmor.security.beta.kubernetes.io/app": "localhost/default",
+        "container.apparmor.security.beta.kubernetes.io/init": "runtime/default",
+        "refresh.armor.dev/injected": "init,app"
+    });
     let (_, _, v, _) = handle(
-        &review_json("pods", None, "shop", "", pinned),
+        &review_json("pods", None, "shop", "", obj),
         &pols,
         &lookup(),
     );
@@ -388,7 +539,7 @@ fn create_policy_with_node_selector_injects_only_pinned_pods_on_enforcing_nodes(
 
 #[test]
 fn bad_requests_get_clear_answers_and_never_panic() {
-    let pols = vec![policy("{}")];
+    let pols = vec![create("{}")];
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"not json".to_vec(), 400, "not JSON"),
         (b"".to_vec(), 400, "not JSON"),
@@ -475,7 +626,7 @@ fn bad_requests_get_clear_answers_and_never_panic() {
 fn keys_with_slashes_and_tildes_are_escaped() {
     // A container name cannot contain '~' or '/', but annotation keys do contain '/':
     // applying the patch must land the key verbatim.
-    let pols = vec![policy("{}")];
+    let pols = vec![create("{}")];
     let mut obj = deploy_pod();
     obj["metadata"]["annotations"] = json!({"a~b/c": "kept"});
     let (_, body, _, _) = handle(
@@ -538,7 +689,7 @@ proptest! {
     /// second pass changes nothing.
     #[test]
     fn patches_make_pods_compliant_and_are_idempotent(pod in arb_pod(), fmt in proptest::sample::select(vec!["Annotation", "Field", "Both"])) {
-        let pols = vec![policy(&format!("profile: {{format: {fmt}}}"))];
+        let pols = vec![create(&format!("profile: {{format: {fmt}}}"))];
         let (code, body, _, _) = handle(&review_json("pods", None, "ns1", "", pod.clone()), &pols, &lookup());
         prop_assert_eq!(code, 200);
         let (patched, _) = apply(&body, &pod);
@@ -605,7 +756,7 @@ proptest! {
     /// AppArmor profile annotations and fields (and its own marker annotation).
     #[test]
     fn patches_touch_only_apparmor_fields(pod in arb_pod(), fmt in proptest::sample::select(vec!["Annotation", "Field", "Both"]), tpl in proptest::sample::select(vec!["localhost/kubearmor-{namespace}-{owner}-{container}", "runtime/default", "unconfined"])) {
-        let pols = vec![policy(&format!("profile: {{format: {fmt}, template: \"{tpl}\"}}"))];
+        let pols = vec![create(&format!("profile: {{format: {fmt}, template: \"{tpl}\"}}"))];
         let (code, body, _, _) = handle(&review_json("pods", None, "ns1", "", pod.clone()), &pols, &lookup());
         prop_assert_eq!(code, 200);
         let (patched, _) = apply(&body, &pod);
