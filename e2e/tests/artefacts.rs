@@ -174,6 +174,39 @@ fn default_values_render_a_hardened_leader_elected_operator_with_its_webhook() -
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(skipped, ["kube-system", "storage-system", NS]);
+    // Every namespace the webhook skips is excluded by the default policy: a pod there would
+    // never get its profile, so refreshing it would only make another target.
+    let policy = find(&d, "ArmorRefreshPolicy").expect("the default policy");
+    let excluded: Vec<&str> = policy["spec"]["exclude"]["namespaces"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for ns in &skipped {
+        assert!(
+            excluded.contains(ns),
+            "{ns} skipped by the webhook, not excluded"
+        );
+    }
+    // KubeArmor's pods and the operator's own are skipped by label, which the code reads.
+    let objects = serde_json::to_string(&wh["objectSelector"]["matchExpressions"]).unwrap();
+    assert!(
+        objects.contains("kubearmor-app") && objects.contains("DoesNotExist"),
+        "{objects}"
+    );
+    assert!(objects.contains("refresh.armor.dev/exclude"), "{objects}");
+    let dep = find(&d, "Deployment").unwrap();
+    assert_eq!(
+        dep["spec"]["template"]["metadata"]["labels"]["refresh.armor.dev/exclude"].as_str(),
+        Some("true"),
+        "a label, as the policies and the webhook read it"
+    );
+    assert_eq!(
+        policy["spec"]["profile"]["injectAt"].as_str(),
+        Some("Binding"),
+        "KubeArmor's rule by default"
+    );
     Ok(())
 }
 
@@ -185,7 +218,7 @@ fn seed_style_values_render_the_default_policy() -> Result<()> {
         "--set",
         "controller.podRefresher.excludeNamespaces={kube-system,rook-ceph}",
         "--set",
-        "defaultPolicy.trigger=Automatic,defaultPolicy.profile.format=Both",
+        "defaultPolicy.trigger=Automatic,defaultPolicy.profile.format=Both,defaultPolicy.profile.injectAt=Create",
     ])?;
     let p = find(&d, "ArmorRefreshPolicy").expect("the default policy");
     assert_eq!(p["metadata"]["name"].as_str(), Some("default"));
