@@ -132,6 +132,27 @@ current-context: armor-refresh-e2e
 EOF
 }
 
+# The mixed KubeArmor fleet, in every zone: even nodes enforce AppArmor and run a KubeArmor
+# agent, except every sixth node (5, 11, ...) which enforces AppArmor without an agent; the other
+# odd nodes use BPF-LSM, where no AppArmor profile is ever loaded.
+fleet_labels() { # index
+  if (($1 % 6 == 5)); then
+    echo "    kubearmor.io/enforcer: apparmor"
+  elif (($1 % 2 == 1)); then
+    echo "    kubearmor.io/enforcer: bpf"
+  else
+    echo "    kubearmor.io/enforcer: apparmor"
+    echo "    e2e.armor.dev/kubearmor-agent: \"true\""
+  fi
+}
+
+agents_running() { # count kubectl
+  local running
+  running="$("$2" --kubeconfig "$DIR/admin.kubeconfig" -n kubearmor get pods -l kubearmor-app=kubearmor \
+    --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l)"
+  [[ "$running" -ge "$1" ]]
+}
+
 create_nodes() { # count
   local n="$1" kubectl="$2" i zone
   {
@@ -150,7 +171,7 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
     topology.kubernetes.io/zone: $zone
-$( ((i % 2 == 0)) && echo "    kubearmor.io/enforcer: apparmor")
+$(fleet_labels "$i")
 EOF
     done
   } | "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null
@@ -256,11 +277,16 @@ YAML
     --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.0.0.2 --server-address "127.0.0.1:$(free_port)"
 
   wait_for "the default ServiceAccount" 60 kube-controller-manager "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" -n default get serviceaccount default
-  log "creating $nodes nodes across zone-a/b/c (even-numbered ones enforce AppArmor)"
+  log "creating $nodes nodes across zone-a/b/c (a mixed KubeArmor fleet)"
   create_nodes "$nodes" "$kubectl"
   # One list, not `kubectl wait` (which checks node by node within one timeout: too slow for
   # dozens of nodes whose heartbeats kwok keeps updating).
   wait_for "$nodes nodes to be Ready" 90 kwok nodes_ready "$nodes" "$kubectl"
+  local agents=0 i
+  for ((i = 0; i < nodes; i++)); do ((i % 2 == 0)) && agents=$((agents + 1)); done
+  log "starting KubeArmor's agents on the $agents AppArmor nodes that run one"
+  "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f "$HERE/cluster/kubearmor/kubearmor.yaml" >/dev/null
+  wait_for "$agents KubeArmor agents to run" 120 kwok agents_running "$agents" "$kubectl"
   log "ready in $((SECONDS - start_s))s; kubeconfig: $DIR/admin.kubeconfig"
   trap - EXIT
 }

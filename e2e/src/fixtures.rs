@@ -63,13 +63,18 @@ pub async fn wait_phase(
     r
 }
 
+/// The node label of the e2e fleet's AppArmor nodes that run a KubeArmor agent (cluster.sh).
+pub const AGENT_NODE_LABEL: &str = "e2e.armor.dev/kubearmor-agent";
+
+/// A Deployment on the nodes where KubeArmor loads profiles (the suites about runs need every
+/// pod to be a target; the KubeArmor suite spreads its own over the whole mixed fleet).
 pub fn deployment(ns: &str, name: &str, replicas: u32, containers: &[&str]) -> String {
     let cs: Vec<String> = containers
         .iter()
         .map(|c| format!("{{name: {c}, image: example/{c}:1}}"))
         .collect();
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{}]}}\n---\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{nodeSelector: {{{AGENT_NODE_LABEL}: 'true'}}, containers: [{}]}}\n---\n",
         cs.join(", ")
     )
 }

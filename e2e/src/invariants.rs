@@ -72,6 +72,10 @@ impl State {
 pub struct Witness {
     state: Arc<Mutex<State>>,
     task: Arc<tokio::task::JoinHandle<()>>,
+    /// KubeArmor's agent and kubelet, so that a pod given a profile its node never loads is
+    /// seen stuck, as on a real node.
+    standin: Arc<crate::standin::Standin>,
+    namespaces: BTreeSet<String>,
 }
 
 fn has_profile(p: &Pod) -> bool {
@@ -101,6 +105,8 @@ impl Witness {
             .collect();
         let state = Arc::new(Mutex::new(State::default()));
         let namespaces: BTreeSet<String> = namespaces.iter().map(|s| s.to_string()).collect();
+        let standin = Arc::new(crate::standin::Standin::start(client, false).await?);
+        let watched = namespaces.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let st = state.clone();
         let pods: Api<Pod> = Api::all(client.clone());
@@ -176,6 +182,8 @@ impl Witness {
         Ok(Witness {
             state,
             task: Arc::new(task),
+            standin,
+            namespaces: watched,
         })
     }
 
@@ -250,9 +258,29 @@ const DELIVERY_GRACE: std::time::Duration = std::time::Duration::from_millis(300
 
 impl Witness {
     /// DESIGN.md's invariants over everything witnessed so far.
+    /// Pods of the watched namespaces stuck on a profile their node never loaded.
+    pub fn stuck(&self) -> Vec<crate::standin::Stuck> {
+        self.standin
+            .stuck()
+            .into_iter()
+            .filter(|s| {
+                s.pod
+                    .split('/')
+                    .next()
+                    .is_some_and(|ns| self.namespaces.contains(ns))
+            })
+            .collect()
+    }
+
     pub fn check(&self, e: &Expect) -> Vec<Check> {
         let deletions = self.deletions();
         let mut out = vec![];
+        let stuck = self.stuck();
+        out.push(Check {
+            invariant: "no pod stuck on a profile its node never loaded",
+            pass: stuck.is_empty(),
+            detail: format!("{} stuck: {stuck:?}", stuck.len()),
+        });
         let max = self.max_disrupted();
         out.push(Check {
             invariant: "disruption within the batch",

@@ -196,3 +196,4 @@ pub mod fixtures;
 pub mod invariants;
 pub mod process;
 pub mod scale;
+pub mod standin;

@@ -26,6 +26,7 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::fixtures::AGENT_NODE_LABEL;
 use crate::process::{Process, free_port};
 use crate::{Result, apply, chart, kubectl, wait_for};
 
@@ -324,7 +325,7 @@ spec:
   selector: {{matchLabels: {{app: app-{d}}}}}
   template:
     metadata: {{labels: {{app: app-{d}, {POD_LABEL}: "true"}}}}
-    spec: {{containers: [{{name: app, image: example/app:1}}, {{name: sidecar, image: example/sidecar:1}}]}}
+    spec: {{nodeSelector: {{{AGENT_NODE_LABEL}: "true"}}, containers: [{{name: app, image: example/app:1}}, {{name: sidecar, image: example/sidecar:1}}]}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
@@ -344,7 +345,7 @@ spec:
   selector: {{matchLabels: {{app: db}}}}
   template:
     metadata: {{labels: {{app: db, {POD_LABEL}: "true"}}}}
-    spec: {{containers: [{{name: db, image: example/db:1}}]}}
+    spec: {{nodeSelector: {{{AGENT_NODE_LABEL}: "true"}}, containers: [{{name: db, image: example/db:1}}]}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget

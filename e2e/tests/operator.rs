@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
 use armor_refresh_e2e::fixtures::{
-    all_ready, deployment, policy, run, run_status, uids, wait_phase,
+    AGENT_NODE_LABEL, all_ready, deployment, policy, run, run_status, uids, wait_phase,
 };
 use armor_refresh_e2e::invariants::Witness;
 use armor_refresh_e2e::process::{Process, run_args};
 use armor_refresh_e2e::{
     Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -41,7 +41,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
     y += &deployment("e2e-shop", "api", 4, &["app", "envoy"]);
     y += &deployment("e2e-shop", "cart", 1, &["app"]);
     y += &deployment("e2e-storage", "osd", 2, &["osd"]);
-    y += "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: e2e-data}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: postgres, image: example/pg:16}]}\n---\n";
+    y += "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: e2e-data}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {nodeSelector: {e2e.armor.dev/kubearmor-agent: 'true'}, containers: [{name: postgres, image: example/pg:16}]}\n---\n";
     y += "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db, namespace: e2e-data}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: db}}}\n---\n";
     y += "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: e2e-data}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: example/agent:1}]}\n---\n";
     y += "apiVersion: v1\nkind: Pod\nmetadata: {name: debug, namespace: e2e-shop, labels: {run: debug}}\nspec: {containers: [{name: shell, image: example/shell:1}]}\n";
@@ -49,8 +49,33 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
     let shop = all_ready(&c, "e2e-shop", 12).await?;
     let data = all_ready(&c, "e2e-data", 9).await?;
     let storage = all_ready(&c, "e2e-storage", 2).await?;
+    // The DaemonSet runs on the whole mixed fleet: only its pods where a KubeArmor agent loads
+    // profiles are targets; on BPF-LSM nodes and the AppArmor node without an agent they
+    // would never start with a profile.
+    let nodes: Api<Node> = Api::all(c.clone());
+    let agent_nodes: std::collections::BTreeSet<String> = nodes
+        .list(&ListParams::default().labels(&format!("{AGENT_NODE_LABEL}=true")))
+        .await?
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    let on_agent_node = |p: &&Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| agent_nodes.contains(n))
+    };
+    let elsewhere: Vec<Pod> = data.iter().filter(|p| !on_agent_node(p)).cloned().collect();
+    assert_eq!(elsewhere.len(), 3, "3 of the 6 nodes run no agent");
     let mut targets = uids(&shop);
-    targets.extend(uids(&data));
+    targets.extend(uids(
+        &data
+            .iter()
+            .filter(on_agent_node)
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
     let bare = shop
         .iter()
         .find(|p| p.name_any() == "debug")
@@ -58,7 +83,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         .uid()
         .unwrap();
     targets.remove(&bare);
-    assert_eq!(targets.len(), 20);
+    assert_eq!(targets.len(), 17);
 
     let witness = Witness::start(&c, &["e2e-shop", "e2e-data", "e2e-storage"]).await?;
     let mut op = start_operator("op-full", "armor-refresh-full").await?;
@@ -95,8 +120,17 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         uids(&storage).is_disjoint(&deleted),
         "the excluded namespace is untouched"
     );
-    assert_eq!(s.progress.refreshed, 20, "{:?}", s.progress);
+    assert_eq!(s.progress.refreshed, 17, "{:?}", s.progress);
+    assert!(
+        uids(&elsewhere).is_disjoint(&deleted),
+        "no pod refreshed where no agent loads its profile"
+    );
     assert_eq!(s.progress.failed, 0);
+    assert!(
+        witness.stuck().is_empty(),
+        "stuck on a profile: {:?}",
+        witness.stuck()
+    );
     let max = witness.max_disrupted();
     assert!(max <= 3, "max disrupted {max} > batch 3");
     // StatefulSet: one at a time, highest ordinal first.
@@ -141,7 +175,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         },
     )
     .await?;
-    assert_eq!(pst.0.total, 20);
+    assert_eq!(pst.0.total, 17);
     assert_eq!(pst.1.as_deref(), Some("full-1"));
     // Events on the run, and metrics.
     let (ok, out, _) = kubectl(
@@ -162,7 +196,7 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         "{out}"
     );
     let m = op.metrics().await?;
-    assert!(m.contains("armor_refresh_pods_refreshed_total 20"), "{m}");
+    assert!(m.contains("armor_refresh_pods_refreshed_total 17"), "{m}");
     let batches = s.history.last().map_or(0, |h| h.index);
     // kwok makes a pod Ready 1 s after it is scheduled; intervals are 1 s.
     let minimum = f64::from(batches) * 1.0 + f64::from(batches.saturating_sub(1)) * 1.0;
@@ -312,7 +346,7 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
     // OnDelete: a template change reaches only pods that are recreated, i.e. the replacements.
     let sts = |label: &str| {
         format!(
-            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: flaky, namespace: e2e-breaker}}\nspec:\n  replicas: 3\n  serviceName: flaky\n  updateStrategy: {{type: OnDelete}}\n  selector: {{matchLabels: {{app: flaky}}}}\n  template:\n    metadata: {{labels: {{app: flaky{label}}}}}\n    spec: {{containers: [{{name: app, image: example/app:1}}]}}\n"
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: flaky, namespace: e2e-breaker}}\nspec:\n  replicas: 3\n  serviceName: flaky\n  updateStrategy: {{type: OnDelete}}\n  selector: {{matchLabels: {{app: flaky}}}}\n  template:\n    metadata: {{labels: {{app: flaky{label}}}}}\n    spec: {{nodeSelector: {{{AGENT_NODE_LABEL}: 'true'}}, containers: [{{name: app, image: example/app:1}}]}}\n"
         )
     };
     apply(&sts("")).await?;

@@ -91,7 +91,7 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: nginx}]}
+    spec: {nodeSelector: {e2e.armor.dev/kubearmor-agent: 'true'}, containers: [{name: web, image: nginx}]}
 ---
 apiVersion: apps/v1
 kind: StatefulSet
@@ -102,7 +102,7 @@ spec:
   selector: {matchLabels: {app: db}}
   template:
     metadata: {labels: {app: db}}
-    spec: {containers: [{name: db, image: postgres}]}
+    spec: {nodeSelector: {e2e.armor.dev/kubearmor-agent: 'true'}, containers: [{name: db, image: postgres}]}
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -111,7 +111,7 @@ spec:
   selector: {matchLabels: {app: agent}}
   template:
     metadata: {labels: {app: agent}}
-    spec: {containers: [{name: agent, image: busybox}]}
+    spec: {nodeSelector: {e2e.armor.dev/kubearmor-agent: 'true'}, containers: [{name: agent, image: busybox}]}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -121,7 +121,7 @@ spec:
   selector: {matchLabels: {app: api}}
   template:
     metadata: {labels: {app: api}}
-    spec: {containers: [{name: api, image: nginx}]}
+    spec: {nodeSelector: {e2e.armor.dev/kubearmor-agent: 'true'}, containers: [{name: api, image: nginx}]}
 "#,
     )
     .await?;
@@ -144,7 +144,8 @@ spec:
             .split_whitespace()
             .filter(|s| matches!(*s, "rbac-restart=True" | "rbac-evict=True"))
             .count();
-        Ok((ready == 2 + 1 + 6 + 3).then_some(()))
+        // The DaemonSet runs on the 3 agent nodes of the 6.
+        Ok((ready == 2 + 1 + 3 + 3).then_some(()))
     })
     .await?;
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use armor_refresh::api::{ArmorRefreshRun, Phase};
+use armor_refresh_e2e::fixtures::AGENT_NODE_LABEL;
 use armor_refresh_e2e::process::{Process, free_port};
 use armor_refresh_e2e::{Result, apply, clean, client, fresh_namespace, install_crds, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -54,7 +55,16 @@ async fn pods_of(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
     .await
 }
 
+/// A Deployment on the nodes where KubeArmor loads profiles.
 fn deployment(ns: &str, name: &str, replicas: u32) -> String {
+    spread(ns, name, replicas).replace(
+        "    spec:\n",
+        &format!("    spec:\n      nodeSelector: {{{AGENT_NODE_LABEL}: 'true'}}\n"),
+    )
+}
+
+/// A Deployment over the whole mixed fleet.
+fn spread(ns: &str, name: &str, replicas: u32) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      initContainers: [{{name: init, image: example/init:1}}]\n      containers: [{{name: app, image: example/app:1}}]\n"
     )
@@ -70,7 +80,7 @@ async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hol
         fresh_namespace(&c, ns).await?;
     }
     apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-annotation}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-a}}}\n").await?;
-    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-field}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-f}}}\n  profile: {format: Both}\n").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-field}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-f}}}\n  profile: {format: Both, injectAt: Create, includeInitContainers: true}\n").await?;
     apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-excluded}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-x}}}\n  exclude: {namespaces: [e2e-wh-x]}\n").await?;
     let mut wh = webhook("webhook-forms", free_port()).await?;
     // Give the webhook's policy cache a moment to see the policies (it is ready already).
@@ -92,8 +102,9 @@ async fn pods_come_out_compliant_in_annotation_and_field_form_and_exclusions_hol
             a
         );
         assert_eq!(
-            a.get(&format!("{PREFIX}init")).map(String::as_str),
-            Some("localhost/kubearmor-e2e-wh-a-a-init")
+            a.get(&format!("{PREFIX}init")),
+            None,
+            "init containers are KubeArmor's to leave alone"
         );
     }
     for p in pods_of(&c, "e2e-wh-f", 2).await? {
@@ -143,11 +154,11 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
     install_crds(&c).await?;
     clean(&c, CONFIG).await?;
     fresh_namespace(&c, "e2e-wh-b").await?;
-    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-binding}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-b}}}\n  profile:\n    injectAt: Binding\n    enforcingNodeSelector: {matchLabels: {kubearmor.io/enforcer: apparmor}}\n").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-binding}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-b}}}\n").await?;
     let mut wh = webhook("webhook-binding", free_port()).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Enough pods to land on both kinds of node.
-    apply(&deployment("e2e-wh-b", "spread", 12)).await?;
+    apply(&spread("e2e-wh-b", "spread", 12)).await?;
     let pods = pods_of(&c, "e2e-wh-b", 12).await?;
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
     let mut on_enforcing = 0;
@@ -156,10 +167,12 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
         let node = nodes
             .get(p.spec.as_ref().unwrap().node_name.as_ref().unwrap())
             .await?;
+        // KubeArmor's rule, the default: an AppArmor node that runs an agent (not the BPF-LSM
+        // nodes, not the AppArmor node without one).
         let enforcing = node
             .labels()
-            .get("kubearmor.io/enforcer")
-            .is_some_and(|v| v == "apparmor");
+            .get(AGENT_NODE_LABEL)
+            .is_some_and(|v| v == "true");
         let has = p.annotations().contains_key(&format!("{PREFIX}app"));
         assert_eq!(
             has,
