@@ -62,13 +62,7 @@ pub fn parse_agent_selector(s: &str) -> Result<Selector, String> {
             Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (part, None),
         };
-        let valid = |t: &str| {
-            !t.is_empty()
-                && t.len() <= 317
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        };
-        if !valid(k) || v.is_some_and(|v| !v.is_empty() && !valid(v)) {
+        if !is_label_part(k, true) || v.is_some_and(|v| !is_label_part(v, false)) {
             return Err(format!(
                 "{part:?} is not `key=value` or `key` (e.g. kubearmor-app=kubearmor)"
             ));
@@ -81,13 +75,43 @@ pub fn parse_agent_selector(s: &str) -> Result<Selector, String> {
     Ok(exprs.into_iter().collect())
 }
 
-/// Is this pod a live KubeArmor agent: matching `selector`, Running, not being deleted?
-/// (KubeArmor's controller accepts any matching pod; a Pending agent loads nothing yet.)
+/// Is this pod a live KubeArmor agent: matching `selector`, Running and Ready, not being
+/// deleted? (KubeArmor's controller accepts any matching pod; a Pending or crash-looping agent
+/// loads nothing.)
 pub fn is_running_agent(pod: &Pod, selector: &Selector) -> bool {
     selector.matches(pod.labels())
         && pod.metadata.deletion_timestamp.is_none()
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && crate::select::is_ready(pod)
         && pod.spec.as_ref().is_some_and(|s| s.node_name.is_some())
+}
+
+/// A label key (optional DNS-subdomain prefix and '/', then a name) or value, as the API
+/// server accepts them.
+fn is_label_part(t: &str, key: bool) -> bool {
+    let name_ok = |n: &str| {
+        n.len() <= 63
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && n.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+    };
+    match (key, t.split_once('/')) {
+        (true, Some((prefix, name))) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+                && name_ok(name)
+        }
+        (true, None) => name_ok(t),
+        (false, _) => t.is_empty() || name_ok(t),
+    }
 }
 
 impl ClusterFacts {
@@ -268,6 +292,42 @@ metadata: {name: shop, labels: {team: a}}
             f.namespace_labels("other")["kubernetes.io/metadata.name"],
             "other"
         );
+    }
+
+    #[test]
+    fn agent_selectors_parse_as_the_api_server_reads_labels() {
+        for ok in [
+            "kubearmor-app=kubearmor",
+            "kubearmor-app",
+            "app.kubernetes.io/name=kubearmor,tier=agent",
+            "a=",
+        ] {
+            assert!(parse_agent_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x=y",
+            "a=b/c",
+            "/x",
+            "Foo.Bar/x=y",
+            "a=-b",
+            "a b=c",
+            ",",
+            "x=y,",
+        ] {
+            assert!(parse_agent_selector(bad).is_err(), "{bad:?}");
+        }
+        let sel = parse_agent_selector(DEFAULT_AGENT_SELECTOR).unwrap();
+        let agent = |ready: &str, phase: &str| -> Pod {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: a, labels: {{kubearmor-app: kubearmor}}}}\nspec: {{nodeName: n, containers: [{{name: c}}]}}\nstatus: {{phase: {phase}, conditions: [{{type: Ready, status: '{ready}'}}]}}"
+            ))
+            .unwrap()
+        };
+        assert!(is_running_agent(&agent("True", "Running"), &sel));
+        // Crash-looping (Running, not Ready) or Pending: it loads nothing.
+        assert!(!is_running_agent(&agent("False", "Running"), &sel));
+        assert!(!is_running_agent(&agent("False", "Pending"), &sel));
     }
 
     #[test]

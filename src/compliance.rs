@@ -381,11 +381,19 @@ pub fn forbids_unconfined(ns_labels: &Labels) -> bool {
 /// A pod for Windows (`spec.os.name: windows`): AppArmor does not exist there, and the API
 /// server refuses an AppArmor field on it.
 pub fn is_windows(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.os.as_ref())
-        .is_some_and(|os| os.name == "windows")
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    spec.os.as_ref().is_some_and(|os| os.name == "windows")
+        || spec
+            .node_selector
+            .as_ref()
+            .and_then(|s| s.get(OS_LABEL))
+            .is_some_and(|os| os == "windows")
 }
+
+/// The node label of the operating system.
+pub const OS_LABEL: &str = "kubernetes.io/os";
 
 /// Does a node load this policy's profiles? It must match the policy's enforcing-node
 /// selector (unknown nodes do not) and, when the policy requires it, run a KubeArmor agent.
@@ -395,7 +403,11 @@ pub fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>, agent: 
         None => true,
         Some(sel) => node_labels.is_some_and(|l| sel.matches(l)),
     };
-    labelled && (agent || !policy.require_agent)
+    // A Windows node has no AppArmor, whatever else it is labelled.
+    let linux = node_labels
+        .and_then(|l| l.get(OS_LABEL))
+        .is_none_or(|os| os == "linux");
+    labelled && linux && (agent || !policy.require_agent)
 }
 
 /// Is this pod compliant with `policy`? The single source of truth for webhook and controller.

@@ -230,7 +230,7 @@ items:
 - kind: Pod
   metadata: {name: kubearmor-1, namespace: kubearmor, uid: k1, labels: {kubearmor-app: kubearmor}}
   spec: {nodeName: n1, containers: [{name: agent}]}
-  status: {phase: Running}
+  status: {phase: Running, conditions: [{type: Ready, status: "True"}]}
 - kind: Pod
   metadata: {name: w-1, namespace: a, uid: u1, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: w-x, uid: r, controller: true}], labels: {pod-template-hash: x}}
   spec: {nodeName: n1, containers: [{name: c}]}

@@ -540,19 +540,24 @@ fn replacement_converges(
 }
 
 /// Would an automatic run only evict what the previous run already replaced? When every pod
-/// that lacks its profile was created after the last run was (both times from the API
-/// server's clock), refreshing did not give them the profile, and another run would evict
-/// the same workloads forever. The answer says why, for the policy's status.
-pub fn stalled(targets: &[Target], last_run_created: Option<i64>) -> Option<String> {
-    let since = last_run_created?;
-    let newer = targets
+/// that lacks its profile was created while the last run ran (from its creation, by the API
+/// server's clock, to its completion plus a second of timestamp resolution), they are that
+/// run's replacements: refreshing did not give them the profile, and another run would evict
+/// the same workloads forever. Pods created after it (a webhook outage since, a node whose
+/// agent started late) still get a run. The answer says why, for the policy's status.
+pub fn stalled(targets: &[Target], last_run: Option<(i64, i64)>) -> Option<String> {
+    let (from, to) = last_run?;
+    let during = targets
         .iter()
-        .filter(|t| t.created.is_some_and(|c| c >= since))
+        .filter(|t| {
+            t.created
+                .is_some_and(|c| c >= from && c <= to.saturating_add(1))
+        })
         .count();
-    (!targets.is_empty() && newer == targets.len()).then(|| {
+    (!targets.is_empty() && during == targets.len()).then(|| {
         let first = &targets[0];
         format!(
-            "no automatic run: all {newer} pods without their profile were created after the last run started, e.g. {} ({}); the webhook did not give them their profile (is it reachable, does its configuration skip their namespace?); a manual run still refreshes them",
+            "no automatic run: all {during} pods without their profile are replacements made during the last run, e.g. {} ({}); the webhook did not give them their profile (is it reachable, does its configuration skip their namespace?); a manual run still refreshes them",
             first.key(),
             first.owner
         )
@@ -784,14 +789,27 @@ mod tests {
         let f = facts(&[&p(", creationTimestamp: '2026-01-01T00:10:00Z'", "")]);
         let t = select(&policy("{}"), &f).targets;
         assert_eq!(t.len(), 1);
-        let run_at = |s: &str| Some(chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp());
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        let run = |from: &str, to: &str| Some((at(from), at(to)));
         // Never run before, or the pod predates the last run: refresh.
         assert_eq!(stalled(&t, None), None);
-        assert_eq!(stalled(&t, run_at("2026-01-01T00:20:00Z")), None);
-        // Created after the last run: that run's replacement still lacks its profile.
-        let why = stalled(&t, run_at("2026-01-01T00:05:00Z")).unwrap();
+        assert_eq!(
+            stalled(&t, run("2026-01-01T00:20:00Z", "2026-01-01T00:30:00Z")),
+            None
+        );
+        // Created while the last run ran: that run's replacement still lacks its profile.
+        let why = stalled(&t, run("2026-01-01T00:05:00Z", "2026-01-01T00:10:00Z")).unwrap();
         assert!(why.contains("shop/web-abc-1"), "{why}");
-        assert_eq!(stalled(&[], run_at("2026-01-01T00:05:00Z")), None);
+        // Created after the last run completed (a webhook outage since, an agent that came up
+        // late): a new run refreshes it.
+        assert_eq!(
+            stalled(&t, run("2026-01-01T00:01:00Z", "2026-01-01T00:05:00Z")),
+            None
+        );
+        assert_eq!(
+            stalled(&[], run("2026-01-01T00:05:00Z", "2026-01-01T00:10:00Z")),
+            None
+        );
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub fn strip_pod(p: &mut Pod) {
             node_name: s.node_name,
             // Windows pods get no AppArmor profile.
             os: s.os,
+            node_selector: s.node_selector.map(|m| {
+                m.into_iter()
+                    .filter(|(k, _)| k == crate::compliance::OS_LABEL)
+                    .collect()
+            }),
             containers: s.containers.iter().map(slim).collect(),
             init_containers: s.init_containers.map(|cs| cs.iter().map(slim).collect()),
             security_context: s

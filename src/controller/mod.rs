@@ -750,13 +750,17 @@ impl Operator {
                         && counts.pending > 0
                         && active.is_none()
                     {
-                        let last_created = mine
+                        let last_run = mine
                             .iter()
                             .filter(|(_, s)| s.phase.is_terminal())
-                            .filter_map(|(r, _)| r.metadata.creation_timestamp.as_ref())
-                            .map(|t| t.0.as_second())
+                            .filter_map(|(r, s)| {
+                                Some((
+                                    r.metadata.creation_timestamp.as_ref()?.0.as_second(),
+                                    s.completed_at?.timestamp(),
+                                ))
+                            })
                             .max();
-                        match crate::select::stalled(&sel.targets, last_created) {
+                        match crate::select::stalled(&sel.targets, last_run) {
                             Some(msg) => set_condition(
                                 &mut st.conditions,
                                 Condition::new("Converging", false, "ReplacementsLackProfile", msg),

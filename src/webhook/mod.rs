@@ -100,9 +100,9 @@ pub fn injection(
     let mut pod_ns = pod.clone();
     pod_ns.metadata.namespace = Some(ns.to_string());
     let nameless = pod.metadata.name.as_deref().unwrap_or_default().is_empty();
-    if nameless && owner.is_bare() && names_depend_on_pod(policy) {
+    if nameless && names_depend_on_pod(policy, owner.is_bare()) {
         warnings.push(format!(
-            "armor-refresh: policy {} names this bare pod's profile after the pod, whose name is not known before creation (generateName); allowed unchanged, use injectAt: Binding",
+            "armor-refresh: policy {} names this pod's profile after the pod, whose name is not known before creation (generateName); allowed unchanged",
             policy.name
         ));
         return Some(Injection {
@@ -119,7 +119,15 @@ pub fn injection(
     for (d, (_, v)) in desired.iter().zip(&verdict.containers) {
         match v {
             ContainerVerdict::Missing => {
-                profiles.insert(d.container.clone(), d.profile.clone());
+                // Where KubeArmor runs, its webhook turns runtime/default into
+                // localhost/default, and the API server refuses any later change of an AppArmor
+                // annotation: every update of the pod would fail. Write what it would.
+                let profile = if policy.require_agent && d.profile == compliance::Profile::RuntimeDefault {
+                    compliance::Profile::Localhost("default".into())
+                } else {
+                    d.profile.clone()
+                };
+                profiles.insert(d.container.clone(), profile);
                 if !injected.contains(&d.container) {
                     injected.push(d.container.clone());
                 }
@@ -143,10 +151,10 @@ pub fn injection(
 }
 
 /// Does the policy name a profile after the pod itself (`{pod}`, or `{owner}` of a bare pod)?
-fn names_depend_on_pod(policy: &ValidPolicy) -> bool {
-    let t = &policy.spec.profile.template;
-    let uses = |t: &str| t.contains("{pod}") || t.contains("{owner}");
-    uses(t) || policy.overrides.iter().any(|o| uses(&o.profile))
+/// Before the API server generates the name, such a profile cannot be written.
+fn names_depend_on_pod(policy: &ValidPolicy, bare: bool) -> bool {
+    let uses = |t: &str| t.contains("{pod}") || (bare && t.contains("{owner}"));
+    uses(&policy.spec.profile.template) || policy.overrides.iter().any(|o| uses(&o.profile))
 }
 
 /// Writes the profiles of `inj` into a copy of `pod` in the policy's format.
