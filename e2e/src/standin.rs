@@ -11,8 +11,8 @@
 //! - **The kubelet**: a container whose `localhost/` profile (annotation or field) is not loaded
 //!   on its node never becomes Ready: the pod's status says `CreateContainerError` and names
 //!   the profile.
-//! - **KubeArmor's webhook** (optional): on a binding to, or a creation on, an active AppArmor
-//!   node, existing AppArmor annotations are kept when `unconfined` and otherwise rewritten to
+//! - **KubeArmor's webhook** (optional): on a binding to, or a creation or update on, an active
+//!   AppArmor node, existing AppArmor annotations are kept when `unconfined` and otherwise rewritten to
 //!   `localhost/<part after '/'>` (so `runtime/default` becomes `localhost/default`), and each
 //!   regular container without one gets `localhost/kubearmor-<ns>-<owner>-<container>`;
 //!   `objectSelector: kubearmor-app DoesNotExist`.
@@ -46,7 +46,7 @@ pub struct Stuck {
 struct State {
     /// Node → profiles loaded there.
     loaded: HashMap<String, HashSet<String>>,
-    /// Pod uids the agent has seen on their node.
+    /// Pod uids whose profiles an agent has loaded on their node.
     seen: HashSet<String>,
     /// Pod uid → what it is stuck on.
     stuck: BTreeMap<String, Stuck>,
@@ -77,7 +77,8 @@ fn active_nodes(nodes: &[Node], pods: &[Pod], running_only: bool) -> BTreeSet<St
         .filter(|p| {
             !running_only
                 || (p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && armor_refresh::select::is_ready(p))
         })
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
@@ -171,6 +172,19 @@ impl Standin {
             .unwrap_or_default()
     }
 
+    /// Pods of these namespaces stuck on an unloaded profile so far.
+    pub fn stuck_in(&self, namespaces: &[&str]) -> Vec<Stuck> {
+        self.stuck()
+            .into_iter()
+            .filter(|s| {
+                s.pod
+                    .split('/')
+                    .next()
+                    .is_some_and(|ns| namespaces.contains(&ns))
+            })
+            .collect()
+    }
+
     /// Profiles loaded on a node.
     pub fn loaded(&self, node: &str) -> BTreeSet<String> {
         self.state
@@ -216,8 +230,9 @@ async fn pass(c: &Client, state: &Mutex<State>) -> Result<()> {
             if p.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            // The agent: it loads when it first sees the pod on its node.
-            if s.seen.insert(uid.clone()) && active.contains(&node) {
+            // The agent: it loads a pod's profiles when it sees the pod on its node, including
+            // the pods already there when it starts.
+            if active.contains(&node) && s.seen.insert(uid.clone()) {
                 let names: Vec<String> = annotated_profiles(p)
                     .into_iter()
                     .filter(|n| loadable(n))
@@ -437,7 +452,7 @@ async fn start_webhook(c: &Client) -> Result<tokio::task::JoinHandle<()>> {
             "name": "annotation.kubearmor.standin",
             "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate-pods"),
                              "caBundle": k8s_openapi::ByteString(ca.into_bytes())},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+            "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
                        "resources": ["pods", "pods/binding"], "scope": "Namespaced"}],
             "objectSelector": {"matchExpressions": [{"key": "kubearmor-app", "operator": "DoesNotExist"}]},
             "failurePolicy": "Ignore",

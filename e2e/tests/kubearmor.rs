@@ -164,7 +164,26 @@ async fn the_default_policy_converges_on_the_mixed_fleet_and_leaves_kubearmor_al
                 "{case}: init containers untouched"
             );
         }
-        let stuck = standin.stuck();
+        // A later update of a pod goes through KubeArmor's webhook too (it rewrites AppArmor
+        // annotations on every update, which the API server refuses to change): it must pass.
+        let profiled = after
+            .iter()
+            .find(|p| profile(p, "envoy").is_some())
+            .expect("a web pod on an agent node");
+        let (ok, _, err) = kubectl(
+            &[
+                "label",
+                "pod",
+                "-n",
+                case,
+                &profiled.name_any(),
+                "e2e.armor.dev/touched=yes",
+            ],
+            None,
+        )
+        .await?;
+        assert!(ok, "{case}: updating a refreshed pod: {err}");
+        let stuck = standin.stuck_in(&[case, "kubearmor"]);
         let (kubearmor_after, touched) = kubearmor_pods(&c).await?;
         let kubearmor_evicted = witness
             .deletions()
@@ -359,7 +378,7 @@ async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -
     )
     .await?;
     assert_eq!(skipped.get("PodSecurity"), Some(&2), "{skipped:?}");
-    assert!(standin.stuck().is_empty(), "{:?}", standin.stuck());
+    assert!(standin.stuck_in(&[ns]).is_empty(), "{:?}", standin.stuck());
     op.terminate().await?;
     standin.stop().await?;
     clean(&c, WEBHOOK_CONFIG).await?;
@@ -441,7 +460,7 @@ async fn names_precedence_and_kubearmors_own_pods() -> Result<()> {
     })
     .await?;
     assert_eq!(b.pending, 0, "{b:?}");
-    assert!(standin.stuck().is_empty(), "{:?}", standin.stuck());
+    assert!(standin.stuck_in(&[ns]).is_empty(), "{:?}", standin.stuck());
     op.terminate().await?;
     standin.stop().await?;
     clean(&c, WEBHOOK_CONFIG).await?;
@@ -485,7 +504,7 @@ async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_re
         "pods stuck on an unloaded profile",
         Duration::from_secs(60),
         || async {
-            let s = standin.stuck();
+            let s = standin.stuck_in(&[ns]);
             Ok((s.len() >= elsewhere).then_some(s))
         },
     )
@@ -515,10 +534,105 @@ async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_re
     assert!(!armor_refresh::select::is_ready(&blocked));
     println!(
         "FIGURES kubearmor ka-create (injectAt: Create, a user's explicit choice): stuck={}",
-        standin.stuck().len()
+        standin.stuck_in(&[ns]).len()
     );
     op.terminate().await?;
     standin.stop().await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
+    // Its stuck pods would only get in the way of the next test.
+    kubectl(&["delete", "namespace", ns, "--wait=false"], None).await?;
+    Ok(())
+}
+
+/// An Automatic policy whose replacements never get their profile (here no webhook answers at
+/// all) runs once, then stops with a reason instead of evicting the same workload every minute.
+#[tokio::test]
+async fn an_automatic_policy_that_cannot_converge_stops_instead_of_looping() -> Result<()> {
+    use armor_refresh::api::ArmorRefreshRun;
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
+    let ns = "ka-auto";
+    fresh_namespace(&c, ns).await?;
+    apply(&armor_refresh_e2e::fixtures::deployment(
+        ns,
+        "loop",
+        4,
+        &["app"],
+    ))
+    .await?;
+    running(&c, ns, 4).await?;
+    // The operator without its webhook, and no webhook configuration: nothing injects.
+    let args: Vec<String> = [
+        "run",
+        "--no-webhook",
+        "--identity",
+        "ka-auto",
+        "--lease-namespace",
+        "default",
+        "--lease-name",
+        "ka-auto",
+        "--lease-duration",
+        "6",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut op = Process::start("ka-auto", &args).await?;
+    apply(&policy(
+        "ka-auto",
+        &[ns],
+        "{batchSize: 2, interval: 1s, readyTimeout: 30s}",
+        "  trigger: Automatic\n",
+    ))
+    .await?;
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let mine = || async {
+        Ok::<_, armor_refresh_e2e::Error>(
+            runs.list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| r.spec.policy_ref.name == "ka-auto")
+                .collect::<Vec<_>>(),
+        )
+    };
+    let first = wait_for("the automatic run", Duration::from_secs(60), || async {
+        Ok(mine().await?.into_iter().next())
+    })
+    .await?;
+    let s = wait_phase(
+        &c,
+        &first.name_any(),
+        Phase::Completed,
+        None,
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert_eq!(s.progress.without_profile, 4, "{:?}", s.progress);
+    let cond = wait_for("Converging=False", Duration::from_secs(60), || async {
+        let p = Api::<ArmorRefreshPolicy>::all(c.clone())
+            .get("ka-auto")
+            .await?;
+        Ok(p.status.and_then(|s| {
+            s.conditions
+                .into_iter()
+                .find(|c| c.type_ == "Converging" && c.status == "False")
+        }))
+    })
+    .await?;
+    assert_eq!(cond.reason, "ReplacementsLackProfile");
+    // The operator creates at most one automatic run a minute: wait past that.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let all = mine().await?;
+    println!(
+        "FIGURES kubearmor ka-auto: automatic runs={} (a loop would add one a minute); {}",
+        all.len(),
+        cond.message
+    );
+    assert_eq!(all.len(), 1, "no second run over the same replacements");
+    op.terminate().await?;
     clean(&c, WEBHOOK_CONFIG).await?;
     Ok(())
 }
