@@ -34,10 +34,11 @@ fn cluster(n: usize) -> ClusterFacts {
         f.agents.insert(format!("node-{i}"));
     }
     for i in 0..n {
-        let ns = format!("ns-{}", i % 20);
-        let (kind, owner, name, labels) = if i % 13 < 3 {
+        // A workload's pods share its namespace (owner references are namespaced).
+        let (ns, kind, owner, name, labels) = if i % 13 < 3 {
             let set = i / 13;
             (
+                format!("ns-{}", set % 20),
                 "StatefulSet",
                 format!("db-{set}"),
                 format!("db-{set}-{}", i % 13),
@@ -46,6 +47,7 @@ fn cluster(n: usize) -> ClusterFacts {
         } else {
             let d = i / 10;
             (
+                format!("ns-{}", d % 20),
                 "ReplicaSet",
                 format!("web-{d}-5d8f7c9b6d"),
                 format!("web-{d}-5d8f7c9b6d-{i}"),
@@ -62,7 +64,7 @@ fn cluster(n: usize) -> ClusterFacts {
         f.pods.push(Arc::new(pod));
     }
     for d in 0..(n / 10) {
-        let pdb = serde_json::from_value(json!({"metadata": {"name": format!("web-{d}"), "namespace": format!("ns-{}", (d * 10) % 20)},
+        let pdb = serde_json::from_value(json!({"metadata": {"name": format!("web-{d}"), "namespace": format!("ns-{}", d % 20)},
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": format!("web-{d}")}}}, "status": {"disruptionsAllowed": 1}}))
         .unwrap();
         f.pdbs.push(Arc::new(pdb));

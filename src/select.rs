@@ -221,7 +221,10 @@ pub struct Index<'a> {
     /// PDBs without matchLabels (expressions only, or empty: every pod of the namespace).
     pdbs: HashMap<&'a str, Vec<IndexedPdb>>,
     leaders: HashSet<(&'a str, &'a str)>,
-    namespaces: HashMap<String, Labels>,
+    namespaces: HashMap<String, std::sync::Arc<Labels>>,
+    /// Convergence by pod shape (see `shape`): the pods of one workload on alike nodes share
+    /// the answer, so the webhook is simulated once for them, not once per pod.
+    converges: HashMap<u64, bool>,
 }
 
 impl<'a> Index<'a> {
@@ -265,6 +268,7 @@ impl<'a> Index<'a> {
             pdbs,
             leaders,
             namespaces: HashMap::new(),
+            converges: HashMap::new(),
         }
     }
 
@@ -288,12 +292,11 @@ impl<'a> Index<'a> {
         out
     }
 
-    fn namespace_labels(&mut self, facts: &ClusterFacts, ns: &str) -> &Labels {
-        if !self.namespaces.contains_key(ns) {
-            self.namespaces
-                .insert(ns.to_string(), facts.namespace_labels(ns));
-        }
-        &self.namespaces[ns]
+    fn namespace_labels(&mut self, facts: &ClusterFacts, ns: &str) -> std::sync::Arc<Labels> {
+        self.namespaces
+            .entry(ns.to_string())
+            .or_insert_with(|| std::sync::Arc::new(facts.namespace_labels(ns)))
+            .clone()
     }
 }
 
@@ -373,7 +376,8 @@ fn classify_indexed(
     let ns = pod.namespace().unwrap_or_default();
     let spec = &policy.spec;
     let owner = compliance::owner_of(pod, Some(facts));
-    governs(policy, pod, &owner, &ns, index.namespace_labels(facts, &ns))?;
+    let ns_labels = index.namespace_labels(facts, &ns);
+    governs(policy, pod, &owner, &ns, &ns_labels)?;
     if matches!(phase(pod), "Succeeded" | "Failed") {
         return Err(SkipReason::Completed);
     }
@@ -395,7 +399,6 @@ fn classify_indexed(
         // The webhook is never called there: a replacement would lack its profile too.
         return Err(SkipReason::NotConvergent);
     }
-    let ns_labels = index.namespace_labels(facts, &ns).clone();
     if !governs_first(policy, facts, pod, &ns, &ns_labels) {
         return Err(SkipReason::OtherPolicy);
     }
@@ -418,7 +421,16 @@ fn classify_indexed(
             SkipReason::Compliant
         });
     }
-    if !replacement_converges(policy, facts, all, pod, &owner, &ns, &ns_labels, &node) {
+    let key = shape(all, facts, pod, &owner, &ns, &node);
+    let converges = match index.converges.get(&key) {
+        Some(c) => *c,
+        None => {
+            let c = replacement_converges(policy, facts, all, pod, &owner, &ns, &ns_labels, &node);
+            index.converges.insert(key, c);
+            c
+        }
+    };
+    if !converges {
         return Err(SkipReason::NotConvergent);
     }
     if owner.is_bare() && !spec.selector.include_bare_pods {
@@ -470,6 +482,60 @@ fn governs_first(
         .policies
         .iter()
         .any(|p| p.name < policy.name && governs(p, pod, &owner, ns, ns_labels).is_ok())
+}
+
+/// Everything `replacement_converges` reads, hashed: namespace, owner, labels, containers with
+/// their profiles, the AppArmor annotations, the name when a template uses `{pod}`, and
+/// whether each policy would inject on the node.
+fn shape(
+    all: &[ValidPolicy],
+    facts: &ClusterFacts,
+    pod: &Pod,
+    owner: &Owner,
+    ns: &str,
+    node: &str,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (ns, owner).hash(&mut h);
+    pod.labels().hash(&mut h);
+    pod.annotations()
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(compliance::ANNOTATION_PREFIX) || *k == compliance::INJECTED_ANNOTATION
+        })
+        .for_each(|kv| kv.hash(&mut h));
+    if let Some(spec) = pod.spec.as_ref() {
+        let profile = |c: &k8s_openapi::api::core::v1::Container| {
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.app_armor_profile.as_ref())
+                .map(|a| (a.type_.clone(), a.localhost_profile.clone()))
+        };
+        for c in spec.init_containers.iter().flatten() {
+            (true, &c.name, profile(c)).hash(&mut h);
+        }
+        for c in &spec.containers {
+            (false, &c.name, profile(c)).hash(&mut h);
+        }
+        spec.security_context
+            .as_ref()
+            .and_then(|s| s.app_armor_profile.as_ref())
+            .map(|a| (&a.type_, &a.localhost_profile))
+            .hash(&mut h);
+    }
+    let by_name = all.iter().any(|p| {
+        p.spec.profile.template.contains("{pod}")
+            || p.overrides.iter().any(|o| o.profile.contains("{pod}"))
+    });
+    if by_name || owner.is_bare() {
+        pod.metadata.name.hash(&mut h);
+    }
+    let (labels, agent) = (facts.node_labels(node), facts.agents.contains(node));
+    for p in all {
+        compliance::node_enforces(p, labels, agent).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Would the webhook give this pod's replacement the profile `policy` wants? The replacement
