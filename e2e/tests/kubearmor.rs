@@ -56,6 +56,45 @@ async fn running(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
     .await
 }
 
+/// A client for a clean slate: CRDs installed, no policy, run or webhook configuration left.
+async fn begin() -> Result<Client> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, WEBHOOK_CONFIG).await?;
+    Ok(c)
+}
+
+/// Stops the operator and the stand-in, and cleans up.
+async fn end(c: &Client, mut op: Process, standin: Standin) -> Result<()> {
+    op.terminate().await?;
+    standin.stop().await?;
+    clean(c, WEBHOOK_CONFIG).await
+}
+
+/// The policy's condition of this type and status, once it is there.
+async fn condition(
+    c: &Client,
+    policy: &str,
+    type_: &str,
+    status: &str,
+) -> Result<armor_refresh::api::Condition> {
+    wait_for(
+        &format!("{policy}: {type_}={status}"),
+        Duration::from_secs(60),
+        || async move {
+            let p = Api::<ArmorRefreshPolicy>::all(c.clone())
+                .get(policy)
+                .await?;
+            Ok(p.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == type_ && c.status == status)
+            }))
+        },
+    )
+    .await
+}
+
 async fn agent_nodes(c: &Client) -> Result<BTreeSet<String>> {
     Ok(Api::<Node>::all(c.clone())
         .list(&ListParams::default().labels(&format!("{AGENT_NODE_LABEL}=true")))
@@ -110,7 +149,7 @@ async fn the_default_policy_converges_on_the_mixed_fleet_and_leaves_kubearmor_al
         let before = running(&c, case, 12 + 3 + nodes.len()).await?;
         let standin = Standin::start(&c, with_kubearmor_webhook).await?;
         let witness = Witness::start(&c, &[case, "kubearmor"]).await?;
-        let mut op = Process::start(case, &run_args(case, WEBHOOK_CONFIG, case)).await?;
+        let op = Process::start(case, &run_args(case, WEBHOOK_CONFIG, case)).await?;
         apply(&policy(
             case,
             &[case, "kubearmor"],
@@ -232,9 +271,7 @@ async fn the_default_policy_converges_on_the_mixed_fleet_and_leaves_kubearmor_al
             skipped.get("KubeArmorPod").copied().unwrap_or(0) > 0,
             "{skipped:?}"
         );
-        op.terminate().await?;
-        standin.stop().await?;
-        clean(&c, WEBHOOK_CONFIG).await?;
+        end(&c, op, standin).await?;
     }
     Ok(())
 }
@@ -243,9 +280,7 @@ async fn the_default_policy_converges_on_the_mixed_fleet_and_leaves_kubearmor_al
 #[tokio::test]
 async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -> Result<()> {
     let _s = SERIAL.lock().await;
-    let c = client().await?;
-    install_crds(&c).await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    let c = begin().await?;
     // Combinations that cannot converge, and Field alone, are refused with the field named.
     for (spec, want) in [
         (
@@ -285,7 +320,7 @@ async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -
     )
     .await?;
     let standin = Standin::start(&c, false).await?;
-    let mut op = Process::start(
+    let op = Process::start(
         "ka-refuse",
         &run_args("ka-refuse", WEBHOOK_CONFIG, "ka-refuse"),
     )
@@ -305,21 +340,7 @@ async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -
         "  profile:\n    injectAt: Create\n    format: Both\n    overrides: [{podSelector: {matchLabels: {app: proxy}}, profile: unconfined}]\n",
     ))
     .await?;
-    let ready = wait_for(
-        "the {pod} policy to be Ready=False",
-        Duration::from_secs(30),
-        || async {
-            let p = Api::<ArmorRefreshPolicy>::all(c.clone())
-                .get("ka-pod-create")
-                .await?;
-            Ok(p.status.and_then(|s| {
-                s.conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "Ready" && c.status == "False")
-            }))
-        },
-    )
-    .await?;
+    let ready = condition(&c, "ka-pod-create", "Ready", "False").await?;
     assert!(
         ready.message.contains("{pod} needs injectAt: Binding"),
         "{}",
@@ -379,9 +400,7 @@ async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -
     .await?;
     assert_eq!(skipped.get("PodSecurity"), Some(&2), "{skipped:?}");
     assert!(standin.stuck_in(&[ns]).is_empty(), "{:?}", standin.stuck());
-    op.terminate().await?;
-    standin.stop().await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    end(&c, op, standin).await?;
     Ok(())
 }
 
@@ -389,13 +408,11 @@ async fn patches_and_policies_the_api_server_would_refuse_are_never_produced() -
 #[tokio::test]
 async fn names_precedence_and_kubearmors_own_pods() -> Result<()> {
     let _s = SERIAL.lock().await;
-    let c = client().await?;
-    install_crds(&c).await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    let c = begin().await?;
     let ns = "ka-names";
     fresh_namespace(&c, ns).await?;
     let standin = Standin::start(&c, false).await?;
-    let mut op = Process::start(
+    let op = Process::start(
         "ka-names",
         &run_args("ka-names", WEBHOOK_CONFIG, "ka-names"),
     )
@@ -461,9 +478,7 @@ async fn names_precedence_and_kubearmors_own_pods() -> Result<()> {
     .await?;
     assert_eq!(b.pending, 0, "{b:?}");
     assert!(standin.stuck_in(&[ns]).is_empty(), "{:?}", standin.stuck());
-    op.terminate().await?;
-    standin.stop().await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    end(&c, op, standin).await?;
     Ok(())
 }
 
@@ -473,14 +488,12 @@ async fn names_precedence_and_kubearmors_own_pods() -> Result<()> {
 async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_real_node()
 -> Result<()> {
     let _s = SERIAL.lock().await;
-    let c = client().await?;
-    install_crds(&c).await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    let c = begin().await?;
     let ns = "ka-create";
     fresh_namespace(&c, ns).await?;
     let agents = agent_nodes(&c).await?;
     let standin = Standin::start(&c, false).await?;
-    let mut op = Process::start(
+    let op = Process::start(
         "ka-create",
         &run_args("ka-create", WEBHOOK_CONFIG, "ka-create"),
     )
@@ -536,9 +549,7 @@ async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_re
         "FIGURES kubearmor ka-create (injectAt: Create, a user's explicit choice): stuck={}",
         standin.stuck_in(&[ns]).len()
     );
-    op.terminate().await?;
-    standin.stop().await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    end(&c, op, standin).await?;
     // Its stuck pods would only get in the way of the next test.
     kubectl(&["delete", "namespace", ns, "--wait=false"], None).await?;
     Ok(())
@@ -550,9 +561,7 @@ async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_re
 async fn an_automatic_policy_that_cannot_converge_stops_instead_of_looping() -> Result<()> {
     use armor_refresh::api::ArmorRefreshRun;
     let _s = SERIAL.lock().await;
-    let c = client().await?;
-    install_crds(&c).await?;
-    clean(&c, WEBHOOK_CONFIG).await?;
+    let c = begin().await?;
     let ns = "ka-auto";
     fresh_namespace(&c, ns).await?;
     apply(&armor_refresh_e2e::fixtures::deployment(
@@ -611,17 +620,7 @@ async fn an_automatic_policy_that_cannot_converge_stops_instead_of_looping() -> 
     )
     .await?;
     assert_eq!(s.progress.without_profile, 4, "{:?}", s.progress);
-    let cond = wait_for("Converging=False", Duration::from_secs(60), || async {
-        let p = Api::<ArmorRefreshPolicy>::all(c.clone())
-            .get("ka-auto")
-            .await?;
-        Ok(p.status.and_then(|s| {
-            s.conditions
-                .into_iter()
-                .find(|c| c.type_ == "Converging" && c.status == "False")
-        }))
-    })
-    .await?;
+    let cond = condition(&c, "ka-auto", "Converging", "False").await?;
     assert_eq!(cond.reason, "ReplacementsLackProfile");
     // The operator creates at most one automatic run a minute: wait past that.
     tokio::time::sleep(Duration::from_secs(65)).await;

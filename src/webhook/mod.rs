@@ -85,32 +85,25 @@ pub fn injection(
     if gated {
         return None;
     }
-    if compliance::is_windows(pod) {
-        warnings.push(format!(
-            "armor-refresh: policy {} selects this Windows pod, which has no AppArmor; allowed unchanged",
+    let unchanged = |why: &str| Injection {
+        policy: policy.name.clone(),
+        profiles: BTreeMap::new(),
+        injected: compliance::injected_containers(pod),
+        warnings: vec![format!(
+            "armor-refresh: policy {} {why}; allowed unchanged",
             policy.name
-        ));
-        return Some(Injection {
-            policy: policy.name.clone(),
-            profiles: BTreeMap::new(),
-            injected: compliance::injected_containers(pod),
-            warnings,
-        });
+        )],
+    };
+    if compliance::is_windows(pod) {
+        return Some(unchanged("selects this Windows pod, which has no AppArmor"));
     }
     let mut pod_ns = pod.clone();
     pod_ns.metadata.namespace = Some(ns.to_string());
     let nameless = pod.metadata.name.as_deref().unwrap_or_default().is_empty();
     if nameless && names_depend_on_pod(policy, owner.is_bare()) {
-        warnings.push(format!(
-            "armor-refresh: policy {} names this pod's profile after the pod, whose name is not known before creation (generateName); allowed unchanged",
-            policy.name
+        return Some(unchanged(
+            "names this pod's profile after the pod, whose name is not known before creation (generateName)",
         ));
-        return Some(Injection {
-            policy: policy.name.clone(),
-            profiles: BTreeMap::new(),
-            injected: compliance::injected_containers(pod),
-            warnings,
-        });
     }
     let verdict = compliance::check(policy, &pod_ns, &owner, ns_labels);
     let desired = compliance::desired_profiles(policy, &pod_ns, &owner, ns_labels);

@@ -281,20 +281,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn reflect<K>(api: Api<K>, wake: Option<Arc<Notify>>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    reflect_with(api, watcher::Config::default(), wake)
-}
-
 fn reflect_with<K>(api: Api<K>, cfg: watcher::Config, wake: Option<Arc<Notify>>) -> Store<K>
 where
     K: kube::Resource
@@ -468,12 +454,15 @@ pub async fn serve(
         }
     }
     let wake = Arc::new(Notify::new());
-    let policies_store: Store<DeserializeGuard<ArmorRefreshPolicy>> =
-        reflect(Api::all(client.clone()), Some(wake.clone()));
+    let policies_store: Store<DeserializeGuard<ArmorRefreshPolicy>> = reflect_with(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        Some(wake.clone()),
+    );
     let shared = Arc::new(Shared {
         policies: RwLock::new(Arc::new(vec![])),
-        namespaces: reflect(Api::all(client.clone()), None),
-        nodes: reflect(Api::all(client.clone()), None),
+        namespaces: reflect_with(Api::all(client.clone()), watcher::Config::default(), None),
+        nodes: reflect_with(Api::all(client.clone()), watcher::Config::default(), None),
         agents: reflect_with(
             Api::all(client.clone()),
             watcher::Config::default().labels(&cfg.agent_selector.to_string()),
