@@ -175,6 +175,13 @@ enum Command {
         /// Plan as of this instant (RFC 3339) instead of now, e.g. to check a window.
         #[arg(long)]
         now: Option<String>,
+        /// Labels of a KubeArmor agent pod, as the operator's flag.
+        #[arg(long, default_value = armor_refresh::cluster::DEFAULT_AGENT_SELECTOR)]
+        agent_selector: String,
+        /// Namespaces the webhook configuration skips, as the operator's flag: their pods are
+        /// never targets.
+        #[arg(long, value_delimiter = ',', default_value = "kube-system")]
+        webhook_skip_namespaces: Vec<String>,
     },
 }
 
@@ -361,6 +368,8 @@ fn run(cli: Cli) -> Result<(), String> {
             output,
             batch_duration,
             now,
+            agent_selector,
+            webhook_skip_namespaces,
         } => {
             let per_batch: Duration =
                 armor_refresh::policy::parse_duration("--batch-duration", &batch_duration)
@@ -371,13 +380,19 @@ fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("--now {s:?}: {e}"))?
                     .with_timezone(&Utc),
             };
-            let r = report::plan_files(
+            let env = report::PlanEnv {
+                agent_selector: armor_refresh::cluster::parse_agent_selector(&agent_selector)
+                    .map_err(|e| format!("--agent-selector: {e}"))?,
+                unhooked_namespaces: webhook_skip_namespaces,
+            };
+            let r = report::plan_files_with(
                 &policy,
                 &read(&policy)?,
                 &snapshot,
                 &read(&snapshot)?,
                 now,
                 per_batch,
+                &env,
             )
             .map_err(|e| e.to_string())?;
             match output {

@@ -206,15 +206,55 @@ pub fn plan_files(
     now: DateTime<Utc>,
     per_batch: Duration,
 ) -> Result<Report, PlanError> {
+    plan_files_with(
+        policy_path,
+        policy_text,
+        snapshot_path,
+        snapshot_text,
+        now,
+        per_batch,
+        &PlanEnv::default(),
+    )
+}
+
+/// What the operator knows besides the snapshot: its `--agent-selector` and the namespaces
+/// its webhook configuration skips (`--webhook-skip-namespaces`).
+#[derive(Debug, Clone)]
+pub struct PlanEnv {
+    pub agent_selector: kube::core::Selector,
+    pub unhooked_namespaces: Vec<String>,
+}
+
+impl Default for PlanEnv {
+    fn default() -> Self {
+        PlanEnv {
+            agent_selector: crate::cluster::parse_agent_selector(
+                crate::cluster::DEFAULT_AGENT_SELECTOR,
+            )
+            .expect("the default agent selector parses"),
+            unhooked_namespaces: vec!["kube-system".into()],
+        }
+    }
+}
+
+/// [`plan_files`] as an operator run with other flags would plan.
+pub fn plan_files_with(
+    policy_path: &str,
+    policy_text: &str,
+    snapshot_path: &str,
+    snapshot_text: &str,
+    now: DateTime<Utc>,
+    per_batch: Duration,
+    env: &PlanEnv,
+) -> Result<Report, PlanError> {
     let policy = read_policy(policy_path, policy_text)?;
     let mut facts =
         ClusterFacts::from_snapshot(snapshot_text).map_err(|error| PlanError::Snapshot {
             path: snapshot_path.to_string(),
             error,
         })?;
-    let agents = crate::cluster::parse_agent_selector(crate::cluster::DEFAULT_AGENT_SELECTOR)
-        .expect("the default agent selector parses");
-    facts.find_agents(&agents);
+    facts.find_agents(&env.agent_selector);
+    facts.unhooked_namespaces = env.unhooked_namespaces.iter().cloned().collect();
     plan_report(policy_path, &policy, &facts, now, per_batch)
 }
 

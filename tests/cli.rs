@@ -117,6 +117,52 @@ fn plan_on_the_example_snapshot_in_every_format() {
 }
 
 #[test]
+fn plan_takes_the_operators_agent_selector_and_skipped_namespaces() {
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "plan".to_string(),
+            "--policy".into(),
+            root("examples/policy-default.yaml"),
+            "--snapshot".into(),
+            root("examples/snapshot.yaml"),
+            "-o".into(),
+            "json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = bin().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&[])["targets"], 11);
+    // No pod looks like an agent: no node loads profiles.
+    let v = run(&["--agent-selector", "app=no-such-agent"]);
+    assert_eq!(v["targets"], 0);
+    assert_eq!(v["skipped"]["NodeNotEnforcing"], 17, "{v}");
+    // The webhook skips shop: its pods would never get their profile.
+    let v = run(&["--webhook-skip-namespaces", "kube-system,shop"]);
+    assert!(v["skipped"]["NotConvergent"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["targets"].as_u64().unwrap() < 11);
+    let bad = bin()
+        .args([
+            "plan",
+            "--policy",
+            &root("examples/policy-default.yaml"),
+            "--snapshot",
+            &root("examples/snapshot.yaml"),
+            "--agent-selector",
+            "a=b/c",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--agent-selector"));
+}
+
+#[test]
 fn broken_inputs_give_a_one_line_error_and_non_zero_exit() {
     let dir = std::env::temp_dir().join(format!("armor-refresh-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
