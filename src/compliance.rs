@@ -412,9 +412,25 @@ pub fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>, agent: 
 
 /// Is this pod compliant with `policy`? The single source of truth for webhook and controller.
 pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels) -> Compliance {
+    check_desired(
+        policy,
+        pod,
+        &desired_profiles(policy, pod, owner, ns_labels),
+        ns_labels,
+    )
+}
+
+/// [`check`] against profiles already computed with [`desired_profiles`] (the webhook needs
+/// both, and computes them once).
+pub fn check_desired(
+    policy: &ValidPolicy,
+    pod: &Pod,
+    desired: &[Desired],
+    ns_labels: &Labels,
+) -> Compliance {
     let injected = injected_containers(pod);
-    let containers = desired_profiles(policy, pod, owner, ns_labels)
-        .into_iter()
+    let containers = desired
+        .iter()
         .map(|d| {
             let cur = current_profile(pod, &d.container);
             let verdict = if satisfies(&cur, &d.profile, policy.format()) {
@@ -430,7 +446,7 @@ pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels)
             } else {
                 ContainerVerdict::Missing
             };
-            (d.container, verdict)
+            (d.container.clone(), verdict)
         })
         .collect();
     Compliance { containers }

@@ -105,8 +105,8 @@ pub fn injection(
             "names this pod's profile after the pod, whose name is not known before creation (generateName)",
         ));
     }
-    let verdict = compliance::check(policy, &pod_ns, &owner, ns_labels);
     let desired = compliance::desired_profiles(policy, &pod_ns, &owner, ns_labels);
+    let verdict = compliance::check_desired(policy, &pod_ns, &desired, ns_labels);
     let mut profiles = BTreeMap::new();
     let mut injected = compliance::injected_containers(pod);
     for (d, (_, v)) in desired.iter().zip(&verdict.containers) {
