@@ -147,6 +147,16 @@ pub fn owner_of(pod: &Pod, facts: Option<&ClusterFacts>) -> Owner {
             name,
         };
     };
+    // A kind is only what it says within its API group: an OpenKruise StatefulSet
+    // (apps.kruise.io) neither orders nor restarts like an apps/v1 one, so its group stays
+    // in its kind.
+    let group = ctrl.api_version.split_once('/').map_or("", |(g, _)| g);
+    if !matches!(group, "" | "apps" | "batch") {
+        return Owner {
+            kind: format!("{}.{group}", ctrl.kind),
+            name: ctrl.name.clone(),
+        };
+    }
     if ctrl.kind == "ReplicaSet" {
         let ns = pod.namespace().unwrap_or_default();
         if let Some(rs) = facts.and_then(|f| f.replicasets.get(&(ns, ctrl.name.clone()))) {

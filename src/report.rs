@@ -274,9 +274,11 @@ items:
 - kind: Pod
   metadata: {name: w-1, namespace: a, uid: u1, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: w-x, uid: r, controller: true}], labels: {pod-template-hash: x}}
   spec: {nodeName: n1, containers: [{name: c}]}
+  status: {phase: Running, conditions: [{type: Ready, status: "True"}]}
 - kind: Pod
   metadata: {name: w-2, namespace: a, uid: u2, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: w-x, uid: r, controller: true}], labels: {pod-template-hash: x}}
   spec: {nodeName: n1, containers: [{name: c}]}
+  status: {phase: Running, conditions: [{type: Ready, status: "True"}]}
 - kind: Pod
   metadata: {name: solo, namespace: a, uid: u3}
   spec: {nodeName: n1, containers: [{name: c}]}

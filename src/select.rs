@@ -56,6 +56,15 @@ pub enum SkipReason {
     /// The webhook would not give its replacement the profile (see the policy's
     /// `injectAt`): evicting it would only make another target.
     NotConvergent,
+    /// Not Ready: already disrupted, and evicting it cannot make it better (it counts
+    /// against the node and zone limits instead, and the next run refreshes it once Ready).
+    NotReady,
+    /// A Job's or CronJob's pod (opt in with `selector.includeJobs`).
+    JobPod,
+    /// An `OnDelete` StatefulSet or DaemonSet pod older than its workload's template: its
+    /// replacement would roll out that staged change (opt in with
+    /// `selector.includeStagedRevisions`).
+    StagedRevision,
 }
 
 impl SkipReason {
@@ -80,6 +89,9 @@ impl SkipReason {
             SkipReason::OtherPolicy => "OtherPolicy",
             SkipReason::PodSecurity => "PodSecurity",
             SkipReason::NotConvergent => "NotConvergent",
+            SkipReason::NotReady => "NotReady",
+            SkipReason::JobPod => "JobPod",
+            SkipReason::StagedRevision => "StagedRevision",
         }
     }
 }
@@ -129,6 +141,9 @@ pub struct Selection {
     pub targets: Vec<Target>,
     /// Skipped pods as `namespace/name`, by reason.
     pub skipped: BTreeMap<SkipReason, Vec<String>>,
+    /// Targets but for their readiness (skipped as `NotReady`): disruption that exists
+    /// already, counted against the node and zone limits.
+    pub unready: Vec<Target>,
 }
 
 impl Selection {
@@ -436,12 +451,13 @@ fn classify_indexed(
     if owner.is_bare() && !spec.selector.include_bare_pods {
         return Err(SkipReason::BarePod);
     }
-    if policy.strategy() == Strategy::RolloutRestart
-        && !matches!(
-            owner.kind.as_str(),
-            "Deployment" | "StatefulSet" | "DaemonSet"
-        )
-    {
+    if owner.kind == "Job" && !spec.selector.include_jobs {
+        return Err(SkipReason::JobPod);
+    }
+    if !spec.selector.include_staged_revisions && staged_revision(facts, pod, &ns, &owner) {
+        return Err(SkipReason::StagedRevision);
+    }
+    if policy.strategy() == Strategy::RolloutRestart && !restartable(facts, &ns, &owner) {
         return Err(SkipReason::NotRestartable);
     }
     let zone = node_labels
@@ -466,6 +482,83 @@ fn classify_indexed(
         zone,
         owner,
     })
+}
+
+/// Does the pod run an older template of an `OnDelete` StatefulSet or DaemonSet? Recreating
+/// it would roll out the new one. StatefulSets: the pod's `controller-revision-hash` against
+/// `status.updateRevision`; DaemonSets: its `pod-template-generation` against the
+/// `deprecated.daemonset.template.generation` annotation the API server keeps on the
+/// DaemonSet (the DaemonSet controller labels pods with it).
+fn staged_revision(facts: &ClusterFacts, pod: &Pod, ns: &str, owner: &Owner) -> bool {
+    let key = (ns.to_string(), owner.name.clone());
+    match owner.kind.as_str() {
+        "StatefulSet" => facts.statefulsets.get(&key).is_some_and(|sts| {
+            let on_delete = sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.as_ref())
+                .and_then(|u| u.type_.as_deref())
+                == Some("OnDelete");
+            let update = sts
+                .status
+                .as_ref()
+                .and_then(|s| s.update_revision.as_deref());
+            let mine = pod
+                .labels()
+                .get("controller-revision-hash")
+                .map(String::as_str);
+            on_delete && update.is_some() && mine != update
+        }),
+        "DaemonSet" => facts.daemonsets.get(&key).is_some_and(|ds| {
+            let on_delete = ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.as_ref())
+                .and_then(|u| u.type_.as_deref())
+                == Some("OnDelete");
+            let current = ds
+                .annotations()
+                .get("deprecated.daemonset.template.generation")
+                .map(String::as_str);
+            let mine = pod
+                .labels()
+                .get("pod-template-generation")
+                .map(String::as_str);
+            on_delete && current.is_some() && mine != current
+        }),
+        _ => false,
+    }
+}
+
+/// Can patching the workload's template restart its pods? Only for `apps/v1` Deployments,
+/// StatefulSets and DaemonSets that roll out on their own: not a paused Deployment, not an
+/// `OnDelete` or partitioned StatefulSet, not an `OnDelete` DaemonSet (the patch would do
+/// nothing and the run would wait on it until its breaker opened).
+fn restartable(facts: &ClusterFacts, ns: &str, owner: &Owner) -> bool {
+    let key = (ns.to_string(), owner.name.clone());
+    match owner.kind.as_str() {
+        "Deployment" => facts
+            .deployments
+            .get(&key)
+            .is_none_or(|d| d.spec.as_ref().and_then(|s| s.paused) != Some(true)),
+        "StatefulSet" => facts.statefulsets.get(&key).is_none_or(|sts| {
+            let u = sts.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+            let on_delete = u.and_then(|u| u.type_.as_deref()) == Some("OnDelete");
+            let partition = u
+                .and_then(|u| u.rolling_update.as_ref())
+                .and_then(|r| r.partition)
+                .unwrap_or(0);
+            !on_delete && partition <= 0
+        }),
+        "DaemonSet" => facts.daemonsets.get(&key).is_none_or(|ds| {
+            ds.spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.as_ref())
+                .and_then(|u| u.type_.as_deref())
+                != Some("OnDelete")
+        }),
+        _ => false,
+    }
 }
 
 /// Is `policy` the one that governs this pod: the first by name among every policy that
@@ -637,6 +730,13 @@ pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     let all = with_others(policy, facts);
     for pod in &facts.pods {
         match classify_indexed(policy, facts, &all, &mut index, pod) {
+            Ok(t) if !t.ready => {
+                sel.skipped
+                    .entry(SkipReason::NotReady)
+                    .or_default()
+                    .push(t.key());
+                sel.unready.push(t);
+            }
             Ok(t) => sel.targets.push(t),
             Err(r) => sel.skipped.entry(r).or_default().push(format!(
                 "{}/{}",
@@ -790,11 +890,15 @@ mod tests {
         assert_eq!(only("{}", &bare), Err(SkipReason::BarePod));
         assert!(only("selector: {includeBarePods: true}", &bare).is_ok());
         let job = p("", "").replace("kind: ReplicaSet, name: web-abc", "kind: Job, name: j");
+        assert_eq!(only("{}", &job), Err(SkipReason::JobPod));
         assert_eq!(
-            only("rollout: {strategy: RolloutRestart}", &job),
+            only(
+                "{selector: {includeJobs: true}, rollout: {strategy: RolloutRestart}}",
+                &job
+            ),
             Err(SkipReason::NotRestartable)
         );
-        assert!(only("{}", &job).is_ok());
+        assert!(only("selector: {includeJobs: true}", &job).is_ok());
         // The default gates on KubeArmor's rule: an AppArmor node with a Running agent.
         assert!(only("{}", &p("", "")).is_ok());
         assert_eq!(
@@ -988,5 +1092,92 @@ mod tests {
         assert_eq!(s.skipped_counts()["ExcludedNamespace"], 1);
         assert_eq!(s.governed(), 1);
         assert_eq!(s.skipped_total(), 1);
+    }
+
+    fn sts_pod(revision: &str) -> String {
+        format!(
+            "metadata: {{name: db-0, namespace: shop, uid: uid-db0, labels: {{controller-revision-hash: {revision}}}, ownerReferences: [{{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: s, controller: true}}]}}\nspec: {{nodeName: n-a, containers: [{{name: c}}]}}\nstatus: {{phase: Running, conditions: [{{type: Ready, status: 'True'}}]}}"
+        )
+    }
+
+    fn with_sts(f: &mut ClusterFacts, strategy: &str) {
+        let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_yaml::from_str(&format!(
+            "metadata: {{name: db, namespace: shop}}\nspec: {{replicas: 1, selector: {{}}, serviceName: db, template: {{}}, updateStrategy: {strategy}}}\nstatus: {{replicas: 1, currentRevision: db-1, updateRevision: db-2}}"
+        ))
+        .unwrap();
+        f.statefulsets
+            .insert(("shop".into(), "db".into()), Arc::new(sts));
+    }
+
+    #[test]
+    fn an_on_delete_statefulset_with_a_staged_template_is_left_alone() {
+        let classify_with = |strategy: &str, revision: &str, policy_yaml: &str| {
+            let pod = sts_pod(revision);
+            let mut f = facts(&[pod.as_str()]);
+            with_sts(&mut f, strategy);
+            classify(&policy(policy_yaml), &f, &f.pods[0])
+        };
+        // Staged: the pod runs db-1, the template is db-2, and only deletion rolls it out.
+        assert_eq!(
+            classify_with("{type: OnDelete}", "db-1", "{}"),
+            Err(SkipReason::StagedRevision)
+        );
+        assert!(
+            classify_with(
+                "{type: OnDelete}",
+                "db-1",
+                "selector: {includeStagedRevisions: true}"
+            )
+            .is_ok()
+        );
+        // Nothing staged, or a strategy that rolls out anyway: a target.
+        assert!(classify_with("{type: OnDelete}", "db-2", "{}").is_ok());
+        assert!(classify_with("{type: RollingUpdate}", "db-1", "{}").is_ok());
+        // RolloutRestart cannot restart OnDelete or partitioned sets: the patch would do nothing.
+        let restart = "rollout: {strategy: RolloutRestart}";
+        assert_eq!(
+            classify_with("{type: OnDelete}", "db-2", restart),
+            Err(SkipReason::NotRestartable)
+        );
+        assert_eq!(
+            classify_with(
+                "{type: RollingUpdate, rollingUpdate: {partition: 1}}",
+                "db-2",
+                restart
+            ),
+            Err(SkipReason::NotRestartable)
+        );
+        assert!(classify_with("{type: RollingUpdate}", "db-2", restart).is_ok());
+    }
+
+    #[test]
+    fn a_statefulset_of_another_api_group_is_not_taken_for_an_apps_one() {
+        let pod =
+            sts_pod("db-2").replace("apiVersion: apps/v1", "apiVersion: apps.kruise.io/v1beta1");
+        let mut f = facts(&[pod.as_str()]);
+        with_sts(&mut f, "{type: OnDelete}");
+        let t = classify(&policy("{}"), &f, &f.pods[0]).unwrap();
+        assert_eq!(t.owner.kind, "StatefulSet.apps.kruise.io");
+        assert_eq!(t.ordinal, None, "no apps/v1 ordering rules");
+        assert_eq!(
+            classify(
+                &policy("rollout: {strategy: RolloutRestart}"),
+                &f,
+                &f.pods[0]
+            ),
+            Err(SkipReason::NotRestartable),
+            "a restart would patch apps/v1"
+        );
+    }
+
+    #[test]
+    fn an_unready_pod_is_skipped_and_remembered_for_the_limits() {
+        let unready = p("", "").replace("status: 'True'", "status: 'False'");
+        let f = facts(&[unready.as_str()]);
+        let sel = select(&policy("{}"), &f);
+        assert!(sel.targets.is_empty());
+        assert_eq!(sel.skipped_counts()["NotReady"], 1);
+        assert_eq!(sel.unready.len(), 1);
+        assert_eq!(sel.unready[0].node, "n-a");
     }
 }

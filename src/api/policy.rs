@@ -131,6 +131,16 @@ pub struct TargetSelector {
     /// gone for good, since nothing recreates it.
     #[serde(default)]
     pub include_bare_pods: bool,
+    /// Also refresh pods of Jobs and CronJobs. Off by default: evicting a Job's pod uses up
+    /// its `backoffLimit` (a Job with `backoffLimit: 0` fails), and a Job's pods end by
+    /// themselves; the next ones get their profile at creation.
+    #[serde(default)]
+    pub include_jobs: bool,
+    /// Also refresh pods of `OnDelete` StatefulSets and DaemonSets that run an older revision
+    /// than their workload's template. Off by default: the replacement would run the staged
+    /// template, rolling out a change someone chose to roll out by hand.
+    #[serde(default)]
+    pub include_staged_revisions: bool,
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
