@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod clock;
 pub mod cluster;
 pub mod compliance;
 pub mod controller;

@@ -321,12 +321,6 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
                 None => Ok(()),
             };
         }
-        if let Some(t) = &webhook_task {
-            // A webhook that cannot start (bad certificate, port taken) stops the process.
-            if t.is_finished() {
-                return Err("the webhook stopped at start-up".into());
-            }
-        }
         let cfg = armor_refresh::controller::Config {
             identity,
             leader_election: !args.no_leader_elect,
@@ -341,9 +335,27 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
             .map_err(|e| format!("--agent-selector: {e}"))?,
             webhook_skip_namespaces: args.webhook.webhook_skip_namespaces.clone(),
         };
-        armor_refresh::controller::run(client, cfg, health, stop_rx)
-            .await
-            .map_err(|e| e.to_string())
+        let stopping = stop_rx.clone();
+        let operator = armor_refresh::controller::run(client, cfg, health.clone(), stop_rx);
+        let Some(webhook) = webhook_task else {
+            return operator.await.map_err(|e| e.to_string());
+        };
+        // The webhook and the operator live and die together: an operator that evicts while
+        // no webhook injects makes replacements without their profile.
+        tokio::select! {
+            r = operator => r.map_err(|e| e.to_string()),
+            w = webhook => {
+                health.webhook_ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                let why = match w {
+                    Ok(Ok(())) if *stopping.borrow() => return Ok(()),
+                    Ok(Ok(())) => "the webhook stopped".to_string(),
+                    Ok(Err(e)) => format!("the webhook failed: {e}"),
+                    Err(e) => format!("the webhook task ended: {e}"),
+                };
+                tracing::error!(error = %why, "the webhook cannot serve: the operator stops acting and the process exits");
+                Err(format!("{why}; the operator stopped acting without its webhook"))
+            }
+        }
     })
 }
 

@@ -31,6 +31,12 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// First retry after a PDB refused an eviction; doubles up to [`DEFERRAL_MAX`].
 pub const DEFERRAL_BASE: Duration = Duration::from_secs(5);
 pub const DEFERRAL_MAX: Duration = Duration::from_secs(300);
+/// First retry after an eviction failed otherwise (overload, server error, timeout);
+/// doubles up to [`ERROR_MAX`].
+pub const ERROR_BASE: Duration = Duration::from_secs(2);
+pub const ERROR_MAX: Duration = Duration::from_secs(60);
+/// Eviction requests of one pod that may fail (not counting PDB refusals) before it is Failed.
+pub const MAX_ERRORS: u32 = 8;
 /// Batches shown in a dry run's plan summary.
 const PLAN_PREVIEW: usize = 5;
 /// Assumed time per batch for estimates until the run has measured its own.
@@ -57,17 +63,24 @@ pub enum PolicyView<'a> {
     Valid(&'a ValidPolicy),
 }
 
-/// The outcome of an action of the previous step.
+/// The outcome of an action of the previous step, as the shell classified the API's answer
+/// (see `controller::classify_eviction`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The Eviction API accepted (or the workload patch was applied).
     Done,
     /// 429 from a PodDisruptionBudget: deferred, never forced.
     Refused(String),
-    /// 404: the pod was already gone.
+    /// 404, or a UID precondition that no longer holds: the pod is not there any more.
     NotFound,
-    /// Anything else (transient): retried.
-    Error(String),
+    /// Not carried out, for a reason that may pass (a 429 not from a PodDisruptionBudget,
+    /// a 5xx such as a pod under two budgets): retried with capped backoff.
+    Retry(String),
+    /// No answer (timeout, lost connection): it may have happened. Retried like `Retry`,
+    /// and the pod counts as disrupted until the cluster says what became of it.
+    Unknown(String),
+    /// Refused for good (a 4xx other than 404, 409 and 429): the pod is Failed.
+    Rejected(String),
 }
 
 /// What the run observes besides its own status.
@@ -293,10 +306,11 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
             set_phase(&mut s, phase, &reason, message);
         }
         Gate::Finish(phase, reason, message) => {
-            if s.current_batch
-                .as_ref()
-                .is_some_and(|b| b.pods.iter().any(|p| p.state.is_disrupting()))
-            {
+            if s.current_batch.as_ref().is_some_and(|b| {
+                b.pods
+                    .iter()
+                    .any(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
+            }) {
                 set_phase(
                     &mut s,
                     Phase::Paused,
@@ -592,10 +606,15 @@ impl<'a> Candidates<'a> {
             None => true,
         };
         let list = self.by_owner.get(&(p.namespace.clone(), p.owner.clone()))?;
+        // A DaemonSet's replacement is the one on the evicted pod's node.
+        let daemon = p.owner.starts_with("DaemonSet/");
+        let on_node = |cand: &Pod| {
+            !daemon || cand.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&p.node)
+        };
         list.iter()
             .filter(|(created, cand)| {
                 let uid = cand.metadata.uid.as_deref().unwrap_or_default();
-                uid != p.uid && !taken.contains(uid) && *created >= since
+                uid != p.uid && !taken.contains(uid) && *created >= since && on_node(cand)
             })
             .find_map(|&(created, cand)| {
                 let with_profile = compliant(cand);
@@ -637,7 +656,8 @@ fn workload_done(p: &BatchPod, facts: &ClusterFacts, selection: Option<&Selectio
     workload_whole(p, facts)
 }
 
-/// Every other pod of the entry's workload is Ready and not being deleted.
+/// Every other pod of the entry's workload is Ready and not being deleted (the rule for
+/// entries written before `readyBefore` was recorded).
 fn workload_whole(p: &BatchPod, facts: &ClusterFacts) -> bool {
     facts
         .pods
@@ -648,6 +668,106 @@ fn workload_whole(p: &BatchPod, facts: &ClusterFacts) -> bool {
         })
         .filter(|pod| compliance::owner_of(pod, Some(facts)).to_string() == p.owner)
         .all(|pod| select::is_ready(pod) && !select::is_terminating(pod))
+}
+
+/// Ready pods (not being deleted) of some workloads, by (namespace, `Kind/name`), counted
+/// in one pass over the pods.
+pub(crate) struct Readiness {
+    ready: HashMap<(String, String), u32>,
+}
+
+impl Readiness {
+    pub(crate) fn new<'p>(
+        facts: &ClusterFacts,
+        wanted: impl IntoIterator<Item = &'p BatchPod>,
+    ) -> Readiness {
+        let mut ready: HashMap<(String, String), u32> = wanted
+            .into_iter()
+            .filter(|p| !p.uid.is_empty())
+            .map(|p| ((p.namespace.clone(), p.owner.clone()), 0))
+            .collect();
+        if ready.is_empty() {
+            return Readiness { ready };
+        }
+        let namespaces: BTreeSet<String> = ready.keys().map(|(n, _)| n.clone()).collect();
+        for pod in facts.pods.iter() {
+            let Some(ns) = pod.metadata.namespace.as_deref() else {
+                continue;
+            };
+            if !namespaces.contains(ns) || !select::is_ready(pod) || select::is_terminating(pod) {
+                continue;
+            }
+            let key = (
+                ns.to_string(),
+                compliance::owner_of(pod, Some(facts)).to_string(),
+            );
+            if let Some(n) = ready.get_mut(&key) {
+                *n += 1;
+            }
+        }
+        Readiness { ready }
+    }
+
+    fn of(&self, p: &BatchPod) -> u32 {
+        self.ready
+            .get(&(p.namespace.clone(), p.owner.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The entry's workload is whole again: as many Ready pods as when the pod was planned,
+    /// or as many as it now wants if it was scaled down. Pods unready before the eviction
+    /// (an unrelated crash loop) are not this run's to wait for.
+    fn whole(&self, p: &BatchPod, facts: &ClusterFacts) -> bool {
+        match p.ready_before {
+            Some(before) => {
+                let want = desired(facts, &p.namespace, &p.owner).map_or(before, |d| d.min(before));
+                self.of(p) >= want
+            }
+            None => workload_whole(p, facts),
+        }
+    }
+
+    /// The entry's workload was scaled down below what it had, or deleted, and has every
+    /// pod it wants: nothing will replace this one.
+    fn not_wanted(&self, p: &BatchPod, facts: &ClusterFacts) -> bool {
+        let (Some(before), Some(want)) = (p.ready_before, desired(facts, &p.namespace, &p.owner))
+        else {
+            return false;
+        };
+        want < before && self.of(p) >= want
+    }
+}
+
+/// Replicas a workload wants now, from its own object (Some(0) once it is deleted); `None`
+/// for kinds whose size the operator does not read (Jobs, other API groups, bare pods).
+fn desired(facts: &ClusterFacts, ns: &str, owner: &str) -> Option<u32> {
+    let (kind, name) = owner_parts(owner);
+    let key = (ns.to_string(), name.to_string());
+    let n = |r: Option<i32>| Some(r.unwrap_or(1).max(0) as u32);
+    match kind {
+        "Deployment" => facts
+            .deployments
+            .get(&key)
+            .map_or(Some(0), |d| n(d.spec.as_ref().and_then(|s| s.replicas))),
+        "ReplicaSet" => facts
+            .replicasets
+            .get(&key)
+            .map_or(Some(0), |r| n(r.spec.as_ref().and_then(|s| s.replicas))),
+        "StatefulSet" => facts
+            .statefulsets
+            .get(&key)
+            .map_or(Some(0), |s| n(s.spec.as_ref().and_then(|s| s.replicas))),
+        "DaemonSet" => facts.daemonsets.get(&key).map_or(Some(0), |d| {
+            Some(
+                d.status
+                    .as_ref()
+                    .map_or(0, |s| s.desired_number_scheduled)
+                    .max(0) as u32,
+            )
+        }),
+        _ => None,
+    }
 }
 
 fn observe_batch(
@@ -683,6 +803,10 @@ fn observe_batch(
         .map(|p| (p.namespace.clone(), p.owner.clone()))
         .collect();
     let candidates = Candidates::new(obs.facts, &wanted);
+    let readiness = Readiness::new(
+        obs.facts,
+        batch.pods.iter().filter(|p| !p.state.is_settled()),
+    );
     // Match replacements in the order the evictions were requested: first come, first matched.
     let mut order: Vec<usize> = (0..batch.pods.len()).collect();
     order.sort_by_key(|&i| batch.pods[i].requested_at);
@@ -697,7 +821,10 @@ fn observe_batch(
                 if workload {
                     continue;
                 }
-                if gone_or_terminating {
+                if gone_or_terminating && p.uncertain {
+                    // An earlier request got no answer, and the pod is gone: count it as ours.
+                    mark_evicted(p, now, "evicted (the answer to its eviction was lost)");
+                } else if gone_or_terminating {
                     p.state = PodState::Gone;
                     p.message = "went away without being evicted by this run".into();
                 } else if target_uids
@@ -713,61 +840,19 @@ fn observe_batch(
                     }
                 }
             }
-            PodState::Evicting => match result {
-                Some(Outcome::Done) => {
-                    p.state = PodState::Evicted;
-                    p.evicted_at = Some(now);
-                    p.message = if workload {
-                        "workload restarted".into()
-                    } else {
-                        "evicted".into()
-                    };
-                }
-                Some(Outcome::Refused(msg)) => {
-                    p.attempts = p.attempts.saturating_add(1);
-                    let backoff = DEFERRAL_BASE
-                        .saturating_mul(1 << p.attempts.min(8))
-                        .min(DEFERRAL_MAX);
-                    p.state = PodState::Deferred;
-                    p.retry_at = Some(later(now, backoff));
-                    p.message = format!(
-                        "eviction refused ({msg}); retry {} at {}",
-                        p.attempts,
-                        (later(now, backoff)).to_rfc3339()
-                    );
-                    cx.wake_at(later(now, backoff));
-                    cx.event(true, "EvictionDeferred", format!("{}/{}: eviction refused by a PodDisruptionBudget ({msg}); retrying, never forcing", p.namespace, p.name));
-                }
-                Some(Outcome::NotFound) => {
-                    p.state = PodState::Gone;
-                    p.message = "already gone when evicted".into();
-                }
-                Some(Outcome::Error(msg)) => {
-                    p.state = PodState::Planned;
-                    p.message = format!("eviction failed, will retry: {msg}");
-                    cx.event(
-                        true,
-                        "EvictionFailed",
-                        format!("{}/{}: {msg}", p.namespace, p.name),
-                    );
-                }
-                None if workload => {
-                    // A crash lost the outcome; the restart patch is idempotent (same token): issue it again.
-                    p.state = PodState::Planned;
-                }
-                None => {
-                    // A crash lost the outcome: the cluster tells whether it happened.
-                    if gone_or_terminating {
-                        p.state = PodState::Evicted;
-                        // Its replacement may be older than this restart: date the
-                        // eviction from when it was requested (written ahead).
-                        p.evicted_at = Some(p.requested_at.unwrap_or(now));
-                        p.message = "evicted".into();
-                    } else {
-                        p.state = PodState::Planned;
+            PodState::Evicting => {
+                let failed = on_outcome(p, cx, result, workload, gone_or_terminating);
+                if failed {
+                    s.progress.failed += 1;
+                    if !p.uid.is_empty() {
+                        s.given_up.push(p.uid.clone());
+                    }
+                    // Its eviction may have happened: it counts as disrupted until whole.
+                    if p.uncertain {
+                        newly_failed.push(p.clone());
                     }
                 }
-            },
+            }
             PodState::Evicted => {
                 // Replacements are matched from when the eviction was requested: the pod may
                 // be replaced before the Eviction API call even returns.
@@ -831,6 +916,16 @@ fn observe_batch(
                     }
                     claimed.insert(uid);
                 }
+                if p.state == PodState::Evicted
+                    && !p.owner.starts_with("Pod/")
+                    && readiness.not_wanted(p, obs.facts)
+                {
+                    // A scale-down or a deleted workload: no replacement is coming, and none
+                    // is missing.
+                    p.state = PodState::Gone;
+                    p.message =
+                        "its workload was scaled down or deleted: nothing replaces it".into();
+                }
                 if p.state == PodState::Evicted {
                     let deadline = later(timeout_from, ready_timeout(policy, p));
                     if now >= deadline {
@@ -859,14 +954,118 @@ fn observe_batch(
     s.current_batch = Some(batch);
 }
 
+fn mark_evicted(p: &mut BatchPod, now: DateTime<Utc>, message: &str) {
+    p.state = PodState::Evicted;
+    // Its replacement may be older than this step: date the eviction from when it was
+    // requested (written ahead).
+    p.evicted_at = Some(p.requested_at.unwrap_or(now));
+    p.message = message.into();
+}
+
+/// Applies the answer to an eviction (or restart) request. Returns whether the pod is now
+/// Failed.
+fn on_outcome(
+    p: &mut BatchPod,
+    cx: &mut Ctx,
+    result: Option<&Outcome>,
+    workload: bool,
+    gone_or_terminating: bool,
+) -> bool {
+    let now = cx.now;
+    let who = format!("{}/{}", p.namespace, p.name);
+    match result {
+        Some(Outcome::Done) => {
+            p.state = PodState::Evicted;
+            p.evicted_at = Some(now);
+            p.message = if workload {
+                "workload restarted".into()
+            } else {
+                "evicted".into()
+            };
+        }
+        Some(Outcome::Refused(msg)) => {
+            p.attempts = p.attempts.saturating_add(1);
+            let at = later(now, backoff(DEFERRAL_BASE, p.attempts, DEFERRAL_MAX));
+            p.state = PodState::Deferred;
+            p.retry_at = Some(at);
+            p.message = format!(
+                "eviction refused ({msg}); retry {} at {}",
+                p.attempts,
+                at.to_rfc3339()
+            );
+            cx.wake_at(at);
+            cx.event(true, "EvictionDeferred", format!("{who}: eviction refused by a PodDisruptionBudget ({msg}); retrying, never forcing"));
+        }
+        Some(Outcome::NotFound) if p.uncertain => {
+            mark_evicted(p, now, "evicted (the answer to its eviction was lost)");
+        }
+        Some(Outcome::NotFound) => {
+            p.state = PodState::Gone;
+            p.message = "already gone when evicted".into();
+        }
+        Some(Outcome::Retry(msg) | Outcome::Unknown(msg)) => {
+            p.uncertain |= matches!(result, Some(Outcome::Unknown(_)));
+            p.errors = p.errors.saturating_add(1);
+            if p.errors >= MAX_ERRORS {
+                return fail(
+                    p,
+                    cx,
+                    format!("eviction failed {} times, giving up: {msg}", p.errors),
+                );
+            }
+            let at = later(now, backoff(ERROR_BASE, p.errors, ERROR_MAX));
+            p.state = PodState::Deferred;
+            p.retry_at = Some(at);
+            p.message = format!(
+                "eviction failed ({msg}); retry {} of {} at {}",
+                p.errors,
+                MAX_ERRORS - 1,
+                at.to_rfc3339()
+            );
+            cx.wake_at(at);
+            cx.event(true, "EvictionFailed", format!("{who}: {}", p.message));
+        }
+        Some(Outcome::Rejected(msg)) => {
+            return fail(p, cx, format!("the Eviction API refused it: {msg}"));
+        }
+        None if workload => {
+            // A crash lost the outcome; the restart patch is idempotent (same token): issue it again.
+            p.state = PodState::Planned;
+        }
+        // A crash lost the outcome: the cluster tells whether it happened.
+        None if gone_or_terminating => mark_evicted(p, now, "evicted"),
+        None => p.state = PodState::Planned,
+    }
+    false
+}
+
+fn fail(p: &mut BatchPod, cx: &mut Ctx, message: String) -> bool {
+    p.state = PodState::Failed;
+    p.retry_at = None;
+    p.message = message;
+    cx.event(
+        true,
+        "EvictionFailed",
+        format!("{}/{}: {}", p.namespace, p.name, p.message),
+    );
+    true
+}
+
+/// `base` doubled per attempt, at most `max`.
+fn backoff(base: Duration, attempts: u32, max: Duration) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(max)
+}
+
 /// Failed replacements still count as disrupted until their workload is whole again
 /// (every pod Ready). Matching one replacement would be ambiguous here: by then later
 /// batches may have created Ready pods of the same workload.
 fn observe_unhealthy(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
     let facts = cx.obs.facts;
+    let readiness = Readiness::new(facts, &s.unhealthy);
     let mut recovered = Vec::new();
     s.unhealthy.retain(|p| {
-        let whole = workload_whole(p, facts);
+        let whole = readiness.whole(p, facts);
         if whole {
             recovered.push(format!("{}/{}", p.namespace, p.name));
         }
@@ -933,7 +1132,7 @@ fn owner_parts(owner: &str) -> (&str, &str) {
     owner.split_once('/').unwrap_or(("Pod", owner))
 }
 
-fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod]) -> InFlight {
+fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod], unready: &[Target]) -> InFlight {
     let mut f = InFlight::default();
     let mine: Vec<&BatchPod> = s
         .current_batch
@@ -956,6 +1155,14 @@ fn in_flight(s: &ArmorRefreshRunStatus, others: &[BatchPod]) -> InFlight {
             },
         );
         f.add(&p.node, &p.zone, w, p.volumes);
+    }
+    // Unready targets are disrupted already: they limit their node and zone (never made
+    // worse there), not this run's batch size (one crash loop must not stall a run).
+    for t in unready {
+        *f.per_node.entry(t.node.clone()).or_default() += 1;
+        if !t.zone.is_empty() {
+            *f.per_zone.entry(t.zone.clone()).or_default() += 1;
+        }
     }
     // Other runs' pods limit nodes, zones and workloads, not this run's batch size.
     f.total = mine.len() as u32;
@@ -1101,7 +1308,11 @@ fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, others: &[Bat
         .filter(|p| !p.state.is_settled())
         .map(|p| p.uid.as_str())
         .collect();
-    let taken: BTreeSet<&str> = others.iter().map(|p| p.uid.as_str()).collect();
+    let taken: BTreeSet<&str> = others
+        .iter()
+        .map(|p| p.uid.as_str())
+        .chain(s.given_up.iter().map(String::as_str))
+        .collect();
     let pending = sel
         .targets
         .iter()
@@ -1249,7 +1460,12 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         return;
     }
     let taken: BTreeSet<&str> = cx.obs.others.iter().map(|p| p.uid.as_str()).collect();
-    let unhealthy: BTreeSet<&str> = s.unhealthy.iter().map(|p| p.uid.as_str()).collect();
+    let unhealthy: BTreeSet<&str> = s
+        .unhealthy
+        .iter()
+        .map(|p| p.uid.as_str())
+        .chain(s.given_up.iter().map(String::as_str))
+        .collect();
     let mut remaining: Vec<Target> = sel
         .targets
         .iter()
@@ -1282,18 +1498,22 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         return;
     }
     let limits = Limits::from_policy(policy, s.progress.total.max(sel.targets.len() as u32));
-    let flight = in_flight(s, cx.obs.others);
+    let flight = in_flight(s, cx.obs.others, &sel.unready);
     let budget = limits.batch.saturating_sub(flight.total);
     plan::order(&mut remaining);
     let refs: Vec<&Target> = remaining.iter().collect();
     let ctx = context(cx.obs.facts);
     let workload = limits.by_workload;
-    let (pods, capped) = fit_in_status(s, budget, |k| {
+    let (mut pods, capped) = fit_in_status(s, budget, |k| {
         plan::next_batch(&refs, &limits, &flight, &ctx, k)
             .iter()
             .map(|&i| batch_pod(refs[i], workload))
             .collect()
     });
+    let readiness = Readiness::new(cx.obs.facts, &pods);
+    for p in pods.iter_mut().filter(|p| !p.uid.is_empty()) {
+        p.ready_before = Some(readiness.of(p));
+    }
     if pods.is_empty() {
         s.message = if capped {
             format!(

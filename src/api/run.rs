@@ -156,6 +156,10 @@ pub struct ArmorRefreshRunStatus {
     /// `progress.failed` when the circuit breaker was last reset; failures beyond it count.
     #[serde(default)]
     pub failure_baseline: u32,
+    /// Pods this run gave up on without evicting them (UIDs): the Eviction API refused them
+    /// for good, or failed too many times. Never planned again by this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub given_up: Vec<String>,
     /// Replacement pods the last finished batch matched to its evictions (UIDs): never
     /// matched again to an eviction of the next batch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -260,6 +264,18 @@ pub struct BatchPod {
     /// How many times the eviction was refused (PodDisruptionBudget).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// How many eviction requests failed otherwise (overload, server errors, timeouts);
+    /// at [`crate::run::MAX_ERRORS`] the pod is Failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u32,
+    /// An eviction request of this pod got no answer (timeout, lost connection): it may
+    /// have been evicted, so it counts as disrupted until the cluster says otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
+    /// Ready pods of its workload when it was planned: its workload is whole again once it
+    /// has as many (or as many as it now wants, after a scale-down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_before: Option<u32>,
     /// Last thing that happened to it, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -277,15 +293,18 @@ pub enum PodState {
     Planned,
     /// Eviction requested.
     Evicting,
-    /// The eviction was refused (PodDisruptionBudget); retried later, never forced.
+    /// The eviction was refused (PodDisruptionBudget) or failed for a transient reason;
+    /// retried later with backoff, never forced.
     Deferred,
     /// Evicted; waiting for a Ready replacement with its profile.
     Evicted,
     /// A replacement with the profile is Ready.
     Refreshed,
-    /// The replacement missed its ready timeout.
+    /// The replacement missed its ready timeout, or the Eviction API refused the pod for
+    /// good (a 4xx other than a PodDisruptionBudget's 429, or too many errors).
     Failed,
-    /// The pod went away or got its profile without being evicted by this run.
+    /// The pod went away or got its profile without being evicted by this run, or its
+    /// workload was scaled down or deleted so nothing replaces it.
     Gone,
 }
 

@@ -30,6 +30,7 @@ use crate::api::{
     ArmorRefreshPolicy, ArmorRefreshPolicyStatus, ArmorRefreshRun, ArmorRefreshRunStatus, BatchPod,
     Condition, FIELD_MANAGER, Phase, TargetCounts, Trigger, set_condition,
 };
+use crate::clock::ServerClock;
 use crate::metrics::{Health, METRICS, ResultLabel, RunPhaseLabel};
 use crate::policy::{SpecError, ValidPolicy, validate};
 use crate::run::{self, Action, Observations, Outcome, PolicyView};
@@ -77,8 +78,49 @@ fn eviction_label(o: &Outcome) -> &'static str {
         Outcome::Done => "ok",
         Outcome::Refused(_) => "refused",
         Outcome::NotFound => "not_found",
-        Outcome::Error(_) => "error",
+        Outcome::Retry(_) => "retry",
+        Outcome::Unknown(_) => "unknown",
+        Outcome::Rejected(_) => "rejected",
     }
+}
+
+/// What an answer of the Eviction API means for a run. From Kubernetes'
+/// `pkg/registry/core/pod/storage/eviction.go`: a PodDisruptionBudget's refusal carries a
+/// cause of type `DisruptionBudget` (429, or 403 when the budget is already exceeded); a
+/// UID precondition that no longer holds is a 409 (the pod of that UID is gone); a pod under
+/// two budgets is a 500, budget update conflicts a 504. A 429 without that cause comes from
+/// API priority and fairness or from a webhook on `pods/eviction`; either may pass. Without
+/// an answer at all (timeout, lost connection) the eviction may have happened.
+pub fn classify_eviction<T>(r: &Result<T, kube::Error>) -> Outcome {
+    let s = match r {
+        Ok(_) => return Outcome::Done,
+        Err(kube::Error::Api(s)) => s,
+        Err(e) => return Outcome::Unknown(e.to_string()),
+    };
+    let budget = s
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
+        || (s.code == 429 && s.message.to_lowercase().contains("disruption budget"));
+    let msg = format!("{} {}", s.code, s.message);
+    match s.code {
+        _ if budget => Outcome::Refused(s.message.clone()),
+        404 | 409 => Outcome::NotFound,
+        429 => Outcome::Retry(msg),
+        504 => Outcome::Unknown(msg),
+        500..=599 => Outcome::Retry(msg),
+        400..=499 => Outcome::Rejected(msg),
+        _ => Outcome::Unknown(msg),
+    }
+}
+
+/// A 429 from API priority and fairness (the API server's own "Too many requests"), not
+/// from a PodDisruptionBudget or a webhook: only that one slows every write.
+pub fn is_overload(s: &kube::core::Status) -> bool {
+    s.code == 429
+        && s.message
+            .to_lowercase()
+            .starts_with("too many requests, please try again later")
 }
 
 struct Operator {
@@ -102,6 +144,14 @@ struct Operator {
     /// Policy name → the status this process last wrote for a policy it cannot decode
     /// (the cache has none for it): without it, every pass would write it again.
     undecodable_statuses: HashMap<String, ArmorRefreshPolicyStatus>,
+    /// Run UID → the resourceVersion of the run as this process last read or wrote it: the
+    /// precondition of the next status write, so a write from a stale view (another leader
+    /// wrote since, or this one lost its term) fails instead of overwriting.
+    versions: HashMap<String, String>,
+    /// The runs were read from the API server (not the cache) in this term.
+    fresh: bool,
+    /// The API server's clock: the clock of every decision.
+    clock: ServerClock,
 }
 
 /// The field of the error of a policy that does not decode (validation always names a
@@ -183,16 +233,23 @@ pub async fn run(
         overload: Duration::ZERO,
         validated: HashMap::new(),
         undecodable_statuses: HashMap::new(),
+        versions: HashMap::new(),
+        fresh: false,
+        clock: ServerClock::default(),
     };
     let mut was_leader = false;
     loop {
-        let is_leader = *op.leader.borrow();
-        if is_leader != was_leader {
+        // A loss and a regain between two looks is a new term too.
+        let changed = op.leader.has_changed().unwrap_or(true);
+        let is_leader = *op.leader.borrow_and_update();
+        if is_leader != was_leader || changed {
             tracing::info!(leader = is_leader, identity = %op.cfg.identity, "leadership changed");
             // A new term starts from what the API server has, never from memory.
             op.statuses.clear();
             op.results.clear();
             op.undecodable_statuses.clear();
+            op.versions.clear();
+            op.fresh = false;
             was_leader = is_leader;
         }
         let next = if is_leader {
@@ -219,8 +276,131 @@ pub async fn run(
 }
 
 impl Operator {
+    /// Still the leader of the term this pass started in.
     fn leading(&self) -> bool {
-        *self.leader.borrow()
+        *self.leader.borrow() && !self.leader.has_changed().unwrap_or(true)
+    }
+
+    /// The API server's time now.
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now(Utc::now())
+    }
+
+    /// Takes a sample of the API server's clock once a minute: the `creationTimestamp` the
+    /// server stamps on a dry-run create of a run (nothing is stored).
+    async fn calibrate(&mut self) {
+        if self
+            .clock
+            .sampled_since(Utc::now() - chrono::TimeDelta::seconds(60))
+        {
+            return;
+        }
+        let probe: ArmorRefreshRun = match serde_json::from_value(json!({
+            "apiVersion": "refresh.armor.dev/v1alpha1",
+            "kind": "ArmorRefreshRun",
+            "metadata": {"generateName": "armor-refresh-clock-"},
+            "spec": {"policyRef": {"name": "clock-probe"}},
+        })) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "building the clock probe");
+                return;
+            }
+        };
+        self.throttle().await;
+        METRICS.write("dry_run");
+        let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
+        let sent = Utc::now();
+        let r = api
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &probe,
+            )
+            .await;
+        let received = Utc::now();
+        match r.map(|o| o.metadata.creation_timestamp) {
+            Ok(Some(t)) => {
+                let stamp = chrono::DateTime::from_timestamp(t.0.as_second(), 0);
+                if let Some(stamp) = stamp {
+                    let before = self.clock.offset();
+                    self.clock.sample(sent, received, stamp);
+                    let after = self.clock.offset();
+                    if (after - before).num_milliseconds().abs() >= 1000 {
+                        tracing::warn!(
+                            offset_ms = after.num_milliseconds(),
+                            "the API server's clock differs from this machine's; deciding on the API server's"
+                        );
+                    }
+                }
+            }
+            Ok(None) => tracing::warn!("a dry-run create came back without a creation time"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the API server's clock");
+                METRICS.reconcile_error("clock");
+            }
+        }
+    }
+
+    /// Is the Lease held by this replica with a renewal that is still fresh, read from the
+    /// API server now? kube-lease-manager keeps reporting leadership while its renewals
+    /// fail, so every step that evicts asks first: a replica whose renewals fail stops
+    /// acting before its Lease expires and another may take it.
+    async fn fenced(&self) -> bool {
+        if !self.cfg.leader_election {
+            return true;
+        }
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.cfg.lease_namespace);
+        let lease = match api.get(&self.cfg.lease_name).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm the Lease: not acting");
+                return false;
+            }
+        };
+        let spec = lease.spec.unwrap_or_default();
+        let holder = spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
+        // The holder writes renewTime with its own clock: compare with the same clock.
+        let renewed = spec.renew_time.map(|t| t.0.as_millisecond());
+        let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+        let margin = (duration / 6).max(1000);
+        let left = renewed.map_or(i64::MIN, |r| {
+            r.saturating_add(duration)
+                .saturating_sub(Utc::now().timestamp_millis())
+        });
+        if holder && left > margin {
+            return true;
+        }
+        tracing::warn!(holder = ?spec.holder_identity, valid_for_ms = left, "the Lease is not held with a fresh renewal: not acting");
+        METRICS.reconcile_error("fence");
+        false
+    }
+
+    /// A new term reads every run from the API server, not from the cache, which may not
+    /// have seen the last leader's writes yet.
+    async fn read_fresh(&mut self) -> bool {
+        let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
+        match api.list(&Default::default()).await {
+            Ok(list) => {
+                for r in list.items {
+                    let uid = r.uid().unwrap_or_default();
+                    if let Some(v) = r.resource_version() {
+                        self.versions.insert(uid.clone(), v);
+                    }
+                    self.statuses.insert(uid, r.status.unwrap_or_default());
+                }
+                self.fresh = true;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the runs at the start of a term");
+                METRICS.reconcile_error("fresh_read");
+                false
+            }
+        }
     }
 
     async fn throttle(&self) {
@@ -280,6 +460,10 @@ impl Operator {
 
     /// Reconciles everything once; returns when to come back at the latest.
     async fn pass(&mut self) -> Duration {
+        if !self.fresh && !self.read_fresh().await {
+            return Duration::from_secs(1);
+        }
+        self.calibrate().await;
         let mut facts = self.caches.facts(&self.cfg.agent_selector);
         facts.unhooked_namespaces = self.cfg.webhook_skip_namespaces.iter().cloned().collect();
         let policies = self.policies();
@@ -372,15 +556,24 @@ impl Operator {
                     },
                     results: &results,
                 };
-                let st = run::step(&status, &obs, Utc::now());
+                let st = run::step(&status, &obs, self.now());
                 if st.status != status {
                     if !self.leading() {
+                        self.results.insert(uid.clone(), results);
                         return Duration::from_secs(1);
                     }
-                    if let Err(e) = self.write_run_status(&name, &st.status).await {
+                    if let Err(e) = self.write_run_status(&uid, r, &st.status).await {
                         // Nothing of this step is acted upon: intent first, or not at all.
+                        // The outcomes of the last step's actions are kept for the next try.
+                        self.results.insert(uid.clone(), results);
                         METRICS.reconcile_error("status_write");
-                        if is_too_large(&e) {
+                        if matches!(&e, kube::Error::Api(s) if s.code == 409) {
+                            // Written by someone else since this process read it: read again.
+                            tracing::warn!(run = %name, "the run changed since this process last read it; reading it again before acting");
+                            self.statuses.remove(&uid);
+                            self.versions.remove(&uid);
+                            next = next.min(Duration::from_secs(1));
+                        } else if is_too_large(&e) {
                             // Retrying the same write cannot succeed: say so where users look.
                             tracing::error!(run = %name, bytes = run::json_len(&st.status), error = %e, "the API server refused the run's status for its size");
                             self.report_too_large(r, &e).await;
@@ -398,6 +591,11 @@ impl Operator {
                 self.export_phase(&name, status.phase);
                 let mut outcomes = HashMap::new();
                 if !self.leading() {
+                    return Duration::from_secs(1);
+                }
+                if st.disruptions().next().is_some() && !self.fenced().await {
+                    // Written ahead, not done: whoever leads next finds them Evicting, with
+                    // their pods still there, and evicts them then.
                     return Duration::from_secs(1);
                 }
                 self.evict_all(&st.actions, &mut outcomes).await;
@@ -479,14 +677,28 @@ impl Operator {
         }
     }
 
+    /// Writes a run's status with the resourceVersion this process last saw as the
+    /// precondition (the API server answers 409 if anyone wrote since).
     async fn write_run_status(
         &mut self,
-        name: &str,
+        uid: &str,
+        run: &ArmorRefreshRun,
         status: &ArmorRefreshRunStatus,
     ) -> Result<(), kube::Error> {
+        let name = run.name_any();
+        let name = name.as_str();
         self.throttle().await;
         let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
-        let patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshRun", "status": status});
+        let mut patch = json!({"apiVersion": "refresh.armor.dev/v1alpha1", "kind": "ArmorRefreshRun", "status": status});
+        // What this process wrote last in its term, else what it read.
+        if let Some(v) = self
+            .versions
+            .get(uid)
+            .cloned()
+            .or_else(|| run.resource_version())
+        {
+            patch["metadata"] = json!({"resourceVersion": v});
+        }
         METRICS.write("patch_status");
         let r = api
             .patch_status(
@@ -496,7 +708,12 @@ impl Operator {
             )
             .await;
         self.note_overload(&r);
-        r.map(|_| ())
+        let written = r?;
+        match written.resource_version() {
+            Some(v) => self.versions.insert(uid.to_string(), v),
+            None => self.versions.remove(uid),
+        };
+        Ok(())
     }
 
     /// The run's status could not be written for its size: the last written status stays
@@ -522,6 +739,7 @@ impl Operator {
         }
         // The in-memory copy must not claim a status that was never written.
         self.statuses.remove(&r.uid().unwrap_or_default());
+        self.versions.remove(&r.uid().unwrap_or_default());
         let ev = Action::Event {
             warning: true,
             reason: "StatusTooLarge".into(),
@@ -534,8 +752,7 @@ impl Operator {
     /// pushing back: every write slows down (halved again at each pass).
     fn note_overload<T>(&mut self, r: &Result<T, kube::Error>) {
         if let Err(kube::Error::Api(s)) = r
-            && s.code == 429
-            && !s.message.to_lowercase().contains("disruption budget")
+            && is_overload(s)
         {
             self.overload =
                 (self.overload * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
@@ -598,19 +815,7 @@ impl Operator {
             .await;
         for (namespace, name, uid, r) in results.into_iter().flatten() {
             self.note_overload(&r);
-            let outcome = match r {
-                Ok(_) => Outcome::Done,
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::NotFound,
-                Err(kube::Error::Api(s))
-                    if s.message.to_lowercase().contains("disruption budget") =>
-                {
-                    Outcome::Refused(s.message.clone())
-                }
-                Err(kube::Error::Api(s)) if s.code == 429 => {
-                    Outcome::Error(format!("API server overloaded: {}", s.message))
-                }
-                Err(e) => Outcome::Error(e.to_string()),
-            };
+            let outcome = classify_eviction(&r);
             tracing::info!(pod = %format!("{namespace}/{name}"), result = eviction_label(&outcome), "eviction");
             METRICS
                 .evictions
@@ -674,10 +879,13 @@ impl Operator {
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await;
                 self.note_overload(&r);
-                let outcome = match r {
-                    Ok(_) => Outcome::Done,
-                    Err(kube::Error::Api(s)) if s.code == 404 => Outcome::NotFound,
-                    Err(e) => Outcome::Error(e.to_string()),
+                let outcome = match classify_eviction(&r) {
+                    // A 409 on a patch is a conflict, not a pod gone: try again.
+                    Outcome::NotFound if matches!(&r, Err(kube::Error::Api(s)) if s.code == 409) => {
+                        Outcome::Retry("409 conflict".into())
+                    }
+                    Outcome::Refused(m) => Outcome::Retry(m),
+                    o => o,
                 };
                 outcomes.insert(format!("{namespace}/{kind}/{name}"), outcome);
             }
@@ -690,7 +898,7 @@ impl Operator {
         selections: &HashMap<&str, Selection>,
         runs: &[ArmorRefreshRun],
     ) {
-        let now = Utc::now();
+        let now = self.now();
         for (name, (obj, valid)) in policies {
             if !self.leading() {
                 return;
@@ -836,7 +1044,7 @@ impl Operator {
         if let Some((last, s)) = last {
             let recent = s
                 .completed_at
-                .is_some_and(|t| Utc::now() - t < chrono::TimeDelta::seconds(60));
+                .is_some_and(|t| self.now() - t < chrono::TimeDelta::seconds(60));
             let failed = s.progress.failed > 0 || s.phase == Phase::Failed;
             let same_generation = last
                 .metadata
@@ -890,5 +1098,121 @@ impl Operator {
                 METRICS.reconcile_error("create_run");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    /// An error as the API server sends it.
+    fn api(code: u16, message: &str, cause: Option<&str>) -> Result<(), kube::Error> {
+        let mut s = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message, "reason": "TooManyRequests"});
+        if let Some(c) = cause {
+            s["details"] = json!({"causes": [{"reason": c, "message": "The disruption budget web needs 2 healthy pods and has 2 currently"}]});
+        }
+        let s: Status = serde_json::from_value(s).unwrap();
+        Err(kube::Error::Api(s.boxed()))
+    }
+
+    /// Every answer of the Eviction API in Kubernetes' eviction.go, and what a run does with it.
+    #[test]
+    fn every_eviction_answer_has_an_outcome() {
+        let pdb = "Cannot evict pod as it would violate the pod's disruption budget.";
+        assert_eq!(classify_eviction(&Ok::<(), kube::Error>(())), Outcome::Done);
+        assert!(matches!(
+            classify_eviction(&api(429, pdb, Some("DisruptionBudget"))),
+            Outcome::Refused(_)
+        ));
+        // A budget still being processed, or already exceeded (403): a budget's answer too.
+        assert!(matches!(
+            classify_eviction(&api(
+                429,
+                "pdb is still being processed by the server",
+                Some("DisruptionBudget")
+            )),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            classify_eviction(&api(
+                403,
+                "pdb disruptions allowed is negative",
+                Some("DisruptionBudget")
+            )),
+            Outcome::Refused(_)
+        ));
+        // A webhook on pods/eviction answering 429 (KubeVirt does): retried, not a budget.
+        let webhook = classify_eviction(&api(
+            429,
+            "admission webhook \"virt\" denied the request: VMI is migrating",
+            None,
+        ));
+        assert!(
+            matches!(&webhook, Outcome::Retry(m) if m.contains("virt")),
+            "{webhook:?}"
+        );
+        // Two budgets over one pod: 500, retried with backoff.
+        assert!(matches!(
+            classify_eviction(&api(
+                500,
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                None
+            )),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            classify_eviction(&api(503, "unavailable", None)),
+            Outcome::Retry(_)
+        ));
+        // A timeout may have happened.
+        assert!(matches!(
+            classify_eviction(&api(504, "Timeout: request did not complete", None)),
+            Outcome::Unknown(_)
+        ));
+        assert!(matches!(
+            classify_eviction::<()>(&Err(kube::Error::LinesCodecMaxLineLengthExceeded)),
+            Outcome::Unknown(_)
+        ));
+        // Gone, or a pod of the same name with another UID: not there any more.
+        assert_eq!(
+            classify_eviction(&api(404, "pods \"web-1\" not found", None)),
+            Outcome::NotFound
+        );
+        assert_eq!(
+            classify_eviction(&api(
+                409,
+                "the UID in the precondition does not match",
+                None
+            )),
+            Outcome::NotFound
+        );
+        // Other 4xx: failed for good, with the API's message.
+        for code in [400, 403, 422] {
+            assert!(
+                matches!(classify_eviction(&api(code, "denied", None)), Outcome::Rejected(m) if m.contains("denied"))
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_api_servers_own_429_slows_every_write() {
+        let s = |code: u16, m: &str| Status::failure(m, "TooManyRequests").with_code(code);
+        assert!(is_overload(&s(
+            429,
+            "Too many requests, please try again later."
+        )));
+        assert!(!is_overload(&s(
+            429,
+            "Cannot evict pod as it would violate the pod's disruption budget."
+        )));
+        assert!(!is_overload(&s(
+            429,
+            "admission webhook \"virt\" denied the request: try later"
+        )));
+        assert!(!is_overload(&s(
+            500,
+            "Too many requests, please try again later."
+        )));
     }
 }

@@ -41,6 +41,18 @@ pub(crate) struct World {
     /// The next this-many replacements come without their profile.
     unprofiled_next: usize,
     max_disrupted: usize,
+    /// Scripted answers of the Eviction API, first to last; then `always`, then the real one.
+    answers: std::collections::VecDeque<Answer>,
+    always: Option<Answer>,
+}
+
+/// How the simulated Eviction API answers one request.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// Not carried out; this outcome comes back.
+    Refuse(Outcome),
+    /// Carried out, but the answer is lost (a timeout).
+    Lose,
 }
 
 impl World {
@@ -59,6 +71,8 @@ impl World {
             webhook_down: false,
             unprofiled_next: 0,
             max_disrupted: 0,
+            answers: Default::default(),
+            always: None,
         };
         for z in ["a", "b", "c"] {
             w.facts.nodes.insert(
@@ -76,11 +90,24 @@ impl World {
             w.facts.agents.insert(format!("node-{z}"));
         }
         for (d, n) in deployments {
+            w.set_replicas(d, *n);
             for _ in 0..*n {
                 w.add_pod(d, false, true);
             }
         }
         w
+    }
+
+    /// The Deployment object of `deploy`, wanting `n` pods.
+    pub(crate) fn set_replicas(&mut self, deploy: &str, n: usize) {
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+            "metadata": {"name": deploy, "namespace": "shop"},
+            "spec": {"replicas": n, "selector": {}, "template": {}},
+        }))
+        .unwrap();
+        self.facts
+            .deployments
+            .insert(("shop".into(), deploy.into()), Arc::new(d));
     }
 
     fn add_pod(&mut self, deploy: &str, compliant: bool, ready: bool) -> String {
@@ -140,6 +167,24 @@ impl World {
     }
 
     pub(crate) fn evict(&mut self, uid: &str) -> Outcome {
+        if self.pod(uid).is_none() {
+            return Outcome::NotFound;
+        }
+        match self.answers.pop_front().or_else(|| self.always.clone()) {
+            Some(Answer::Refuse(o)) => return o,
+            Some(Answer::Lose) => {
+                let real = self.evict_really(uid);
+                return match real {
+                    Outcome::Done => Outcome::Unknown("timeout".into()),
+                    o => o,
+                };
+            }
+            None => {}
+        }
+        self.evict_really(uid)
+    }
+
+    fn evict_really(&mut self, uid: &str) -> Outcome {
         let Some(p) = self.pod(uid) else {
             return Outcome::NotFound;
         };
@@ -587,6 +632,206 @@ fn pdb_refusal_defers_and_retries_without_forcing() {
     assert_eq!(w.evictions.len(), 3);
 }
 
+// ---- Disruption accounting under the Eviction API's real answers ----
+
+fn pod_of<'a>(r: &'a Run, uid: &str) -> &'a BatchPod {
+    r.status
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .chain(&r.status.unhealthy)
+        .find(|p| p.uid == uid)
+        .unwrap()
+}
+
+#[test]
+fn a_server_error_is_retried_with_growing_backoff_never_in_a_hot_loop() {
+    // A pod under two PDBs: the API server answers 500 until one of them goes.
+    let mut w = World::new(&[("web", 2)]);
+    for _ in 0..3 {
+        w.answers.push_back(Answer::Refuse(Outcome::Retry(
+            "500 This pod has more than one PodDisruptionBudget".into(),
+        )));
+    }
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 6);
+    let p = &r.status.current_batch.as_ref().unwrap().pods[0];
+    assert!(p.errors >= 1 && p.attempts == 0, "{p:?}");
+    assert!(
+        p.message.contains("more than one PodDisruptionBudget"),
+        "{}",
+        p.message
+    );
+    assert!(events(&steps).contains(&"EvictionFailed".to_string()));
+    // No hot loop: every step after a failure waits for its retry time.
+    let gaps: Vec<_> = steps
+        .iter()
+        .filter(|s| {
+            s.actions
+                .iter()
+                .any(|a| matches!(a, Action::Event { reason, .. } if reason == "EvictionFailed"))
+        })
+        .map(|s| s.requeue_after.unwrap())
+        .collect();
+    assert!(gaps.iter().all(|g| *g >= ERROR_BASE), "{gaps:?}");
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(
+        (r.status.progress.refreshed, r.status.progress.failed),
+        (2, 0)
+    );
+    assert_eq!(backoff(ERROR_BASE, 1, ERROR_MAX), ERROR_BASE);
+    assert_eq!(backoff(ERROR_BASE, 3, ERROR_MAX), ERROR_BASE * 4);
+    assert_eq!(backoff(ERROR_BASE, 30, ERROR_MAX), ERROR_MAX);
+}
+
+#[test]
+fn an_eviction_that_always_fails_ends_failed_after_the_attempt_cap() {
+    let mut w = World::new(&[("web", 2)]);
+    w.always = Some(Answer::Refuse(Outcome::Retry("500 internal error".into())));
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}\nhealth: {maxFailures: 5}");
+    let mut r = Run::new();
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 2000);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(r.status.progress.failed, 2);
+    assert!(
+        r.status.unhealthy.is_empty(),
+        "never evicted: not disrupted"
+    );
+    let sent = steps.iter().flat_map(|s| s.disruptions()).count();
+    assert_eq!(
+        sent,
+        2 * MAX_ERRORS as usize,
+        "a bounded number of requests"
+    );
+    let last = &r.status.history.last().unwrap();
+    assert_eq!(last.failed, 1);
+}
+
+#[test]
+fn a_rejected_eviction_fails_the_pod_with_the_apis_message() {
+    let mut w = World::new(&[("web", 2)]);
+    w.answers.push_back(Answer::Refuse(Outcome::Rejected(
+        "403 admission webhook \"deny-evictions\" denied the request".into(),
+    )));
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}\nhealth: {maxFailures: 5}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(
+        (r.status.progress.refreshed, r.status.progress.failed),
+        (1, 1)
+    );
+    assert_eq!(w.evictions.len(), 1, "the refused pod is not tried again");
+}
+
+#[test]
+fn a_lost_answer_counts_as_a_disruption_not_as_gone() {
+    // The eviction happens, the answer is lost; the retry finds the pod gone (404).
+    let mut w = World::new(&[("web", 3)]);
+    w.answers.push_back(Answer::Lose);
+    let pol = policy("rollout: {batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    let uid = w.evictions[0].clone();
+    let p = pod_of(&r, &uid);
+    assert!(p.uncertain, "{p:?}");
+    assert_ne!(p.state, PodState::Gone);
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(r.status.progress.refreshed, 3, "matched to its replacement");
+    assert_eq!(r.status.history.iter().map(|h| h.gone).sum::<u32>(), 0);
+    assert!(w.max_disrupted <= 1);
+}
+
+#[test]
+fn a_scale_down_or_a_deleted_workload_is_not_a_failure() {
+    let mut w = World::new(&[("web", 4), ("api", 2)]);
+    w.ready_delay = 1000; // replacements come, but slowly
+    let pol = policy("rollout: {batchSize: 2, interval: 0s, readyTimeout: 60s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    assert_eq!(w.evictions.len(), 2);
+    // web is scaled down by half and api deleted: their controllers remove the pods
+    // still starting.
+    w.set_replicas("web", 2);
+    w.facts
+        .deployments
+        .remove(&("shop".to_string(), "api".to_string()));
+    let fresh: BTreeSet<String> = w.replaced.values().cloned().collect();
+    w.facts.pods.retain(|p| {
+        let app = p.labels()["app"].as_str();
+        app != "api" && !fresh.contains(p.metadata.uid.as_deref().unwrap())
+    });
+    w.ready_delay = 1;
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(r.status.progress.failed, 0, "{:?}", r.status.history);
+    assert!(r.status.unhealthy.is_empty());
+}
+
+#[test]
+fn a_crash_looping_pod_is_not_evicted_and_does_not_hold_a_failed_slot() {
+    // web has a pod that never gets Ready (not a target), and one replacement that misses
+    // its timeout and recovers later: with batch size 1 the run must still finish.
+    let mut w = World::new(&[("web", 3)]);
+    let looping = w.add_pod("web", false, false);
+    w.set_replicas("web", 4);
+    w.answers.clear();
+    let pol = policy(
+        "rollout: {batchSize: 1, interval: 0s, readyTimeout: 10s}\nhealth: {maxFailures: 5}",
+    );
+    w.ready_delay = 30; // the first replacement misses its 10 s
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 6);
+    w.ready_delay = 2;
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert!(
+        !w.evictions.contains(&looping),
+        "an unready pod is never evicted"
+    );
+    assert_eq!(r.status.progress.failed, 1);
+    assert_eq!(r.status.progress.refreshed, 2);
+    assert!(
+        r.status.unhealthy.is_empty(),
+        "released once its own workload recovered"
+    );
+    let sel = select::select(&pol, &w.facts);
+    assert_eq!(sel.skipped[&select::SkipReason::NotReady].len(), 1);
+}
+
+#[test]
+fn a_failed_pod_keeps_its_slot_while_no_replacement_exists() {
+    // The replacement is refused at admission: nothing is created, the workload is short.
+    let mut w = World::new(&[("web", 3)]);
+    let pol = policy(
+        "rollout: {batchSize: 1, interval: 0s, readyTimeout: 10s}\nhealth: {maxFailures: 5}",
+    );
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 3);
+    let first = w.evictions[0].clone();
+    let replacement = w.replaced[&first].clone();
+    w.facts
+        .pods
+        .retain(|p| p.metadata.uid.as_deref() != Some(replacement.as_str()));
+    w.ready_at.clear();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 100);
+    assert_eq!(r.status.progress.failed, 1);
+    assert_eq!(r.status.unhealthy.len(), 1, "still down: still counted");
+    assert_eq!(
+        w.evictions.len(),
+        1,
+        "batch size 1 is used up by the missing pod"
+    );
+    // The ReplicaSet manages at last: the slot frees and the run goes on.
+    w.add_pod("web", true, true);
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 300);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert!(r.status.unhealthy.is_empty());
+}
+
 #[test]
 fn another_active_run_of_the_policy_keeps_it_pending() {
     let w = World::new(&[("web", 2)]);
@@ -908,6 +1153,10 @@ enum Crash {
     BeforeActing,
     /// Acted, but the outcomes were lost.
     AfterActing,
+    /// Acted, but the API server's answers were lost (timeouts): outcomes unknown.
+    LostAnswers,
+    /// The API server failed every request of the step (5xx): nothing done.
+    ServerErrors,
 }
 
 fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
@@ -916,6 +1165,8 @@ fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
         1 => Just(Crash::BeforePersist),
         1 => Just(Crash::BeforeActing),
         1 => Just(Crash::AfterActing),
+        1 => Just(Crash::LostAnswers),
+        1 => Just(Crash::ServerErrors),
     ];
     let ev = prop_oneof![
         4 => (1u8..20).prop_map(Ev::Tick),
@@ -955,7 +1206,15 @@ proptest! {
                         prop_assert!(!w.evictions.contains(uid), "{} evicted twice", uid);
                         // Write-ahead: the pod is in the persisted batch before it is evicted.
                         prop_assert!(r.status.current_batch.iter().flat_map(|b| &b.pods).any(|p| &p.uid == uid));
-                        out.insert(uid.clone(), w.evict(uid));
+                        let o = match crash {
+                            Crash::ServerErrors => Outcome::Retry("503".into()),
+                            Crash::LostAnswers => match w.evict(uid) {
+                                Outcome::Done => Outcome::Unknown("timeout".into()),
+                                o => o,
+                            },
+                            _ => w.evict(uid),
+                        };
+                        out.insert(uid.clone(), o);
                         // Disrupted = evicted and not Ready again; failed ones included.
                         prop_assert!(w.disrupted() as u32 <= batch, "{} disrupted > batch {}", w.disrupted(), batch);
                     }
