@@ -129,6 +129,10 @@ struct RunArgs {
     write_qps: u32,
     #[arg(long, default_value_t = 40)]
     write_burst: u32,
+    /// Seconds to wait for the answer to one eviction. Without an answer the eviction may
+    /// have happened: the pod counts as disrupted until the cluster shows what became of it.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    eviction_timeout: u64,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
                 lease_duration: 15,
                 write_qps: 20,
                 write_burst: 40,
+                eviction_timeout: 30,
                 metrics_addr,
                 log_format,
             },
@@ -329,6 +334,7 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
             lease_duration: args.lease_duration.max(3),
             write_qps: args.write_qps,
             write_burst: args.write_burst,
+            eviction_timeout: Duration::from_secs(args.eviction_timeout),
             agent_selector: armor_refresh::cluster::parse_agent_selector(
                 &args.webhook.agent_selector,
             )

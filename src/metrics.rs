@@ -81,7 +81,7 @@ impl Metrics {
             );
             r.register(
                 "evictions",
-                "Eviction API calls by result (ok, refused, not_found, error)",
+                "Eviction API calls by result (ok, refused, not_found, retry, unknown, rejected)",
                 m.evictions.clone(),
             );
             r.register(

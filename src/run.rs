@@ -46,8 +46,9 @@ pub const ASSUMED_BATCH: Duration = Duration::from_secs(60);
 /// the status, with every pod of the batch grown to its largest, stays under this.
 pub const STATUS_BUDGET: usize = 1024 * 1024;
 /// Bytes a batch entry may grow by after it is planned: three timestamps, the
-/// replacement's UID, the attempt count and a message of at most [`POD_MESSAGE_MAX`].
-pub const POD_GROWTH: usize = 400;
+/// replacement's UID, the attempt and error counts, the uncertain flag and a message of at
+/// most [`POD_MESSAGE_MAX`].
+pub const POD_GROWTH: usize = 440;
 /// Longest message of one pod of a batch.
 pub const POD_MESSAGE_MAX: usize = 160;
 /// Longest message of the run (and of its conditions).
@@ -1358,8 +1359,8 @@ fn fit_in_status(
             .iter()
             .take_while(|p| {
                 // Twice: a pod whose replacement fails is kept in the batch and, until its
-                // workload is whole again, in `unhealthy` too.
-                used += 2 * worst_bytes(p);
+                // workload is whole again, in `unhealthy` too; and its UID in `givenUp`.
+                used += 2 * worst_bytes(p) + p.uid.len() + 3;
                 used <= room
             })
             .count();

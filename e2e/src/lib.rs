@@ -192,6 +192,7 @@ pub async fn clean(c: &Client, webhook_config: &str) -> Result<()> {
 }
 
 pub mod chart;
+pub mod faults;
 pub mod fixtures;
 pub mod invariants;
 pub mod process;

@@ -391,6 +391,9 @@ async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
         retry_at: Some(now),
         replacement: format!("{i:08x}-1111-4000-8000-000000000000"),
         attempts: u32::MAX,
+        errors: u32::MAX,
+        uncertain: true,
+        ready_before: Some(u32::MAX),
         message: "m".repeat(POD_MESSAGE_MAX),
     };
     let mut status = ArmorRefreshRunStatus {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Container, Namespace, Node, Pod, PodSpec, PodStatus, SecurityContext, Volume,
@@ -32,6 +32,8 @@ pub struct Caches {
     pub leases: Store<Lease>,
     pub statefulsets: Store<StatefulSet>,
     pub replicasets: Store<ReplicaSet>,
+    pub deployments: Store<Deployment>,
+    pub daemonsets: Store<DaemonSet>,
     pub policies: Store<DeserializeGuard<ArmorRefreshPolicy>>,
     pub runs: Store<DeserializeGuard<ArmorRefreshRun>>,
 }
@@ -131,10 +133,32 @@ fn strip_sts(s: &mut StatefulSet) {
     }
 }
 
+/// Owner and size only: a Deployment's size is its ReplicaSets' when it is not cached.
 fn strip_rs(r: &mut ReplicaSet) {
     strip_meta(r);
-    r.spec = None;
+    if let Some(spec) = r.spec.as_mut() {
+        spec.template = None;
+        spec.selector = Default::default();
+    }
     r.status = None;
+}
+
+/// Size, pause and strategy: how many pods it wants, and whether a template patch restarts it.
+fn strip_deployment(d: &mut Deployment) {
+    strip_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+    }
+}
+
+/// Strategy, size and the template generation its pods are labelled with (an annotation).
+fn strip_ds(d: &mut DaemonSet) {
+    strip_meta(d);
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+    }
 }
 
 /// Starts a reflector task; every event notifies `wake`.
@@ -201,6 +225,13 @@ impl Caches {
             ),
             statefulsets: reflect(Api::all(c.clone()), all.clone(), strip_sts, wake.clone()),
             replicasets: reflect(Api::all(c.clone()), all.clone(), strip_rs, wake.clone()),
+            deployments: reflect(
+                Api::all(c.clone()),
+                all.clone(),
+                strip_deployment,
+                wake.clone(),
+            ),
+            daemonsets: reflect(Api::all(c.clone()), all.clone(), strip_ds, wake.clone()),
             policies: reflect(
                 Api::all(c.clone()),
                 all.clone(),
@@ -225,6 +256,8 @@ impl Caches {
         self.leases.wait_until_ready().await?;
         self.statefulsets.wait_until_ready().await?;
         self.replicasets.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await?;
+        self.daemonsets.wait_until_ready().await?;
         self.policies.wait_until_ready().await?;
         self.runs.wait_until_ready().await?;
         Ok(())
@@ -260,8 +293,18 @@ impl Caches {
                 .into_iter()
                 .map(|s| (object_key(s.as_ref()), s))
                 .collect(),
-            deployments: BTreeMap::new(),
-            daemonsets: BTreeMap::new(),
+            deployments: self
+                .deployments
+                .state()
+                .into_iter()
+                .map(|s| (object_key(s.as_ref()), s))
+                .collect(),
+            daemonsets: self
+                .daemonsets
+                .state()
+                .into_iter()
+                .map(|s| (object_key(s.as_ref()), s))
+                .collect(),
             ..Default::default()
         };
         facts.find_agents(agent_selector);

@@ -60,6 +60,8 @@ pub struct Config {
     /// Client-side limit on writes (status, evictions, events, patches).
     pub write_qps: u32,
     pub write_burst: u32,
+    /// How long to wait for the answer to one eviction (`--eviction-timeout`).
+    pub eviction_timeout: Duration,
     /// What a KubeArmor agent pod looks like (`--agent-selector`).
     pub agent_selector: kube::core::Selector,
     /// Namespaces the webhook configuration skips (`--webhook-skip-namespaces`).
@@ -152,6 +154,9 @@ struct Operator {
     fresh: bool,
     /// The API server's clock: the clock of every decision.
     clock: ServerClock,
+    /// Until when the last read of the Lease vouches for this replica's term (status writes
+    /// need no new read before then; evictions always read it again).
+    fenced_until: Option<Instant>,
 }
 
 /// The field of the error of a policy that does not decode (validation always names a
@@ -236,6 +241,7 @@ pub async fn run(
         versions: HashMap::new(),
         fresh: false,
         clock: ServerClock::default(),
+        fenced_until: None,
     };
     let mut was_leader = false;
     loop {
@@ -250,6 +256,7 @@ pub async fn run(
             op.undecodable_statuses.clear();
             op.versions.clear();
             op.fresh = false;
+            op.fenced_until = None;
             was_leader = is_leader;
         }
         let next = if is_leader {
@@ -348,7 +355,8 @@ impl Operator {
     /// API server now? kube-lease-manager keeps reporting leadership while its renewals
     /// fail, so every step that evicts asks first: a replica whose renewals fail stops
     /// acting before its Lease expires and another may take it.
-    async fn fenced(&self) -> bool {
+    async fn fenced(&mut self) -> bool {
+        self.fenced_until = None;
         if !self.cfg.leader_election {
             return true;
         }
@@ -372,11 +380,21 @@ impl Operator {
                 .saturating_sub(Utc::now().timestamp_millis())
         });
         if holder && left > margin {
+            let until = u64::try_from(left - margin).unwrap_or(0);
+            self.fenced_until = Some(Instant::now() + Duration::from_millis(until));
             return true;
         }
         tracing::warn!(holder = ?spec.holder_identity, valid_for_ms = left, "the Lease is not held with a fresh renewal: not acting");
         METRICS.reconcile_error("fence");
         false
+    }
+
+    /// [`Operator::fenced`], without a new read while the last one still vouches.
+    async fn fenced_recently(&mut self) -> bool {
+        if self.fenced_until.is_some_and(|t| Instant::now() < t) {
+            return true;
+        }
+        self.fenced().await
     }
 
     /// A new term reads every run from the API server, not from the cache, which may not
@@ -558,7 +576,8 @@ impl Operator {
                 };
                 let st = run::step(&status, &obs, self.now());
                 if st.status != status {
-                    if !self.leading() {
+                    // A status write acts too (it records intent): only within a vouched term.
+                    if !self.leading() || !self.fenced_recently().await {
                         self.results.insert(uid.clone(), results);
                         return Duration::from_secs(1);
                     }
@@ -572,6 +591,8 @@ impl Operator {
                             tracing::warn!(run = %name, "the run changed since this process last read it; reading it again before acting");
                             self.statuses.remove(&uid);
                             self.versions.remove(&uid);
+                            // Maybe another leader: ask the Lease again before any write.
+                            self.fenced_until = None;
                             next = next.min(Duration::from_secs(1));
                         } else if is_too_large(&e) {
                             // Retrying the same write cannot succeed: say so where users look.
@@ -806,7 +827,18 @@ impl Operator {
                         ..Default::default()
                     };
                     METRICS.write("evict");
-                    out.push((namespace, name, uid, api.evict(name, &ep).await));
+                    let r =
+                        match tokio::time::timeout(me.cfg.eviction_timeout, api.evict(name, &ep))
+                            .await
+                        {
+                            Ok(r) => r.map(|_| ()),
+                            // Dropped unanswered: classified as unknown, like any lost answer.
+                            Err(_) => Err(kube::Error::Service(
+                                format!("no answer within {}s", me.cfg.eviction_timeout.as_secs())
+                                    .into(),
+                            )),
+                        };
+                    out.push((namespace, name, uid, r));
                 }
                 out
             })

@@ -1420,6 +1420,7 @@ fn a_fully_grown_pod_stays_within_its_growth_bound() {
         zone: "z".repeat(63),
         owner: format!("StatefulSet/{}", "o".repeat(253)),
         volumes: true,
+        ready_before: Some(u32::MAX),
         ..Default::default()
     };
     let t = DateTime::parse_from_rfc3339("2026-03-02T10:00:00.123456789Z")
@@ -1432,6 +1433,8 @@ fn a_fully_grown_pod_stays_within_its_growth_bound() {
     grown.retry_at = Some(t);
     grown.replacement = "r".repeat(36);
     grown.attempts = u32::MAX;
+    grown.errors = u32::MAX;
+    grown.uncertain = true;
     grown.message = clip("\"\\\u{1}é".repeat(200), POD_MESSAGE_MAX);
     assert!(grown.message.len() <= POD_MESSAGE_MAX);
     assert!(
