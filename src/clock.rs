@@ -51,11 +51,6 @@ impl ServerClock {
             .map_or(TimeDelta::zero(), |(lo, hi, _)| lo + (hi - lo) / 2)
     }
 
-    /// Whether a sample was taken since `local` (so a new one is due).
-    pub fn sampled_since(&self, local: DateTime<Utc>) -> bool {
-        self.bounds.is_some_and(|(_, _, at)| at >= local)
-    }
-
     /// The API server's time now, as well as this process knows it.
     pub fn now(&self, local: DateTime<Utc>) -> DateTime<Utc> {
         local.checked_add_signed(self.offset()).unwrap_or(local)

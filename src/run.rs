@@ -74,9 +74,13 @@ pub enum Outcome {
     Refused(String),
     /// 404, or a UID precondition that no longer holds: the pod is not there any more.
     NotFound,
-    /// Not carried out, for a reason that may pass (a 429 not from a PodDisruptionBudget,
-    /// a 5xx such as a pod under two budgets): retried with capped backoff.
+    /// Not carried out, for an error that may pass (a pod under two budgets, a webhook's
+    /// 500, a conflict): retried with capped backoff, at most [`MAX_ERRORS`] requests.
     Retry(String),
+    /// Not carried out because something is busy (a 429 not from a PodDisruptionBudget: API
+    /// priority and fairness, an eviction webhook such as KubeVirt's while a VM migrates; a
+    /// namespace being deleted): retried with capped backoff and no cap, as a PDB's refusal.
+    Busy(String),
     /// No answer (timeout, lost connection): it may have happened. Retried like `Retry`,
     /// and the pod counts as disrupted until the cluster says what became of it.
     Unknown(String),
@@ -729,10 +733,11 @@ impl Readiness {
         }
     }
 
-    /// The entry's workload was scaled down below what it had, or deleted, and has every
-    /// pod it wants: nothing will replace this one.
+    /// The entry's workload was scaled down below what it wanted when the pod was planned,
+    /// or deleted, and has every pod it wants now: nothing will replace this one. (A rolling
+    /// update's surge going away is no scale-down: the workload wants as many as before.)
     fn not_wanted(&self, p: &BatchPod, facts: &ClusterFacts) -> bool {
-        let (Some(before), Some(want)) = (p.ready_before, desired(facts, &p.namespace, &p.owner))
+        let (Some(before), Some(want)) = (p.wanted_before, desired(facts, &p.namespace, &p.owner))
         else {
             return false;
         };
@@ -1003,6 +1008,19 @@ fn on_outcome(
         Some(Outcome::NotFound) => {
             p.state = PodState::Gone;
             p.message = "already gone when evicted".into();
+        }
+        Some(Outcome::Busy(msg)) => {
+            p.attempts = p.attempts.saturating_add(1);
+            let at = later(now, backoff(ERROR_BASE, p.attempts, ERROR_MAX));
+            p.state = PodState::Deferred;
+            p.retry_at = Some(at);
+            p.message = format!(
+                "eviction deferred ({msg}); retry {} at {}",
+                p.attempts,
+                at.to_rfc3339()
+            );
+            cx.wake_at(at);
+            cx.event(true, "EvictionDeferred", format!("{who}: {}", p.message));
         }
         Some(Outcome::Retry(msg) | Outcome::Unknown(msg)) => {
             p.uncertain |= matches!(result, Some(Outcome::Unknown(_)));
@@ -1514,6 +1532,7 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     let readiness = Readiness::new(cx.obs.facts, &pods);
     for p in pods.iter_mut().filter(|p| !p.uid.is_empty()) {
         p.ready_before = Some(readiness.of(p));
+        p.wanted_before = desired(cx.obs.facts, &p.namespace, &p.owner);
     }
     if pods.is_empty() {
         s.message = if capped {
@@ -1527,9 +1546,18 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
                 "{} failed replacements still count as disrupted; waiting for them to recover",
                 s.unhealthy.len()
             )
-        } else {
+        } else if sel.unready.is_empty() {
             "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting)"
                 .into()
+        } else {
+            // Unready pods hold their node's and zone's limits: say which, so a person can
+            // fix or exclude them (the run waits rather than disrupt those places more).
+            let names: Vec<String> = sel.unready.iter().take(3).map(Target::key).collect();
+            format!(
+                "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting); {} unready pods count against the node and zone limits: {}",
+                sel.unready.len(),
+                names.join(", ")
+            )
         };
         cx.wake_at(later(now, POLL));
         return;

@@ -394,6 +394,7 @@ async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
         errors: u32::MAX,
         uncertain: true,
         ready_before: Some(u32::MAX),
+        wanted_before: Some(u32::MAX),
         message: "m".repeat(POD_MESSAGE_MAX),
     };
     let mut status = ArmorRefreshRunStatus {

@@ -276,6 +276,10 @@ pub struct BatchPod {
     /// has as many (or as many as it now wants, after a scale-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_before: Option<u32>,
+    /// Replicas its workload wanted when it was planned (for kinds whose size the operator
+    /// reads): wanting fewer later is a scale-down, not a rollout's surge going away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted_before: Option<u32>,
     /// Last thing that happened to it, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

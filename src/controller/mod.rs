@@ -81,6 +81,7 @@ fn eviction_label(o: &Outcome) -> &'static str {
         Outcome::Refused(_) => "refused",
         Outcome::NotFound => "not_found",
         Outcome::Retry(_) => "retry",
+        Outcome::Busy(_) => "busy",
         Outcome::Unknown(_) => "unknown",
         Outcome::Rejected(_) => "rejected",
     }
@@ -88,29 +89,42 @@ fn eviction_label(o: &Outcome) -> &'static str {
 
 /// What an answer of the Eviction API means for a run. From Kubernetes'
 /// `pkg/registry/core/pod/storage/eviction.go`: a PodDisruptionBudget's refusal carries a
-/// cause of type `DisruptionBudget` (429, or 403 when the budget is already exceeded); a
-/// UID precondition that no longer holds is a 409 (the pod of that UID is gone); a pod under
-/// two budgets is a 500, budget update conflicts a 504. A 429 without that cause comes from
-/// API priority and fairness or from a webhook on `pods/eviction`; either may pass. Without
-/// an answer at all (timeout, lost connection) the eviction may have happened.
+/// cause of type `DisruptionBudget` (429, or 403 when a budget is exceeded or too busy);
+/// a UID precondition that no longer holds is a 409 naming the UID (the pod of that UID is
+/// gone), while any other 409 is a conflict (the budget's own update, retried); a pod under
+/// two budgets is a 500, and a webhook's denial names the webhook: neither was carried
+/// out. Any other 5xx (an etcd timeout, a proxy's 502) may come after the eviction was
+/// committed, like no answer at all: unknown. A 429 without a budget's cause comes from API
+/// priority and fairness or from a webhook on `pods/eviction` (KubeVirt migrating a VM):
+/// busy, it passes. A 403 for a namespace being deleted passes too (its pods go anyway).
 pub fn classify_eviction<T>(r: &Result<T, kube::Error>) -> Outcome {
     let s = match r {
         Ok(_) => return Outcome::Done,
         Err(kube::Error::Api(s)) => s,
         Err(e) => return Outcome::Unknown(e.to_string()),
     };
-    let budget = s
-        .details
-        .as_ref()
-        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
-        || (s.code == 429 && s.message.to_lowercase().contains("disruption budget"));
+    let cause = |c: &str| {
+        s.details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|x| x.reason == c))
+    };
+    let lower = s.message.to_lowercase();
+    let budget = cause("DisruptionBudget")
+        || (matches!(s.code, 429 | 403) && lower.contains("disruption budget"));
+    let not_done =
+        lower.contains("admission webhook") || lower.contains("more than one poddisruptionbudget");
     let msg = format!("{} {}", s.code, s.message);
     match s.code {
         _ if budget => Outcome::Refused(s.message.clone()),
-        404 | 409 => Outcome::NotFound,
-        429 => Outcome::Retry(msg),
-        504 => Outcome::Unknown(msg),
-        500..=599 => Outcome::Retry(msg),
+        404 => Outcome::NotFound,
+        409 if lower.contains("uid") => Outcome::NotFound,
+        409 => Outcome::Retry(msg),
+        429 => Outcome::Busy(msg),
+        403 if cause("NamespaceTerminating") || lower.contains("being terminated") => {
+            Outcome::Busy(msg)
+        }
+        500..=599 if not_done => Outcome::Retry(msg),
+        500..=599 => Outcome::Unknown(msg),
         400..=499 => Outcome::Rejected(msg),
         _ => Outcome::Unknown(msg),
     }
@@ -154,6 +168,8 @@ struct Operator {
     fresh: bool,
     /// The API server's clock: the clock of every decision.
     clock: ServerClock,
+    /// When the API server's clock was last asked (whatever the answer): once a minute.
+    clock_asked: Option<Instant>,
     /// Until when the last read of the Lease vouches for this replica's term (status writes
     /// need no new read before then; evictions always read it again).
     fenced_until: Option<Instant>,
@@ -241,12 +257,15 @@ pub async fn run(
         versions: HashMap::new(),
         fresh: false,
         clock: ServerClock::default(),
+        clock_asked: None,
         fenced_until: None,
     };
     let mut was_leader = false;
+    // Set when the loop saw the leadership flag change (`changed()` marks it seen).
+    let mut flagged = false;
     loop {
         // A loss and a regain between two looks is a new term too.
-        let changed = op.leader.has_changed().unwrap_or(true);
+        let changed = op.leader.has_changed().unwrap_or(true) || std::mem::take(&mut flagged);
         let is_leader = *op.leader.borrow_and_update();
         if is_leader != was_leader || changed {
             tracing::info!(leader = is_leader, identity = %op.cfg.identity, "leadership changed");
@@ -270,7 +289,12 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = tokio::time::sleep(next) => {}
-            r = op.leader.changed() => if r.is_err() { return Err(Error::Lease("the lease task ended".into())) },
+            r = op.leader.changed() => {
+                if r.is_err() {
+                    return Err(Error::Lease("the lease task ended".into()));
+                }
+                flagged = true;
+            }
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
@@ -297,11 +321,12 @@ impl Operator {
     /// server stamps on a dry-run create of a run (nothing is stored).
     async fn calibrate(&mut self) {
         if self
-            .clock
-            .sampled_since(Utc::now() - chrono::TimeDelta::seconds(60))
+            .clock_asked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
         {
             return;
         }
+        self.clock_asked = Some(Instant::now());
         let probe: ArmorRefreshRun = match serde_json::from_value(json!({
             "apiVersion": "refresh.armor.dev/v1alpha1",
             "kind": "ArmorRefreshRun",
@@ -400,10 +425,11 @@ impl Operator {
     /// A new term reads every run from the API server, not from the cache, which may not
     /// have seen the last leader's writes yet.
     async fn read_fresh(&mut self) -> bool {
-        let api: Api<ArmorRefreshRun> = Api::all(self.client.clone());
+        // Untyped per item, as the cache is: one run that does not decode must not stop all.
+        let api: Api<kube::core::DeserializeGuard<ArmorRefreshRun>> = Api::all(self.client.clone());
         match api.list(&Default::default()).await {
             Ok(list) => {
-                for r in list.items {
+                for r in list.items.into_iter().filter_map(|g| g.0.ok()) {
                     let uid = r.uid().unwrap_or_default();
                     if let Some(v) = r.resource_version() {
                         self.versions.insert(uid.clone(), v);
@@ -1174,17 +1200,34 @@ mod tests {
             )),
             Outcome::Refused(_)
         ));
-        // A webhook on pods/eviction answering 429 (KubeVirt does): retried, not a budget.
+        // A webhook on pods/eviction answering 429 (KubeVirt does): busy, not a budget.
         let webhook = classify_eviction(&api(
             429,
             "admission webhook \"virt\" denied the request: VMI is migrating",
             None,
         ));
         assert!(
-            matches!(&webhook, Outcome::Retry(m) if m.contains("virt")),
+            matches!(&webhook, Outcome::Busy(m) if m.contains("virt")),
             "{webhook:?}"
         );
-        // Two budgets over one pod: 500, retried with backoff.
+        assert!(matches!(
+            classify_eviction(&api(
+                429,
+                "Too many requests, please try again later.",
+                None
+            )),
+            Outcome::Busy(_)
+        ));
+        // A namespace being deleted: its pods go anyway.
+        assert!(matches!(
+            classify_eviction(&api(
+                403,
+                "pods \"web-1\" is forbidden: unable to create new content in namespace shop because it is being terminated",
+                Some("NamespaceTerminating")
+            )),
+            Outcome::Busy(_)
+        ));
+        // Two budgets over one pod, a webhook's 500, a conflict on the budget: not done, retried.
         assert!(matches!(
             classify_eviction(&api(
                 500,
@@ -1194,14 +1237,31 @@ mod tests {
             Outcome::Retry(_)
         ));
         assert!(matches!(
-            classify_eviction(&api(503, "unavailable", None)),
+            classify_eviction(&api(
+                500,
+                "admission webhook \"x\" denied the request: boom",
+                None
+            )),
             Outcome::Retry(_)
         ));
-        // A timeout may have happened.
         assert!(matches!(
-            classify_eviction(&api(504, "Timeout: request did not complete", None)),
-            Outcome::Unknown(_)
+            classify_eviction(&api(
+                409,
+                "Operation cannot be fulfilled on poddisruptionbudgets.policy \"web\": the object has been modified",
+                None
+            )),
+            Outcome::Retry(_)
         ));
+        // Any other 5xx may come after the eviction was committed; so may a timeout.
+        for code in [500, 502, 503, 504] {
+            assert!(
+                matches!(
+                    classify_eviction(&api(code, "etcdserver: request timed out", None)),
+                    Outcome::Unknown(_)
+                ),
+                "{code}"
+            );
+        }
         assert!(matches!(
             classify_eviction::<()>(&Err(kube::Error::LinesCodecMaxLineLengthExceeded)),
             Outcome::Unknown(_)
@@ -1214,7 +1274,7 @@ mod tests {
         assert_eq!(
             classify_eviction(&api(
                 409,
-                "the UID in the precondition does not match",
+                "Precondition failed: UID in precondition: a, UID in object meta: b",
                 None
             )),
             Outcome::NotFound

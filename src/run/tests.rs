@@ -772,6 +772,130 @@ fn a_scale_down_or_a_deleted_workload_is_not_a_failure() {
 }
 
 #[test]
+fn a_rolling_updates_surge_going_away_is_not_a_scale_down() {
+    // Mid-rollout, web has 4 Ready pods for 3 replicas (maxSurge 1): after one eviction the
+    // ReplicaSet still owes a replacement, which must be awaited, not taken for gone.
+    let mut w = World::new(&[("web", 4)]);
+    w.set_replicas("web", 3);
+    w.ready_delay = 20;
+    let pol = policy("rollout: {batchSize: 1, interval: 0s, readyTimeout: 60s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 4);
+    let first = w.evictions[0].clone();
+    let p = pod_of(&r, &first);
+    assert_eq!(p.state, PodState::Evicted, "{p:?}");
+    assert_eq!((p.ready_before, p.wanted_before), (Some(4), Some(3)));
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(r.status.progress.refreshed, 4);
+    assert_eq!(r.status.history.iter().map(|h| h.gone).sum::<u32>(), 0);
+    assert!(w.max_disrupted <= 1);
+}
+
+#[test]
+fn a_daemonsets_replacement_is_the_one_on_its_node() {
+    // Two DaemonSet pods were replaced at once: each eviction takes the new pod on its own
+    // node, whichever was created first.
+    let mut facts = ClusterFacts::default();
+    let mk = |name: &str,
+              uid: &str,
+              node: &str,
+              created: &str,
+              ready: bool,
+              profiled: bool|
+     -> Arc<Pod> {
+        let mut annotations = serde_json::Map::new();
+        if profiled {
+            annotations.insert(
+                "container.apparmor.security.beta.kubernetes.io/app".into(),
+                json!("localhost/kubearmor-shop-agent-app"),
+            );
+        }
+        Arc::new(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": uid, "creationTimestamp": created,
+                         "annotations": annotations,
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "ds", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        })).unwrap())
+    };
+    for z in ["a", "b"] {
+        facts.nodes.insert(
+            format!("node-{z}"),
+            [(ENFORCER_LABEL.to_string(), "apparmor".to_string())].into(),
+        );
+        facts.agents.insert(format!("node-{z}"));
+    }
+    // node-b's new pod was created first, and is Ready; node-a's is not Ready yet.
+    facts.pods = vec![
+        mk(
+            "agent-new-b",
+            "new-b",
+            "node-b",
+            "2026-03-02T10:00:02Z",
+            true,
+            true,
+        ),
+        mk(
+            "agent-new-a",
+            "new-a",
+            "node-a",
+            "2026-03-02T10:00:03Z",
+            false,
+            true,
+        ),
+    ];
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent", "namespace": "shop"},
+        "spec": {"selector": {}, "template": {}},
+        "status": {"currentNumberScheduled": 2, "desiredNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": 1},
+    })).unwrap();
+    facts
+        .daemonsets
+        .insert(("shop".into(), "agent".into()), Arc::new(ds));
+    let evicted = |uid: &str, node: &str| BatchPod {
+        namespace: "shop".into(),
+        name: format!("agent-old-{uid}"),
+        uid: uid.into(),
+        node: node.into(),
+        owner: "DaemonSet/agent".into(),
+        state: PodState::Evicted,
+        requested_at: Some(t0()),
+        evicted_at: Some(t0()),
+        ready_before: Some(2),
+        wanted_before: Some(2),
+        ..Default::default()
+    };
+    let status = ArmorRefreshRunStatus {
+        phase: Phase::Batching,
+        started_at: Some(t0() - TimeDelta::seconds(10)),
+        current_batch: Some(BatchStatus {
+            index: 1,
+            started_at: t0(),
+            pods: vec![evicted("old-a", "node-a"), evicted("old-b", "node-b")],
+        }),
+        ..Default::default()
+    };
+    let pol = policy("rollout: {batchSize: 2}");
+    let spec = run_spec();
+    let results = HashMap::new();
+    let obs = observe(&spec, PolicyView::Valid(&pol), &facts, &results, None);
+    let st = step(&status, &obs, t0() + TimeDelta::seconds(5));
+    let pods = &st.status.current_batch.as_ref().unwrap().pods;
+    let a = pods.iter().find(|p| p.uid == "old-a").unwrap();
+    let b = pods.iter().find(|p| p.uid == "old-b").unwrap();
+    assert_eq!(
+        (b.state, b.replacement.as_str()),
+        (PodState::Refreshed, "new-b")
+    );
+    assert_eq!(
+        a.state,
+        PodState::Evicted,
+        "node-a's replacement is not Ready: {a:?}"
+    );
+}
+
+#[test]
 fn a_crash_looping_pod_is_not_evicted_and_does_not_hold_a_failed_slot() {
     // web has a pod that never gets Ready (not a target), and one replacement that misses
     // its timeout and recovers later: with batch size 1 the run must still finish.
@@ -1421,6 +1545,7 @@ fn a_fully_grown_pod_stays_within_its_growth_bound() {
         owner: format!("StatefulSet/{}", "o".repeat(253)),
         volumes: true,
         ready_before: Some(u32::MAX),
+        wanted_before: Some(u32::MAX),
         ..Default::default()
     };
     let t = DateTime::parse_from_rfc3339("2026-03-02T10:00:00.123456789Z")
