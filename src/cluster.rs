@@ -47,6 +47,9 @@ pub struct ClusterFacts {
     pub policies: Vec<ValidPolicy>,
     /// Namespaces the webhook configuration skips: no pod there gets a profile.
     pub unhooked_namespaces: BTreeSet<String>,
+    /// The API server's time when these facts were read, if known: a pod unready for less
+    /// than its policy's `readyTimeout` is still starting (awaited), longer is broken (skipped).
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a KubeArmor agent pod looks like: KubeArmor's controller looks for

@@ -255,6 +255,7 @@ pub fn plan_files_with(
         })?;
     facts.find_agents(&env.agent_selector);
     facts.unhooked_namespaces = env.unhooked_namespaces.iter().cloned().collect();
+    facts.now = Some(now);
     plan_report(policy_path, &policy, &facts, now, per_batch)
 }
 

@@ -385,12 +385,23 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     }
 }
 
+/// Whole seconds after the second a run started before its first eviction. Creation times
+/// have one-second resolution, and a pod created in the second the run started must be
+/// known to predate every eviction (a target, never a replacement); `now` is the API
+/// server's clock as the shell knows it, within a second, so the first eviction waits until
+/// the server's clock is surely past that second.
+const START_GUARD: i64 = 3;
+
+/// Still too close to the run's start to evict; and the first instant it no longer is.
+fn too_soon(s: &ArmorRefreshRunStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let st = s.started_at?.timestamp();
+    (now.timestamp() < st.saturating_add(START_GUARD))
+        .then(|| DateTime::from_timestamp(st.saturating_add(START_GUARD), 0).unwrap_or(now))
+}
+
 /// A batch was just written ahead: evict right after the status is persisted.
 fn needs_immediate(s: &ArmorRefreshRunStatus, open: bool, now: DateTime<Utc>) -> bool {
-    let same_second = s
-        .started_at
-        .is_some_and(|st| now.timestamp() <= st.timestamp());
-    open && !same_second
+    open && too_soon(s, now).is_none()
         && s.current_batch
             .as_ref()
             .is_some_and(|b| b.pods.iter().any(|p| p.state == PodState::Planned))
@@ -1414,17 +1425,12 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
     }
     set_phase(s, Phase::Batching, "Refreshing", String::new());
 
-    // Evict what the batch in flight planned, but never within the second the run started:
-    // creation times have one-second resolution, and a pod created in that second must be
-    // known to predate every eviction (a target, never a replacement).
-    let same_second = s
-        .started_at
-        .is_some_and(|st| now.timestamp() <= st.timestamp());
-    if same_second {
-        let next = DateTime::from_timestamp(now.timestamp() + 1, 0).unwrap_or(now);
+    // Evict what the batch in flight planned, but not too close to the run's start.
+    let soon = too_soon(s, now);
+    if let Some(next) = soon {
         cx.wake_at(next);
     }
-    if let Some(b) = s.current_batch.as_mut().filter(|_| !same_second) {
+    if let Some(b) = s.current_batch.as_mut().filter(|_| soon.is_none()) {
         for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
             p.state = PodState::Evicting;
             p.requested_at = Some(now);
@@ -1492,6 +1498,15 @@ fn advance(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, se
         .filter(|t| !taken.contains(t.uid.as_str()) && !unhealthy.contains(t.uid.as_str()))
         .cloned()
         .collect();
+    // Targets still starting are evicted once Ready, never before (that would only make
+    // them start again); past the ready timeout they are skipped as broken.
+    let starting = remaining.iter().filter(|t| !t.ready).count();
+    remaining.retain(|t| t.ready);
+    if remaining.is_empty() && starting > 0 {
+        s.message = format!("waiting for {starting} targets still starting to become Ready");
+        cx.wake_at(later(now, POLL));
+        return;
+    }
     if remaining.is_empty() {
         if !sel
             .targets

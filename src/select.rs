@@ -56,8 +56,10 @@ pub enum SkipReason {
     /// The webhook would not give its replacement the profile (see the policy's
     /// `injectAt`): evicting it would only make another target.
     NotConvergent,
-    /// Not Ready: already disrupted, and evicting it cannot make it better (it counts
-    /// against the node and zone limits instead, and the next run refreshes it once Ready).
+    /// Not Ready for longer than the policy's `readyTimeout`: already disrupted, and
+    /// evicting it cannot make it better (it counts against the node and zone limits
+    /// instead, and the next run refreshes it once Ready). A pod unready for less is still
+    /// starting: a target, evicted once Ready.
     NotReady,
     /// A Job's or CronJob's pod (opt in with `selector.includeJobs`).
     JobPod,
@@ -484,6 +486,24 @@ fn classify_indexed(
     })
 }
 
+/// An unready pod that has been unready for longer than its policy's `readyTimeout` (since
+/// its Ready condition last changed, or its creation) is broken, not starting: skipped
+/// (`NotReady`). One still starting stays a target, evicted once Ready. Without a clock
+/// (facts that carry no time) every unready pod is taken for broken.
+fn broken(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
+    let Some(now) = facts.now else { return true };
+    let since = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0.as_second());
+    let limit = i64::try_from(policy.ready_timeout.as_secs()).unwrap_or(i64::MAX);
+    since.is_none_or(|s| now.timestamp().saturating_sub(s) >= limit)
+}
+
 /// Does the pod run an older template of an `OnDelete` StatefulSet or DaemonSet? Recreating
 /// it would roll out the new one. StatefulSets: the pod's `controller-revision-hash` against
 /// `status.updateRevision`; DaemonSets: its `pod-template-generation` against the
@@ -730,7 +750,7 @@ pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     let all = with_others(policy, facts);
     for pod in &facts.pods {
         match classify_indexed(policy, facts, &all, &mut index, pod) {
-            Ok(t) if !t.ready => {
+            Ok(t) if !t.ready && broken(policy, facts, pod) => {
                 sel.skipped
                     .entry(SkipReason::NotReady)
                     .or_default()
@@ -1168,6 +1188,32 @@ mod tests {
             Err(SkipReason::NotRestartable),
             "a restart would patch apps/v1"
         );
+    }
+
+    #[test]
+    fn an_unready_pod_is_awaited_while_starting_and_skipped_once_broken() {
+        let unready = p(", creationTimestamp: '2026-03-02T10:00:00Z'", "")
+            .replace("status: 'True'", "status: 'False'");
+        let mut f = facts(&[unready.as_str()]);
+        let pol = policy("rollout: {readyTimeout: 60s}");
+        let at = |s: &str| {
+            Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+            )
+        };
+        f.now = at("2026-03-02T10:00:30Z");
+        let sel = select(&pol, &f);
+        assert_eq!(sel.targets.len(), 1, "still starting: a target");
+        assert!(!sel.targets[0].ready);
+        f.now = at("2026-03-02T10:01:00Z");
+        let sel = select(&pol, &f);
+        assert!(
+            sel.targets.is_empty(),
+            "unready for the whole readyTimeout: broken"
+        );
+        assert_eq!(sel.skipped_counts()["NotReady"], 1);
     }
 
     #[test]

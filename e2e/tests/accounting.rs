@@ -656,6 +656,15 @@ async fn a_crash_looping_pod_is_neither_evicted_nor_blocking_batch_size_one() ->
         }
     })
     .await?;
+    // Unready for longer than the policy's readyTimeout: broken, not starting.
+    let age = looping
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or_default();
+    let wait = (age + 22 - chrono::Utc::now().timestamp()).clamp(0, 30);
+    tokio::time::sleep(Duration::from_secs(wait as u64)).await;
     let witness = Witness::start(&c, &[ns]).await?;
     let mut op = operator(ns, &[], &[]).await?;
     apply(&policy(

@@ -168,8 +168,10 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
             let pol = pol.clone();
             async move {
                 let s = pol.get("full").await?.status.unwrap_or_default();
+                // The counts of the pass that saw the run end: during its last batch the
+                // counts reach 0 already, before there is a last run to name.
                 Ok(s.targets
-                    .filter(|t| t.pending == 0)
+                    .filter(|t| t.pending == 0 && s.last_run.is_some())
                     .map(|t| (t, s.last_run)))
             }
         },
@@ -361,6 +363,22 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
         "  health: {maxFailures: 0}\n  stateful: {volumeReadyTimeout: 8s}\n",
     ))
     .await?;
+    // The replacements' failing template is a staged OnDelete revision: opted in here, as
+    // a user rolling it out on purpose would.
+    let (ok, _, err) = kubectl(
+        &[
+            "patch",
+            "armorrefreshpolicy",
+            "breaker",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec": {"selector": {"includeStagedRevisions": true}}}"#,
+        ],
+        None,
+    )
+    .await?;
+    assert!(ok, "{err}");
     apply(&run("breaker-1", "breaker", "")).await?;
     let s = wait_phase(
         &c,

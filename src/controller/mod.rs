@@ -510,6 +510,7 @@ impl Operator {
         self.calibrate().await;
         let mut facts = self.caches.facts(&self.cfg.agent_selector);
         facts.unhooked_namespaces = self.cfg.webhook_skip_namespaces.iter().cloned().collect();
+        facts.now = Some(self.now());
         let policies = self.policies();
         facts.policies = policies
             .values()

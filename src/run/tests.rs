@@ -375,12 +375,19 @@ fn a_batch_is_written_before_it_is_evicted() {
     let mut r = Run::new();
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 0, "the first step only plans");
-    // Not within the second the run started (creation times have one-second resolution).
-    assert_eq!(st.requeue_after, Some(Duration::from_secs(1)));
+    // Not until the API server's clock is surely past the second the run started (creation
+    // times have one-second resolution; the shell knows that clock within a second).
+    assert_eq!(
+        st.requeue_after,
+        Some(Duration::from_secs(START_GUARD as u64))
+    );
     let b = r.status.current_batch.as_ref().unwrap();
     assert!(b.pods.iter().all(|p| p.state == PodState::Planned));
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 0, "still the start second");
+    w.advance(Duration::from_secs(START_GUARD as u64 - 1));
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 0, "within a second of it");
     w.advance(Duration::from_secs(1));
     let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 2);
@@ -1050,7 +1057,7 @@ fn a_planned_pod_that_stops_being_a_target_is_dropped() {
     shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(r.status.current_batch.as_ref().unwrap().pods.len(), 3);
     let pol = policy("rollout: {batchSize: 3}\nexclude: {podSelector: {matchLabels: {app: api}}}");
-    w.advance(Duration::from_secs(1));
+    w.advance(Duration::from_secs(START_GUARD as u64));
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 2);
     let gone: Vec<_> = r
