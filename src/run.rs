@@ -1002,15 +1002,13 @@ fn on_outcome(
         }
         Some(Outcome::Refused(msg)) => {
             p.attempts = p.attempts.saturating_add(1);
-            let at = later(now, backoff(DEFERRAL_BASE, p.attempts, DEFERRAL_MAX));
-            p.state = PodState::Deferred;
-            p.retry_at = Some(at);
-            p.message = format!(
-                "eviction refused ({msg}); retry {} at {}",
-                p.attempts,
-                at.to_rfc3339()
+            let (n, base, max) = (p.attempts, DEFERRAL_BASE, DEFERRAL_MAX);
+            defer(
+                p,
+                cx,
+                backoff(base, n, max),
+                format!("eviction refused ({msg}); retry {n}"),
             );
-            cx.wake_at(at);
             cx.event(true, "EvictionDeferred", format!("{who}: eviction refused by a PodDisruptionBudget ({msg}); retrying, never forcing"));
         }
         Some(Outcome::NotFound) if p.uncertain => {
@@ -1022,15 +1020,13 @@ fn on_outcome(
         }
         Some(Outcome::Busy(msg)) => {
             p.attempts = p.attempts.saturating_add(1);
-            let at = later(now, backoff(ERROR_BASE, p.attempts, ERROR_MAX));
-            p.state = PodState::Deferred;
-            p.retry_at = Some(at);
-            p.message = format!(
-                "eviction deferred ({msg}); retry {} at {}",
-                p.attempts,
-                at.to_rfc3339()
+            let n = p.attempts;
+            defer(
+                p,
+                cx,
+                backoff(ERROR_BASE, n, ERROR_MAX),
+                format!("eviction deferred ({msg}); retry {n}"),
             );
-            cx.wake_at(at);
             cx.event(true, "EvictionDeferred", format!("{who}: {}", p.message));
         }
         Some(Outcome::Retry(msg) | Outcome::Unknown(msg)) => {
@@ -1043,16 +1039,9 @@ fn on_outcome(
                     format!("eviction failed {} times, giving up: {msg}", p.errors),
                 );
             }
-            let at = later(now, backoff(ERROR_BASE, p.errors, ERROR_MAX));
-            p.state = PodState::Deferred;
-            p.retry_at = Some(at);
-            p.message = format!(
-                "eviction failed ({msg}); retry {} of {} at {}",
-                p.errors,
-                MAX_ERRORS - 1,
-                at.to_rfc3339()
-            );
-            cx.wake_at(at);
+            let n = p.errors;
+            let why = format!("eviction failed ({msg}); retry {n} of {}", MAX_ERRORS - 1);
+            defer(p, cx, backoff(ERROR_BASE, n, ERROR_MAX), why);
             cx.event(true, "EvictionFailed", format!("{who}: {}", p.message));
         }
         Some(Outcome::Rejected(msg)) => {
@@ -1067,6 +1056,15 @@ fn on_outcome(
         None => p.state = PodState::Planned,
     }
     false
+}
+
+/// Deferred: retried after `wait`, the time said in its message.
+fn defer(p: &mut BatchPod, cx: &mut Ctx, wait: Duration, why: String) {
+    let at = later(cx.now, wait);
+    p.state = PodState::Deferred;
+    p.retry_at = Some(at);
+    p.message = format!("{why} at {}", at.to_rfc3339());
+    cx.wake_at(at);
 }
 
 fn fail(p: &mut BatchPod, cx: &mut Ctx, message: String) -> bool {

@@ -11,9 +11,6 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -61,30 +58,14 @@ impl Faults {
         lease_namespace: &str,
         timeout: u32,
     ) -> Result<Faults> {
-        let (key, ca) = armor_refresh::webhook::server::self_signed(
-            &["localhost".into()],
-            &["127.0.0.1".parse()?],
-            Duration::from_secs(3600),
-        )?;
-        #[derive(Debug)]
-        struct One(Arc<rustls::sign::CertifiedKey>);
-        impl rustls::server::ResolvesServerCert for One {
-            fn resolve(
-                &self,
-                _: rustls::server::ClientHello<'_>,
-            ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-                Some(self.0.clone())
-            }
-        }
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(One(Arc::new(key))));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
+        let rules = Arc::new(Mutex::new(Rules::default()));
+        let shared = rules.clone();
+        let server = crate::admission::serve(move |path, body| {
+            let rules = shared.clone();
+            async move { answer(&rules, &path, &body).await }
+        })
+        .await?;
+        let (port, ca, task) = (server.port, server.ca, server.task);
         let ns_selector = |ns: &str| json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]});
         let hook = |name: &str, path: &str, rule: Value, ns: &str| {
             json!({
@@ -112,48 +93,6 @@ impl Faults {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(c.clone());
         let _ = api.delete(CONFIG, &DeleteParams::default()).await;
         api.create(&PostParams::default(), &cfg).await?;
-        let rules = Arc::new(Mutex::new(Rules::default()));
-        let shared = rules.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, rules) = (acceptor.clone(), shared.clone());
-                tokio::spawn(async move {
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                    else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let rules = rules.clone();
-                            async move {
-                                let path = req.uri().path().trim_matches('/').to_string();
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let out = answer(&rules, &path, &body).await;
-                                Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(Bytes::from(out.to_string())))
-                                        .expect("a response"),
-                                )
-                            }
-                        },
-                    );
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service);
-                    let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
-                });
-            }
-        });
         Ok(Faults {
             rules,
             task,

@@ -191,6 +191,7 @@ pub async fn clean(c: &Client, webhook_config: &str) -> Result<()> {
     Ok(())
 }
 
+pub mod admission;
 pub mod chart;
 pub mod faults;
 pub mod fixtures;

@@ -214,3 +214,19 @@ pub fn run_args(identity: &str, webhook_config: &str, lease: &str) -> Vec<String
     .map(|s| s.to_string())
     .collect()
 }
+
+/// Environment that shifts a child's clock by `offset` ("+30s", "-30s") with libfaketime
+/// (Debian's `libfaketime`), not its code; monotonic time is left alone.
+pub fn faketime(offset: &str) -> Result<Vec<(String, String)>> {
+    let lib = std::env::var("ARMOR_REFRESH_FAKETIME")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".into());
+    if !std::path::Path::new(&lib).exists() {
+        return Err(format!("{lib} is missing: apt-get install libfaketime (.ci/run does)").into());
+    }
+    Ok(vec![
+        ("LD_PRELOAD".into(), lib),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("FAKETIME_DONT_RESET".into(), "1".into()),
+    ])
+}

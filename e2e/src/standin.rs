@@ -417,33 +417,13 @@ async fn review(c: &Client, body: &[u8]) -> Value {
 
 /// Serves KubeArmor's webhook on 127.0.0.1 and registers it with the API server.
 async fn start_webhook(c: &Client) -> Result<tokio::task::JoinHandle<()>> {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
-    let (key, ca) = armor_refresh::webhook::server::self_signed(
-        &["localhost".into()],
-        &["127.0.0.1".parse()?],
-        Duration::from_secs(3600),
-    )?;
-    #[derive(Debug)]
-    struct One(Arc<rustls::sign::CertifiedKey>);
-    impl rustls::server::ResolvesServerCert for One {
-        fn resolve(
-            &self,
-            _: rustls::server::ClientHello<'_>,
-        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-            Some(self.0.clone())
-        }
-    }
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_cert_resolver(Arc::new(One(Arc::new(key))));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
+    let client = c.clone();
+    let server = crate::admission::serve(move |_path, body| {
+        let client = client.clone();
+        async move { review(&client, &body).await }
+    })
+    .await?;
+    let (port, ca) = (server.port, server.ca);
     let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -464,45 +444,7 @@ async fn start_webhook(c: &Client) -> Result<tokio::task::JoinHandle<()>> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(c.clone());
     let _ = api.delete(WEBHOOK_CONFIG, &DeleteParams::default()).await;
     api.create(&PostParams::default(), &cfg).await?;
-    let client = c.clone();
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, client) = (acceptor.clone(), client.clone());
-            tokio::spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let client = client.clone();
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let out = review(&client, &body).await;
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(out.to_string())))
-                                    .expect("a response"),
-                            )
-                        }
-                    },
-                );
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service);
-                let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
-            });
-        }
-    }))
+    Ok(server.task)
 }
 
 #[cfg(test)]

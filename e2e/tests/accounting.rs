@@ -15,7 +15,7 @@ use armor_refresh_e2e::fixtures::{
     AGENT_NODE_LABEL, all_ready, deployment, policy, run, run_status, uids, wait_phase,
 };
 use armor_refresh_e2e::invariants::{Expect, Witness, report};
-use armor_refresh_e2e::process::{Process, free_port, run_args};
+use armor_refresh_e2e::process::{Process, faketime, free_port, run_args};
 use armor_refresh_e2e::{
     Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
 };
@@ -262,21 +262,6 @@ async fn an_eviction_whose_answer_is_lost_counts_as_the_disruption_it_was() -> R
     op.terminate().await?;
     faults.stop().await?;
     clean(&c, WEBHOOK_CONFIG).await
-}
-
-/// libfaketime (Debian's `libfaketime`) shifts the operator's clock, not its code.
-fn faketime(offset: &str) -> Result<Vec<(String, String)>> {
-    let lib = std::env::var("ARMOR_REFRESH_FAKETIME")
-        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".into());
-    if !std::path::Path::new(&lib).exists() {
-        return Err(format!("{lib} is missing: apt-get install libfaketime (.ci/run does)").into());
-    }
-    Ok(vec![
-        ("LD_PRELOAD".into(), lib),
-        ("FAKETIME".into(), offset.into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ("FAKETIME_DONT_RESET".into(), "1".into()),
-    ])
 }
 
 /// The cluster's certificates are made when it starts: a client 30 s behind must not see

@@ -86,19 +86,12 @@ async fn start(name: &str, lease: &str) -> Result<Process> {
     Process::start(name, &run_args(name, WEBHOOK_CONFIG, lease)).await
 }
 
-/// libfaketime shifts a process's clock, not its code (Debian's `libfaketime`).
-fn skewed(offset: &str) -> Vec<(String, String)> {
+/// The environment of a replica whose clock is `offset` off (none for a true clock).
+fn skewed(offset: &str) -> Result<Vec<(String, String)>> {
     if offset.is_empty() {
-        return vec![];
+        return Ok(vec![]);
     }
-    let lib = std::env::var("ARMOR_REFRESH_FAKETIME")
-        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".into());
-    vec![
-        ("LD_PRELOAD".into(), lib),
-        ("FAKETIME".into(), offset.into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ("FAKETIME_DONT_RESET".into(), "1".into()),
-    ]
+    armor_refresh_e2e::process::faketime(offset)
 }
 
 /// The replicas of one SIGKILL trial: by turns one replica with a true clock, one 30 s
@@ -147,7 +140,7 @@ async fn sigkill_at_random_instants_loses_nothing() -> Result<()> {
                 Process::start_with_env(
                     &name,
                     &run_args(&name, WEBHOOK_CONFIG, &lease),
-                    &skewed(offset),
+                    &skewed(offset)?,
                 )
                 .await?,
             );
