@@ -2,7 +2,7 @@
 //! independent witness (pod deletions and readiness as the API server reports them):
 //! two PodDisruptionBudgets over one pod, a webhook on `pods/eviction` answering 429 and
 //! 500, an eviction whose answer is lost, the operator's clock 30 s off, a leader whose Lease
-//! renewals fail while its watches work, scale-downs and a deleted workload mid-run, Jobs
+//! renewals fail while its watches work, scale-downs (by half, to 0) and a deleted workload mid-run, Jobs
 //! and a staged OnDelete StatefulSet, a crash-looping pod with batch size 1, and a webhook
 //! that cannot start.
 
@@ -430,43 +430,51 @@ async fn a_leader_whose_renewals_fail_stops_acting_before_another_takes_over() -
 }
 
 #[tokio::test]
-async fn a_scale_down_and_a_deleted_workload_mid_run_are_not_failures() -> Result<()> {
+async fn scale_downs_and_a_deleted_workload_mid_run_are_not_failures() -> Result<()> {
     let _s = SERIAL.lock().await;
     let ns = "acct-scale";
     let c = begin(ns).await?;
     apply(&format!(
-        "{}{}",
+        "{}{}{}",
         deployment(ns, "shrink", 4, &["app"]),
+        deployment(ns, "zero", 2, &["app"]),
         deployment(ns, "gone", 2, &["app"])
     ))
     .await?;
-    all_ready(&c, ns, 6).await?;
+    all_ready(&c, ns, 8).await?;
     // Replacements are refused at admission until the workloads change.
     let faults = Faults::start(&c, ns, "default", 5).await?;
-    faults.set(|r| r.deny_create = ["shrink".to_string(), "gone".to_string()].into());
+    faults.set(|r| r.deny_create = ["shrink", "zero", "gone"].map(String::from).into());
     let witness = Witness::start(&c, &[ns]).await?;
     let mut op = operator(ns, &[], &[]).await?;
     apply(&policy(
         ns,
         &[ns],
-        "{batchSize: 2, interval: 0s, readyTimeout: 40s}",
+        "{batchSize: 3, interval: 0s, readyTimeout: 40s}",
         "  health: {maxFailures: 0}\n",
     ))
     .await?;
     apply(&run("scale-1", ns, "")).await?;
-    wait_for("two evictions", Duration::from_secs(60), || {
+    wait_for("three evictions", Duration::from_secs(60), || {
         let w = witness.clone();
-        async move { Ok((w.deletions().len() >= 2).then_some(())) }
+        async move { Ok((w.deletions().len() >= 3).then_some(())) }
     })
     .await?;
     // One of each evicted (the planner spreads over workloads); now scale shrink to half
-    // and delete gone, as an HPA and a person would.
+    // (as an HPA would) and zero to 0, and delete gone.
     let deploys: Api<Deployment> = Api::namespaced(c.clone(), ns);
     deploys
         .patch(
             "shrink",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await?;
+    deploys
+        .patch(
+            "zero",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
         )
         .await?;
     deploys.delete("gone", &DeleteParams::foreground()).await?;
@@ -484,22 +492,22 @@ async fn a_scale_down_and_a_deleted_workload_mid_run_are_not_failures() -> Resul
     assert!(s.unhealthy.is_empty());
     let gone: u32 = s.history.iter().map(|h| h.gone).sum();
     assert!(
-        gone >= 2,
-        "the two evicted pods nothing replaces: {:?}",
+        gone >= 3,
+        "the three evicted pods nothing replaces: {:?}",
         s.history
     );
     // The scale-down and the deletion take Ready pods away for good, which the witness
     // counts as open gaps: what the operator did is checked by its own evictions instead.
     let mut checks = witness.check(&Expect {
-        batch: 2,
+        batch: 3,
         ..Default::default()
     });
     checks.retain(|c| c.invariant != "disruption within the batch");
     report("scale-down", &checks)?;
     let evicted = op.evictions();
     assert!(
-        evicted <= 4,
-        "{evicted} evictions: 2 before the change, the 2 pods left after"
+        evicted <= 5,
+        "{evicted} evictions: 3 before the change, shrink's 2 pods left after"
     );
     op.terminate().await?;
     faults.stop().await?;
