@@ -513,12 +513,7 @@ fn staged_revision(facts: &ClusterFacts, pod: &Pod, ns: &str, owner: &Owner) -> 
     let key = (ns.to_string(), owner.name.clone());
     match owner.kind.as_str() {
         "StatefulSet" => facts.statefulsets.get(&key).is_some_and(|sts| {
-            let on_delete = sts
-                .spec
-                .as_ref()
-                .and_then(|s| s.update_strategy.as_ref())
-                .and_then(|u| u.type_.as_deref())
-                == Some("OnDelete");
+            let on_delete = sts_on_delete(sts);
             let update = sts
                 .status
                 .as_ref()
@@ -530,12 +525,7 @@ fn staged_revision(facts: &ClusterFacts, pod: &Pod, ns: &str, owner: &Owner) -> 
             on_delete && update.is_some() && mine != update
         }),
         "DaemonSet" => facts.daemonsets.get(&key).is_some_and(|ds| {
-            let on_delete = ds
-                .spec
-                .as_ref()
-                .and_then(|s| s.update_strategy.as_ref())
-                .and_then(|u| u.type_.as_deref())
-                == Some("OnDelete");
+            let on_delete = ds_on_delete(ds);
             let current = ds
                 .annotations()
                 .get("deprecated.daemonset.template.generation")
@@ -550,6 +540,16 @@ fn staged_revision(facts: &ClusterFacts, pod: &Pod, ns: &str, owner: &Owner) -> 
     }
 }
 
+fn sts_on_delete(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> bool {
+    let strategy = sts.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    strategy.and_then(|u| u.type_.as_deref()) == Some("OnDelete")
+}
+
+fn ds_on_delete(ds: &k8s_openapi::api::apps::v1::DaemonSet) -> bool {
+    let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    strategy.and_then(|u| u.type_.as_deref()) == Some("OnDelete")
+}
+
 /// Can patching the workload's template restart its pods? Only for `apps/v1` Deployments,
 /// StatefulSets and DaemonSets that roll out on their own: not a paused Deployment, not an
 /// `OnDelete` or partitioned StatefulSet, not an `OnDelete` DaemonSet (the patch would do
@@ -562,21 +562,19 @@ fn restartable(facts: &ClusterFacts, ns: &str, owner: &Owner) -> bool {
             .get(&key)
             .is_none_or(|d| d.spec.as_ref().and_then(|s| s.paused) != Some(true)),
         "StatefulSet" => facts.statefulsets.get(&key).is_none_or(|sts| {
-            let u = sts.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
-            let on_delete = u.and_then(|u| u.type_.as_deref()) == Some("OnDelete");
-            let partition = u
+            let partition = sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.as_ref())
                 .and_then(|u| u.rolling_update.as_ref())
                 .and_then(|r| r.partition)
                 .unwrap_or(0);
-            !on_delete && partition <= 0
+            !sts_on_delete(sts) && partition <= 0
         }),
-        "DaemonSet" => facts.daemonsets.get(&key).is_none_or(|ds| {
-            ds.spec
-                .as_ref()
-                .and_then(|s| s.update_strategy.as_ref())
-                .and_then(|u| u.type_.as_deref())
-                != Some("OnDelete")
-        }),
+        "DaemonSet" => facts
+            .daemonsets
+            .get(&key)
+            .is_none_or(|ds| !ds_on_delete(ds)),
         _ => false,
     }
 }

@@ -95,3 +95,26 @@ pub fn run(name: &str, policy: &str, extra: &str) -> String {
 pub fn uids(pods: &[Pod]) -> std::collections::BTreeSet<String> {
     pods.iter().map(|p| p.uid().unwrap_or_default()).collect()
 }
+
+/// Merge-patches a policy's spec (`patch` is the JSON of `spec`), as a user would with
+/// `kubectl patch`.
+pub async fn merge_policy(name: &str, spec: &str) -> Result<()> {
+    let patch = format!("{{\"spec\": {spec}}}");
+    let (ok, _, err) = kubectl(
+        &[
+            "patch",
+            "armorrefreshpolicy",
+            name,
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ],
+        None,
+    )
+    .await?;
+    if !ok {
+        return Err(format!("kubectl patch armorrefreshpolicy {name}: {err}").into());
+    }
+    Ok(())
+}

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use armor_refresh::api::{ArmorRefreshRunStatus, Phase, PodState};
 use armor_refresh_e2e::faults::{Answer, Faults};
 use armor_refresh_e2e::fixtures::{
-    AGENT_NODE_LABEL, all_ready, deployment, policy, run, run_status, uids, wait_phase,
+    AGENT_NODE_LABEL, all_ready, deployment, merge_policy, policy, run, run_status, uids,
+    wait_phase,
 };
 use armor_refresh_e2e::invariants::{Expect, Witness, report};
 use armor_refresh_e2e::process::{Process, faketime, free_port, run_args};
@@ -81,6 +82,17 @@ async fn pod_message(
                 .find(|p| p.message.contains(text)))
         },
     )
+    .await
+}
+
+/// Waits until `who` holds the Lease `name`.
+async fn holds(leases: &Api<Lease>, name: &str, who: &str, timeout: Duration) -> Result<()> {
+    wait_for(&format!("{who} to hold {name}"), timeout, || async move {
+        let l = leases.get_opt(name).await?;
+        Ok(l.and_then(|l| l.spec?.holder_identity)
+            .filter(|h| h == who)
+            .map(|_| ()))
+    })
     .await
 }
 
@@ -339,16 +351,7 @@ async fn a_leader_whose_renewals_fail_stops_acting_before_another_takes_over() -
         a
     };
     let mut a = Process::start("fence-a", &args("fence-a")).await?;
-    wait_for("fence-a to lead", Duration::from_secs(30), || {
-        let leases = leases.clone();
-        async move {
-            let l = leases.get_opt(lease).await?;
-            Ok(l.and_then(|l| l.spec?.holder_identity)
-                .filter(|h| h == "fence-a")
-                .map(|_| ()))
-        }
-    })
-    .await?;
+    holds(&leases, lease, "fence-a", Duration::from_secs(30)).await?;
     let mut b = Process::start("fence-b", &args("fence-b")).await?;
     apply(&policy(
         ns,
@@ -367,16 +370,7 @@ async fn a_leader_whose_renewals_fail_stops_acting_before_another_takes_over() -
     // its lease library goes on saying it leads.
     faults.set(|r| r.deny_renewals = Some((lease.into(), "fence-a".into())));
     let cut = Instant::now();
-    wait_for("fence-b to take over", Duration::from_secs(60), || {
-        let leases = leases.clone();
-        async move {
-            let l = leases.get_opt(lease).await?;
-            Ok(l.and_then(|l| l.spec?.holder_identity)
-                .filter(|h| h == "fence-b")
-                .map(|_| ()))
-        }
-    })
-    .await?;
+    holds(&leases, lease, "fence-b", Duration::from_secs(60)).await?;
     let taken_over = Instant::now();
     let s = wait_phase(
         &c,
@@ -590,20 +584,7 @@ async fn jobs_and_a_staged_on_delete_statefulset_are_left_alone() -> Result<()> 
         .unwrap_or(0);
     assert_eq!(failed, 0, "the Job kept its backoffLimit");
     // Opted in, the staged revision is rolled out by the refresh, as asked.
-    let (ok, _, err) = kubectl(
-        &[
-            "patch",
-            "armorrefreshpolicy",
-            ns,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec": {"selector": {"includeStagedRevisions": true}}}"#,
-        ],
-        None,
-    )
-    .await?;
-    assert!(ok, "{err}");
+    merge_policy(ns, r#"{"selector": {"includeStagedRevisions": true}}"#).await?;
     apply(&run("jobs-2", ns, "")).await?;
     let s = wait_phase(
         &c,

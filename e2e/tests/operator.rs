@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
 use armor_refresh_e2e::fixtures::{
-    AGENT_NODE_LABEL, all_ready, deployment, policy, run, run_status, uids, wait_phase,
+    AGENT_NODE_LABEL, all_ready, deployment, merge_policy, policy, run, run_status, uids,
+    wait_phase,
 };
 use armor_refresh_e2e::invariants::Witness;
 use armor_refresh_e2e::process::{Process, run_args};
@@ -365,20 +366,11 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
     .await?;
     // The replacements' failing template is a staged OnDelete revision: opted in here, as
     // a user rolling it out on purpose would.
-    let (ok, _, err) = kubectl(
-        &[
-            "patch",
-            "armorrefreshpolicy",
-            "breaker",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec": {"selector": {"includeStagedRevisions": true}}}"#,
-        ],
-        None,
+    merge_policy(
+        "breaker",
+        r#"{"selector": {"includeStagedRevisions": true}}"#,
     )
     .await?;
-    assert!(ok, "{err}");
     apply(&run("breaker-1", "breaker", "")).await?;
     let s = wait_phase(
         &c,
