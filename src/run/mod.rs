@@ -1,0 +1,514 @@
+//! The run state machine: `(status, observations, now) -> (new status, actions)`.
+//!
+//! Pending → Batching ⇄ Paused → Completed, and Failed for what cannot proceed.
+//!
+//! Contract with the shell (the controller, or the simulator in the tests): persist the
+//! returned status *before* executing the returned actions, then call [`step`] again with
+//! their results. A batch is written into status (pods `Planned`) in one step and evicted
+//! in the next, so after a crash at any instant the status says which pods this run may
+//! have disrupted, and the cluster says what became of them: a pod still there and not
+//! terminating was not evicted, so evicting it again cannot evict it twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use crate::api::{
+    ArmorRefreshRunSpec, ArmorRefreshRunStatus, BatchPod, BatchRecord, BatchStatus, Condition,
+    HISTORY_LIMIT, Phase, PlanSummary, PodState, set_condition,
+};
+use crate::cluster::ClusterFacts;
+use crate::compliance::{self, Owner};
+use crate::plan::{self, Context, InFlight, Limits};
+use crate::policy::{SpecError, ValidPolicy};
+use crate::select::{self, Selection, Target};
+
+/// How long to wait before polling again while replacements come up.
+pub const POLL: Duration = Duration::from_secs(5);
+/// First retry after a PDB refused an eviction; doubles up to [`DEFERRAL_MAX`].
+pub const DEFERRAL_BASE: Duration = Duration::from_secs(5);
+pub const DEFERRAL_MAX: Duration = Duration::from_secs(300);
+/// First retry after an eviction failed otherwise (overload, server error, timeout);
+/// doubles up to [`ERROR_MAX`].
+pub const ERROR_BASE: Duration = Duration::from_secs(2);
+pub const ERROR_MAX: Duration = Duration::from_secs(60);
+/// Eviction requests of one pod that may fail (not counting PDB refusals) before it is Failed.
+pub const MAX_ERRORS: u32 = 8;
+/// Batches shown in a dry run's plan summary.
+const PLAN_PREVIEW: usize = 5;
+/// Assumed time per batch for estimates until the run has measured its own.
+pub const ASSUMED_BATCH: Duration = Duration::from_secs(60);
+/// Bytes a run's status may take as JSON. etcd refuses requests over 1.5 MiB, and the
+/// object also carries its metadata, managed fields and spec: a batch is capped so that
+/// the status, with every pod of the batch grown to its largest, stays under this.
+pub const STATUS_BUDGET: usize = 1024 * 1024;
+/// Bytes a batch entry may grow by after it is planned: three timestamps, the
+/// replacement's UID, the attempt and error counts, the uncertain flag and a message of at
+/// most [`POD_MESSAGE_MAX`].
+pub const POD_GROWTH: usize = 440;
+/// Longest message of one pod of a batch.
+pub const POD_MESSAGE_MAX: usize = 160;
+/// Longest message of the run (and of its conditions).
+pub const MESSAGE_MAX: usize = 1024;
+/// Bytes of pod names in a plan's preview of its first batches.
+pub const PREVIEW_BUDGET: usize = 16 * 1024;
+
+/// The policy as the run sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum PolicyView<'a> {
+    NotFound,
+    Invalid(&'a SpecError),
+    Valid(&'a ValidPolicy),
+}
+
+/// The outcome of an action of the previous step, as the shell classified the API's answer
+/// (see `controller::classify_eviction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The Eviction API accepted (or the workload patch was applied).
+    Done,
+    /// 429 from a PodDisruptionBudget: deferred, never forced.
+    Refused(String),
+    /// 404, or a UID precondition that no longer holds: the pod is not there any more.
+    NotFound,
+    /// Not carried out, for an error that may pass (a pod under two budgets, a webhook's
+    /// 500, a conflict): retried with capped backoff, at most [`MAX_ERRORS`] requests.
+    Retry(String),
+    /// Not carried out because something is busy (a 429 not from a PodDisruptionBudget: API
+    /// priority and fairness, an eviction webhook such as KubeVirt's while a VM migrates; a
+    /// namespace being deleted): retried with capped backoff and no cap, as a PDB's refusal.
+    Busy(String),
+    /// No answer (timeout, lost connection): it may have happened. Retried like `Retry`,
+    /// and the pod counts as disrupted until the cluster says what became of it.
+    Unknown(String),
+    /// Refused for good (a 4xx other than 404, 409 and 429): the pod is Failed.
+    Rejected(String),
+}
+
+/// What the run observes besides its own status.
+#[derive(Debug, Clone)]
+pub struct Observations<'a> {
+    /// The policy's selection over `facts`, when the caller has it already (the controller
+    /// selects once per pass for every run and the policy's status); computed here if not.
+    pub selection: Option<&'a Selection>,
+    pub generation: Option<i64>,
+    pub spec: &'a ArmorRefreshRunSpec,
+    pub policy: PolicyView<'a>,
+    pub facts: &'a ClusterFacts,
+    /// Pods in flight in other active runs: never taken by this run, and counted against
+    /// the per-node and per-zone limits.
+    pub others: &'a [BatchPod],
+    /// Another run of the same policy is active; this one waits (Pending).
+    pub blocked_by: Option<&'a str>,
+    /// Outcomes of the previous step's actions, by pod UID (or `namespace/Kind/name` for a
+    /// workload restart).
+    pub results: &'a HashMap<String, Outcome>,
+}
+
+/// An action for the shell, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Evict this pod through the Eviction API (with its UID as precondition).
+    Evict {
+        namespace: String,
+        name: String,
+        uid: String,
+        /// Its workload ("Kind/name"): evictions of one workload go one after another.
+        owner: String,
+    },
+    /// Patch the workload's pod template annotation `refresh.armor.dev/restartedAt` to `token`.
+    Restart {
+        namespace: String,
+        kind: String,
+        name: String,
+        token: String,
+    },
+    /// Record a Kubernetes Event on the run.
+    Event {
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+}
+
+/// The result of a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub status: ArmorRefreshRunStatus,
+    pub actions: Vec<Action>,
+    /// When to call [`step`] again at the latest (`Some(ZERO)`: right after executing the actions).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Step {
+    /// Evictions and restarts in this step (events excluded).
+    pub fn disruptions(&self) -> impl Iterator<Item = &Action> {
+        self.actions
+            .iter()
+            .filter(|a| !matches!(a, Action::Event { .. }))
+    }
+}
+
+/// The key of an action's outcome for a batch entry.
+pub fn result_key(p: &BatchPod) -> String {
+    if p.uid.is_empty() {
+        format!("{}/{}", p.namespace, p.owner)
+    } else {
+        p.uid.clone()
+    }
+}
+
+struct Ctx<'a> {
+    obs: &'a Observations<'a>,
+    now: DateTime<Utc>,
+    actions: Vec<Action>,
+    wake: Vec<DateTime<Utc>>,
+}
+
+impl Ctx<'_> {
+    fn event(&mut self, warning: bool, reason: &str, note: impl Into<String>) {
+        self.actions.push(Action::Event {
+            warning,
+            reason: reason.to_string(),
+            note: note.into(),
+        });
+    }
+    fn wake_at(&mut self, t: DateTime<Utc>) {
+        self.wake.push(t);
+    }
+}
+
+fn td(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// `t + d`, saturating: no duration, however long, makes a step panic.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    crate::schedule::saturating_add(t, td(d))
+}
+
+/// A duration as people read it: 45s, 3m, 2m30s, 1h, 1h20m.
+pub fn fmt_duration(d: TimeDelta) -> String {
+    let secs = d.num_seconds().max(0);
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// One step of the state machine.
+pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Utc>) -> Step {
+    let mut s = status.clone();
+    let mut cx = Ctx {
+        obs,
+        now,
+        actions: vec![],
+        wake: vec![],
+    };
+    if s.phase.is_terminal() {
+        return Step {
+            status: s,
+            actions: vec![],
+            requeue_after: None,
+        };
+    }
+    let before = (s.phase, s.reason.clone());
+    s.observed_generation = obs.generation;
+
+    let policy = match obs.policy {
+        PolicyView::Valid(p) => Some(p),
+        _ => None,
+    };
+    let pods: HashMap<&str, &Pod> = obs
+        .facts
+        .pods
+        .iter()
+        .map(|p| (p.metadata.uid.as_deref().unwrap_or(""), p.as_ref()))
+        .collect();
+    let owned;
+    let selection: Option<&Selection> = match (policy, obs.selection) {
+        (Some(_), Some(sel)) => Some(sel),
+        (Some(p), None) => {
+            owned = select::select(p, obs.facts);
+            Some(&owned)
+        }
+        (None, _) => None,
+    };
+
+    // 1. Whatever else holds, follow what is in flight.
+    observe_batch(&mut s, &mut cx, policy, &pods, selection);
+    observe_unhealthy(&mut s, &mut cx);
+
+    // 2. What stops new evictions, in order of precedence.
+    let gate = gate(&mut s, &mut cx, policy, selection);
+    match gate {
+        Gate::Wait(phase, reason, message) => {
+            set_phase(&mut s, phase, &reason, message);
+        }
+        Gate::Finish(phase, reason, message) => {
+            if s.current_batch.as_ref().is_some_and(|b| {
+                b.pods
+                    .iter()
+                    .any(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
+            }) {
+                set_phase(
+                    &mut s,
+                    Phase::Paused,
+                    &reason,
+                    format!("{message} (waiting for the batch in flight to settle)"),
+                );
+            } else {
+                finish_batch(&mut s, &mut cx);
+                set_phase(&mut s, phase, &reason, message);
+                s.completed_at = Some(now);
+                s.next_batch_at = None;
+            }
+        }
+        Gate::Open => {
+            let p = policy.expect("open gate means a valid policy");
+            let sel = selection.expect("valid policy has a selection");
+            advance(&mut s, &mut cx, p, sel);
+        }
+    }
+
+    // 3. Counters, conditions, events for transitions.
+    if let Some(sel) = selection {
+        update_progress(&mut s, sel, obs.others);
+    }
+    clip_messages(&mut s);
+    s.progress.summary = format!("{}/{}", s.progress.refreshed, s.progress.total);
+    let g = obs.generation;
+    for (type_, on) in [
+        ("Complete", s.phase == Phase::Completed),
+        (
+            "Progressing",
+            matches!(s.phase, Phase::Batching | Phase::Pending),
+        ),
+        ("Paused", s.phase == Phase::Paused),
+    ] {
+        let c = Condition::new(type_, on, &s.reason, s.message.clone());
+        set_condition(&mut s.conditions, c, now, g);
+    }
+    if (s.phase, s.reason.clone()) != before {
+        let warning = matches!(
+            s.reason.as_str(),
+            "CircuitOpen" | "PolicyNotFound" | "PolicyInvalid"
+        ) || s.phase == Phase::Failed;
+        cx.event(warning, &s.reason, format!("{:?}: {}", s.phase, s.message));
+    }
+
+    let requeue_after = if s.phase.is_terminal() {
+        None
+    } else if cx
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event { .. }))
+        || needs_immediate(&s, s.phase == Phase::Batching, now)
+    {
+        Some(Duration::ZERO)
+    } else {
+        let next = cx.wake.iter().min().copied();
+        Some(
+            next.map_or(POLL, |t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                .min(Duration::from_secs(300)),
+        )
+    };
+    Step {
+        status: s,
+        actions: cx.actions,
+        requeue_after,
+    }
+}
+
+/// Whole seconds after the second a run started before its first eviction. Creation times
+/// have one-second resolution, and a pod created in the second the run started must be
+/// known to predate every eviction (a target, never a replacement); `now` is the API
+/// server's clock as the shell knows it, within a second, so the first eviction waits until
+/// the server's clock is surely past that second.
+const START_GUARD: i64 = 3;
+
+/// Still too close to the run's start to evict; and the first instant it no longer is.
+fn too_soon(s: &ArmorRefreshRunStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let st = s.started_at?.timestamp();
+    (now.timestamp() < st.saturating_add(START_GUARD))
+        .then(|| DateTime::from_timestamp(st.saturating_add(START_GUARD), 0).unwrap_or(now))
+}
+
+/// A batch was just written ahead: evict right after the status is persisted.
+fn needs_immediate(s: &ArmorRefreshRunStatus, open: bool, now: DateTime<Utc>) -> bool {
+    open && too_soon(s, now).is_none()
+        && s.current_batch
+            .as_ref()
+            .is_some_and(|b| b.pods.iter().any(|p| p.state == PodState::Planned))
+}
+
+enum Gate {
+    /// No eviction starts; the run stays alive.
+    Wait(Phase, String, String),
+    /// The run ends once nothing it disrupted is in flight.
+    Finish(Phase, String, String),
+    /// Batches may start.
+    Open,
+}
+
+fn set_phase(s: &mut ArmorRefreshRunStatus, phase: Phase, reason: &str, message: String) {
+    s.phase = phase;
+    s.reason = reason.to_string();
+    s.message = message;
+}
+
+fn gate(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: Option<&ValidPolicy>,
+    selection: Option<&Selection>,
+) -> Gate {
+    let obs = cx.obs;
+    let name = &obs.spec.policy_ref.name;
+    let started = s.phase != Phase::Pending;
+    match obs.policy {
+        PolicyView::NotFound if !started => {
+            return Gate::Wait(
+                Phase::Pending,
+                "PolicyNotFound".into(),
+                format!("ArmorRefreshPolicy {name:?} does not exist; waiting for it"),
+            );
+        }
+        PolicyView::NotFound => {
+            return Gate::Finish(
+                Phase::Failed,
+                "PolicyNotFound".into(),
+                format!(
+                    "ArmorRefreshPolicy {name:?} was deleted mid-run; recreate it and create a new run to continue"
+                ),
+            );
+        }
+        PolicyView::Invalid(e) => {
+            let phase = if started {
+                Phase::Paused
+            } else {
+                Phase::Pending
+            };
+            return Gate::Wait(
+                phase,
+                "PolicyInvalid".into(),
+                format!("ArmorRefreshPolicy {name:?} is invalid: {e}"),
+            );
+        }
+        PolicyView::Valid(_) => {}
+    }
+    let policy = policy.expect("valid");
+    let selection = selection.expect("valid");
+    if !started {
+        if let Some(other) = obs.blocked_by {
+            return Gate::Wait(
+                Phase::Pending,
+                "AnotherRunActive".into(),
+                format!("run {other:?} of policy {name:?} is active; this run starts when it ends"),
+            );
+        }
+        if obs.spec.dry_run {
+            s.plan = Some(summary(
+                policy,
+                selection,
+                cx.obs.facts,
+                cx.now,
+                0,
+                PLAN_PREVIEW,
+            ));
+            s.progress.total = selection.targets.len() as u32;
+            s.progress.pending = s.progress.total;
+            let p = s.plan.as_ref().expect("set");
+            return Gate::Finish(
+                Phase::Completed,
+                "DryRun".into(),
+                format!(
+                    "dry run: {} targets in {} batches, estimated {}; nothing evicted",
+                    p.targets,
+                    p.batches,
+                    p.estimated_duration.clone().unwrap_or_default()
+                ),
+            );
+        }
+    }
+    // Circuit breaker: a new resumeToken closes it.
+    let threshold = policy
+        .max_failures
+        .resolve_down(s.progress.total.max(selection.targets.len() as u32));
+    if obs.spec.resume_token != s.resume_token {
+        if s.progress.failed.saturating_sub(s.failure_baseline) > threshold {
+            cx.event(
+                false,
+                "CircuitReset",
+                format!(
+                    "resumeToken {:?}: circuit breaker closed, continuing",
+                    obs.spec.resume_token
+                ),
+            );
+        }
+        s.resume_token = obs.spec.resume_token.clone();
+        s.failure_baseline = s.progress.failed;
+    }
+    let failures = s.progress.failed.saturating_sub(s.failure_baseline);
+    if failures > threshold {
+        return Gate::Wait(
+            Phase::Paused,
+            "CircuitOpen".into(),
+            format!(
+                "{failures} replacements failed to become Ready (tolerated: {threshold}); fix the cause, then set spec.resumeToken to a new value to continue"
+            ),
+        );
+    }
+    if obs.spec.paused {
+        return Gate::Wait(
+            Phase::Paused,
+            "UserPaused".into(),
+            "spec.paused is true; set it to false to continue".into(),
+        );
+    }
+    if !policy.schedule.is_open(cx.now) {
+        let next = policy.schedule.next_open(cx.now);
+        s.next_window_at = next;
+        if let Some(t) = next {
+            cx.wake_at(t);
+        }
+        return Gate::Wait(
+            Phase::Paused,
+            "OutsideWindow".into(),
+            match next {
+                Some(t) => format!(
+                    "outside every maintenance window; the next opens at {}",
+                    t.to_rfc3339()
+                ),
+                None => "outside every maintenance window, and none opens again".into(),
+            },
+        );
+    }
+    s.next_window_at = None;
+    if let Some(close) = policy.schedule.closes_at(cx.now) {
+        cx.wake_at(close);
+    }
+    Gate::Open
+}
+
+mod observe;
+mod refill;
+mod size;
+
+use observe::*;
+use refill::*;
+pub use refill::{context, estimate_end, summary};
+use size::*;
+pub use size::{clip, json_len, worst_bytes};
+
+#[cfg(test)]
+mod spec_fuzz;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,565 @@
+//! Following what is in flight: eviction answers, replacements, timeouts, recoveries.
+
+use super::*;
+
+/// Pods that may replace an evicted one, by (namespace, owner as `Kind/name`), oldest
+/// first: built once per step, so matching a batch costs one pass over the pods instead
+/// of one pass per evicted pod (10,000 × 100,000 at scale).
+pub(super) struct Candidates<'a> {
+    by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>>,
+}
+
+impl<'a> Candidates<'a> {
+    pub(super) fn new(
+        facts: &'a ClusterFacts,
+        wanted: &BTreeSet<(String, String)>,
+    ) -> Candidates<'a> {
+        let mut by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>> = HashMap::new();
+        let namespaces: BTreeSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        for cand in facts.pods.iter().map(|p| p.as_ref()) {
+            let Some(ns) = cand.metadata.namespace.as_deref() else {
+                continue;
+            };
+            if !namespaces.contains(ns) || select::is_terminating(cand) {
+                continue;
+            }
+            let Some(created) = cand.metadata.creation_timestamp.as_ref() else {
+                continue;
+            };
+            let key = (
+                ns.to_string(),
+                compliance::owner_of(cand, Some(facts)).to_string(),
+            );
+            if wanted.contains(&key) {
+                by_owner
+                    .entry(key)
+                    .or_default()
+                    .push((created.0.as_second(), cand));
+            }
+        }
+        for v in by_owner.values_mut() {
+            v.sort_by(|a, b| {
+                (a.0, a.1.metadata.name.as_deref()).cmp(&(b.0, b.1.metadata.name.as_deref()))
+            });
+        }
+        Candidates { by_owner }
+    }
+
+    /// The replacement of an evicted pod: the first pod of the same owner created at or
+    /// after its eviction was requested that no other eviction has taken (first come,
+    /// first matched, so one eviction never takes another's replacement). `None` while
+    /// there is none yet; otherwise the pod, whether it is Ready, and whether it has its
+    /// profile (one created while the webhook was down has not). A pod without its profile
+    /// that existed when the run started is a target, never a replacement.
+    pub(super) fn find(
+        &self,
+        p: &BatchPod,
+        since: DateTime<Utc>,
+        policy: Option<&ValidPolicy>,
+        facts: &ClusterFacts,
+        taken: &BTreeSet<String>,
+        run_started: Option<DateTime<Utc>>,
+    ) -> Option<(&'a Pod, bool, bool)> {
+        // creationTimestamp has one-second resolution.
+        let since = since.timestamp() - 1;
+        let compliant = |cand: &Pod| match policy {
+            Some(pol) => {
+                let owner = compliance::owner_of(cand, Some(facts));
+                compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
+                    .is_compliant()
+            }
+            None => true,
+        };
+        let list = self.by_owner.get(&(p.namespace.clone(), p.owner.clone()))?;
+        // A DaemonSet's replacement is the one on the evicted pod's node.
+        let daemon = p.owner.starts_with("DaemonSet/");
+        let on_node = |cand: &Pod| {
+            !daemon || cand.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&p.node)
+        };
+        list.iter()
+            .filter(|(created, cand)| {
+                let uid = cand.metadata.uid.as_deref().unwrap_or_default();
+                uid != p.uid && !taken.contains(uid) && *created >= since && on_node(cand)
+            })
+            .find_map(|&(created, cand)| {
+                let with_profile = compliant(cand);
+                let older_target =
+                    !with_profile && run_started.is_some_and(|st| created <= st.timestamp());
+                (!older_target).then_some((cand, select::is_ready(cand), with_profile))
+            })
+    }
+}
+
+/// A replacement bound to a node where the policy injects nothing (not an AppArmor node with
+/// an agent): it carries no profile, and needs none.
+pub(super) fn lands_unprofiled(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        return false;
+    };
+    !compliance::node_enforces(policy, facts.node_labels(node), facts.agents.contains(node))
+}
+
+pub(super) fn ready_timeout(policy: Option<&ValidPolicy>, p: &BatchPod) -> Duration {
+    match policy {
+        Some(pol) if p.volumes => pol.volume_ready_timeout,
+        Some(pol) => pol.ready_timeout,
+        None => Duration::from_secs(300),
+    }
+}
+
+/// A workload restarted by RolloutRestart is done when none of its pods is a target any
+/// more and all of them are Ready.
+pub(super) fn workload_done(
+    p: &BatchPod,
+    facts: &ClusterFacts,
+    selection: Option<&Selection>,
+) -> bool {
+    let Some(sel) = selection else { return false };
+    if sel
+        .targets
+        .iter()
+        .any(|t| t.namespace == p.namespace && t.owner.to_string() == p.owner)
+    {
+        return false;
+    }
+    workload_whole(p, facts)
+}
+
+/// Every other pod of the entry's workload is Ready and not being deleted (the rule for
+/// entries written before `readyBefore` was recorded).
+pub(super) fn workload_whole(p: &BatchPod, facts: &ClusterFacts) -> bool {
+    facts
+        .pods
+        .iter()
+        .filter(|pod| {
+            pod.namespace().as_deref() == Some(p.namespace.as_str())
+                && pod.metadata.uid.as_deref() != Some(p.uid.as_str())
+        })
+        .filter(|pod| compliance::owner_of(pod, Some(facts)).to_string() == p.owner)
+        .all(|pod| select::is_ready(pod) && !select::is_terminating(pod))
+}
+
+/// Ready pods (not being deleted) of some workloads, by (namespace, `Kind/name`), counted
+/// in one pass over the pods.
+pub(crate) struct Readiness {
+    ready: HashMap<(String, String), u32>,
+}
+
+impl Readiness {
+    pub(crate) fn new<'p>(
+        facts: &ClusterFacts,
+        wanted: impl IntoIterator<Item = &'p BatchPod>,
+    ) -> Readiness {
+        let mut ready: HashMap<(String, String), u32> = wanted
+            .into_iter()
+            .filter(|p| !p.uid.is_empty())
+            .map(|p| ((p.namespace.clone(), p.owner.clone()), 0))
+            .collect();
+        if ready.is_empty() {
+            return Readiness { ready };
+        }
+        let namespaces: BTreeSet<String> = ready.keys().map(|(n, _)| n.clone()).collect();
+        for pod in facts.pods.iter() {
+            let Some(ns) = pod.metadata.namespace.as_deref() else {
+                continue;
+            };
+            if !namespaces.contains(ns) || !select::is_ready(pod) || select::is_terminating(pod) {
+                continue;
+            }
+            let key = (
+                ns.to_string(),
+                compliance::owner_of(pod, Some(facts)).to_string(),
+            );
+            if let Some(n) = ready.get_mut(&key) {
+                *n += 1;
+            }
+        }
+        Readiness { ready }
+    }
+
+    pub(super) fn of(&self, p: &BatchPod) -> u32 {
+        self.ready
+            .get(&(p.namespace.clone(), p.owner.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The entry's workload is whole again: as many Ready pods as when the pod was planned,
+    /// or as many as it now wants if it was scaled down. Pods unready before the eviction
+    /// (an unrelated crash loop) are not this run's to wait for.
+    pub(super) fn whole(&self, p: &BatchPod, facts: &ClusterFacts) -> bool {
+        match p.ready_before {
+            Some(before) => {
+                let want = desired(facts, &p.namespace, &p.owner).map_or(before, |d| d.min(before));
+                self.of(p) >= want
+            }
+            None => workload_whole(p, facts),
+        }
+    }
+
+    /// The entry's workload was scaled down below what it wanted when the pod was planned,
+    /// or deleted, and has every pod it wants now: nothing will replace this one. (A rolling
+    /// update's surge going away is no scale-down: the workload wants as many as before.)
+    pub(super) fn not_wanted(&self, p: &BatchPod, facts: &ClusterFacts) -> bool {
+        let (Some(before), Some(want)) = (p.wanted_before, desired(facts, &p.namespace, &p.owner))
+        else {
+            return false;
+        };
+        want < before && self.of(p) >= want
+    }
+}
+
+/// Replicas a workload wants now, from its own object (Some(0) once it is deleted); `None`
+/// for kinds whose size the operator does not read (Jobs, other API groups, bare pods).
+pub(super) fn desired(facts: &ClusterFacts, ns: &str, owner: &str) -> Option<u32> {
+    let (kind, name) = owner_parts(owner);
+    let key = (ns.to_string(), name.to_string());
+    let n = |r: Option<i32>| Some(r.unwrap_or(1).max(0) as u32);
+    match kind {
+        "Deployment" => facts
+            .deployments
+            .get(&key)
+            .map_or(Some(0), |d| n(d.spec.as_ref().and_then(|s| s.replicas))),
+        "ReplicaSet" => facts
+            .replicasets
+            .get(&key)
+            .map_or(Some(0), |r| n(r.spec.as_ref().and_then(|s| s.replicas))),
+        "StatefulSet" => facts
+            .statefulsets
+            .get(&key)
+            .map_or(Some(0), |s| n(s.spec.as_ref().and_then(|s| s.replicas))),
+        "DaemonSet" => facts.daemonsets.get(&key).map_or(Some(0), |d| {
+            Some(
+                d.status
+                    .as_ref()
+                    .map_or(0, |s| s.desired_number_scheduled)
+                    .max(0) as u32,
+            )
+        }),
+        _ => None,
+    }
+}
+
+pub(super) fn observe_batch(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: Option<&ValidPolicy>,
+    pods: &HashMap<&str, &Pod>,
+    selection: Option<&Selection>,
+) {
+    let now = cx.now;
+    let obs = cx.obs;
+    let Some(mut batch) = s.current_batch.take() else {
+        return;
+    };
+    let target_uids: Option<BTreeSet<&str>> =
+        selection.map(|sel| sel.targets.iter().map(|t| t.uid.as_str()).collect());
+    // A replacement stands for one eviction only, across this batch and the previous one
+    // (whose replacements may have been created in the same second as these evictions).
+    let mut claimed: BTreeSet<String> = batch
+        .pods
+        .iter()
+        .map(|p| p.replacement.clone())
+        .chain(s.recent_replacements.iter().cloned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let mut newly_failed = Vec::new();
+    // Pods that may be Evicted by the time the loop reaches them (a lost outcome turns
+    // Evicting into Evicted in the same pass, and is matched from the next step on).
+    let wanted: BTreeSet<(String, String)> = batch
+        .pods
+        .iter()
+        .filter(|p| p.state == PodState::Evicted && !p.uid.is_empty())
+        .map(|p| (p.namespace.clone(), p.owner.clone()))
+        .collect();
+    let candidates = Candidates::new(obs.facts, &wanted);
+    let readiness = Readiness::new(
+        obs.facts,
+        batch.pods.iter().filter(|p| !p.state.is_settled()),
+    );
+    // Match replacements in the order the evictions were requested: first come, first matched.
+    let mut order: Vec<usize> = (0..batch.pods.len()).collect();
+    order.sort_by_key(|&i| batch.pods[i].requested_at);
+    for i in order {
+        let p = &mut batch.pods[i];
+        let workload = p.uid.is_empty();
+        let live = pods.get(p.uid.as_str()).copied();
+        let gone_or_terminating = !workload && live.is_none_or(select::is_terminating);
+        let result = obs.results.get(&result_key(p));
+        match p.state {
+            PodState::Planned | PodState::Deferred => {
+                if workload {
+                    continue;
+                }
+                if gone_or_terminating && p.uncertain {
+                    // An earlier request got no answer, and the pod is gone: count it as ours.
+                    mark_evicted(p, now, "evicted (the answer to its eviction was lost)");
+                } else if gone_or_terminating {
+                    p.state = PodState::Gone;
+                    p.message = "went away without being evicted by this run".into();
+                } else if target_uids
+                    .as_ref()
+                    .is_some_and(|t| !t.contains(p.uid.as_str()))
+                {
+                    p.state = PodState::Gone;
+                    p.message = "no longer a target of the policy".into();
+                } else if p.state == PodState::Deferred {
+                    match p.retry_at {
+                        Some(t) if t > now => cx.wake_at(t),
+                        _ => p.state = PodState::Planned,
+                    }
+                }
+            }
+            PodState::Evicting => {
+                let failed = on_outcome(p, cx, result, workload, gone_or_terminating);
+                if failed {
+                    s.progress.failed += 1;
+                    if !p.uid.is_empty() {
+                        s.given_up.push(p.uid.clone());
+                    }
+                    // Its eviction may have happened: it counts as disrupted until whole.
+                    if p.uncertain {
+                        newly_failed.push(p.clone());
+                    }
+                }
+            }
+            PodState::Evicted => {
+                // Replacements are matched from when the eviction was requested: the pod may
+                // be replaced before the Eviction API call even returns.
+                let since = p.requested_at.or(p.evicted_at).unwrap_or(batch.started_at);
+                let timeout_from = p.evicted_at.unwrap_or(since);
+                if workload {
+                    if workload_done(p, obs.facts, selection) {
+                        p.state = PodState::Refreshed;
+                        s.progress.refreshed += 1;
+                        p.message = "every pod of the workload is Ready with its profile".into();
+                    }
+                } else if p.owner.starts_with("Pod/") {
+                    if gone_or_terminating && live.is_none() {
+                        p.state = PodState::Refreshed;
+                        s.progress.refreshed += 1;
+                        p.message = "bare pod removed (nothing recreates it)".into();
+                    }
+                } else if let Some((r, true, with_profile)) = candidates
+                    .find(p, since, policy, obs.facts, &claimed, s.started_at)
+                    .inspect(|(r, _, _)| {
+                        // Reserved for this eviction even before it is Ready.
+                        claimed.insert(r.metadata.uid.clone().unwrap_or_default());
+                    })
+                {
+                    let uid = r.metadata.uid.clone().unwrap_or_default();
+                    p.state = PodState::Refreshed;
+                    p.replacement = uid.clone();
+                    let elsewhere = policy.is_some_and(|pol| lands_unprofiled(pol, obs.facts, r));
+                    if with_profile {
+                        s.progress.refreshed += 1;
+                        p.message = format!("replaced by {}", r.name_any());
+                    } else if elsewhere {
+                        // Scheduled where no agent loads profiles: rightly without one, and
+                        // not a target there.
+                        s.progress.refreshed += 1;
+                        p.message = clip(
+                            format!(
+                                "replaced by {} on {}, where the policy injects nothing",
+                                r.name_any(),
+                                r.spec
+                                    .as_ref()
+                                    .and_then(|s| s.node_name.as_deref())
+                                    .unwrap_or("?")
+                            ),
+                            POD_MESSAGE_MAX,
+                        );
+                    } else {
+                        // Capacity is back, but the webhook did not inject (down or
+                        // misconfigured). Not a failure of the replacement: the next run
+                        // refreshes it (this one never targets pods created after it started).
+                        s.progress.without_profile += 1;
+                        p.message = format!(
+                            "replaced by {} without its profile (was the webhook down?)",
+                            r.name_any()
+                        );
+                        cx.event(
+                            true,
+                            "ReplacementWithoutProfile",
+                            format!("{}/{}: {}", p.namespace, p.name, p.message),
+                        );
+                    }
+                    claimed.insert(uid);
+                }
+                if p.state == PodState::Evicted
+                    && !p.owner.starts_with("Pod/")
+                    && readiness.not_wanted(p, obs.facts)
+                {
+                    // A scale-down or a deleted workload: no replacement is coming, and none
+                    // is missing.
+                    p.state = PodState::Gone;
+                    p.message =
+                        "its workload was scaled down or deleted: nothing replaces it".into();
+                }
+                if p.state == PodState::Evicted {
+                    let deadline = later(timeout_from, ready_timeout(policy, p));
+                    if now >= deadline {
+                        p.state = PodState::Failed;
+                        p.message = format!(
+                            "no Ready replacement with its profile within {}",
+                            fmt_duration(deadline - timeout_from)
+                        );
+                        s.progress.failed += 1;
+                        cx.event(
+                            true,
+                            "ReplacementNotReady",
+                            format!("{}/{}: {}", p.namespace, p.name, p.message),
+                        );
+                        newly_failed.push(p.clone());
+                    } else {
+                        cx.wake_at(deadline);
+                        cx.wake_at(later(now, POLL));
+                    }
+                }
+            }
+            PodState::Refreshed | PodState::Failed | PodState::Gone => {}
+        }
+    }
+    s.unhealthy.extend(newly_failed);
+    s.current_batch = Some(batch);
+}
+
+pub(super) fn mark_evicted(p: &mut BatchPod, now: DateTime<Utc>, message: &str) {
+    p.state = PodState::Evicted;
+    // Its replacement may be older than this step: date the eviction from when it was
+    // requested (written ahead).
+    p.evicted_at = Some(p.requested_at.unwrap_or(now));
+    p.message = message.into();
+}
+
+/// Applies the answer to an eviction (or restart) request. Returns whether the pod is now
+/// Failed.
+pub(super) fn on_outcome(
+    p: &mut BatchPod,
+    cx: &mut Ctx,
+    result: Option<&Outcome>,
+    workload: bool,
+    gone_or_terminating: bool,
+) -> bool {
+    let now = cx.now;
+    let who = format!("{}/{}", p.namespace, p.name);
+    match result {
+        Some(Outcome::Done) => {
+            p.state = PodState::Evicted;
+            p.evicted_at = Some(now);
+            p.message = if workload {
+                "workload restarted".into()
+            } else {
+                "evicted".into()
+            };
+        }
+        Some(Outcome::Refused(msg)) => {
+            p.attempts = p.attempts.saturating_add(1);
+            let (n, base, max) = (p.attempts, DEFERRAL_BASE, DEFERRAL_MAX);
+            defer(
+                p,
+                cx,
+                backoff(base, n, max),
+                format!("eviction refused ({msg}); retry {n}"),
+            );
+            cx.event(true, "EvictionDeferred", format!("{who}: eviction refused by a PodDisruptionBudget ({msg}); retrying, never forcing"));
+        }
+        Some(Outcome::NotFound) if p.uncertain => {
+            mark_evicted(p, now, "evicted (the answer to its eviction was lost)");
+        }
+        Some(Outcome::NotFound) => {
+            p.state = PodState::Gone;
+            p.message = "already gone when evicted".into();
+        }
+        Some(Outcome::Busy(msg)) => {
+            p.attempts = p.attempts.saturating_add(1);
+            let n = p.attempts;
+            defer(
+                p,
+                cx,
+                backoff(ERROR_BASE, n, ERROR_MAX),
+                format!("eviction deferred ({msg}); retry {n}"),
+            );
+            cx.event(true, "EvictionDeferred", format!("{who}: {}", p.message));
+        }
+        Some(Outcome::Retry(msg) | Outcome::Unknown(msg)) => {
+            p.uncertain |= matches!(result, Some(Outcome::Unknown(_)));
+            p.errors = p.errors.saturating_add(1);
+            if p.errors >= MAX_ERRORS {
+                return fail(
+                    p,
+                    cx,
+                    format!("eviction failed {} times, giving up: {msg}", p.errors),
+                );
+            }
+            let n = p.errors;
+            let why = format!("eviction failed ({msg}); retry {n} of {}", MAX_ERRORS - 1);
+            defer(p, cx, backoff(ERROR_BASE, n, ERROR_MAX), why);
+            cx.event(true, "EvictionFailed", format!("{who}: {}", p.message));
+        }
+        Some(Outcome::Rejected(msg)) => {
+            return fail(p, cx, format!("the Eviction API refused it: {msg}"));
+        }
+        None if workload => {
+            // A crash lost the outcome; the restart patch is idempotent (same token): issue it again.
+            p.state = PodState::Planned;
+        }
+        // A crash lost the outcome: the cluster tells whether it happened.
+        None if gone_or_terminating => mark_evicted(p, now, "evicted"),
+        None => p.state = PodState::Planned,
+    }
+    false
+}
+
+/// Deferred: retried after `wait`, the time said in its message.
+pub(super) fn defer(p: &mut BatchPod, cx: &mut Ctx, wait: Duration, why: String) {
+    let at = later(cx.now, wait);
+    p.state = PodState::Deferred;
+    p.retry_at = Some(at);
+    p.message = format!("{why} at {}", at.to_rfc3339());
+    cx.wake_at(at);
+}
+
+pub(super) fn fail(p: &mut BatchPod, cx: &mut Ctx, message: String) -> bool {
+    p.state = PodState::Failed;
+    p.retry_at = None;
+    p.message = message;
+    cx.event(
+        true,
+        "EvictionFailed",
+        format!("{}/{}: {}", p.namespace, p.name, p.message),
+    );
+    true
+}
+
+/// `base` doubled per attempt, at most `max`.
+pub(super) fn backoff(base: Duration, attempts: u32, max: Duration) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// Failed replacements still count as disrupted until their workload is whole again
+/// (every pod Ready). Matching one replacement would be ambiguous here: by then later
+/// batches may have created Ready pods of the same workload.
+pub(super) fn observe_unhealthy(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
+    let facts = cx.obs.facts;
+    let readiness = Readiness::new(facts, &s.unhealthy);
+    let mut recovered = Vec::new();
+    s.unhealthy.retain(|p| {
+        let whole = readiness.whole(p, facts);
+        if whole {
+            recovered.push(format!("{}/{}", p.namespace, p.name));
+        }
+        !whole
+    });
+    for r in recovered {
+        cx.event(
+            false,
+            "ReplacementRecovered",
+            format!("{r}: its workload is Ready again"),
+        );
+    }
+    if !s.unhealthy.is_empty() {
+        cx.wake_at(later(cx.now, POLL));
+    }
+}
