@@ -107,7 +107,14 @@ mod tests {
         assert_eq!(
             cols(&r),
             [
-                "Policy", "Phase", "Progress", "Batch", "Reason", "Next", "Age"
+                "Policy",
+                "Phase",
+                "Progress",
+                "Disrupted",
+                "Batch",
+                "Reason",
+                "Next",
+                "Age"
             ]
         );
         assert_eq!(

@@ -49,6 +49,8 @@ type Workload = (String, Owner);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InFlight {
     pub total: u32,
+    /// Pods deferred by a PodDisruptionBudget (not in `total`): their refusal shows already.
+    pub refused: u32,
     pub per_node: BTreeMap<String, u32>,
     pub per_zone: BTreeMap<String, u32>,
     /// Workloads with a pod in flight.
@@ -126,6 +128,42 @@ pub fn order_indices(targets: &[Target]) -> Vec<usize> {
     pos.into_iter().map(|(_, i)| i).collect()
 }
 
+/// A window's refill order: zones take turns, the zones with the fewest pods in flight
+/// first, so one zone whose pods come first in [`order`] does not take every freed slot.
+/// Within a zone the order is kept, and within a workload too (a StatefulSet's highest
+/// ordinal first): each position goes to the next pod, in the original order, of the
+/// workload the interleaving put there.
+pub fn spread_zones(targets: &mut Vec<&Target>, flight: &InFlight) {
+    let mut turn: HashMap<&str, u32> = HashMap::new();
+    let keys: Vec<u32> = targets
+        .iter()
+        .map(|t| {
+            let n = turn
+                .entry(t.zone.as_str())
+                .or_insert_with(|| flight.per_zone.get(&t.zone).copied().unwrap_or(0));
+            *n += 1;
+            *n
+        })
+        .collect();
+    let mut idx: Vec<usize> = (0..targets.len()).collect();
+    // Stable: within a turn, the original order.
+    idx.sort_by_key(|&i| keys[i]);
+    let mut queues: HashMap<WorkloadRef, std::collections::VecDeque<&Target>> = HashMap::new();
+    for t in targets.iter() {
+        queues.entry(workload_ref(t)).or_default().push_back(t);
+    }
+    let spread: Vec<&Target> = idx
+        .into_iter()
+        .map(|i| {
+            queues
+                .get_mut(&workload_ref(targets[i]))
+                .and_then(|q| q.pop_front())
+                .expect("one pod per position of its workload")
+        })
+        .collect();
+    *targets = spread;
+}
+
 /// Why a target could not join the batch (first reason found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Blocked {
@@ -142,8 +180,8 @@ pub enum Blocked {
 /// Picks the next batch (indexes into `remaining`, which should be in [`order`]).
 /// `budget` is how many more units may be disrupted now (the batch size minus what is
 /// still disrupted). When PodDisruptionBudgets alone block every candidate and nothing is
-/// in flight, one pod per budget is still planned, so the eviction's refusal shows in status
-/// instead of the run waiting silently.
+/// in flight or deferred, one pod per budget is still planned, so the eviction's refusal
+/// shows in status instead of the run waiting silently.
 pub fn next_batch(
     remaining: &[&Target],
     limits: &Limits,
@@ -203,7 +241,7 @@ pub fn next_batch(
         }
         chosen.push(i);
     }
-    if chosen.is_empty() && in_flight.total == 0 && budget > 0 {
+    if chosen.is_empty() && in_flight.total == 0 && in_flight.refused == 0 && budget > 0 {
         // Surface PDB refusals: one pod per distinct budget, within the other limits.
         let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
         for i in pdb_blocked {
@@ -370,6 +408,42 @@ mod tests {
             ready: true,
             created: None,
         }
+    }
+
+    #[test]
+    fn window_refills_take_zones_in_turn_and_keep_statefulset_order() {
+        // Zone a's pods come first in order and two of its pods are in flight already.
+        let mut all = vec![
+            t("ns", "Deployment", "a", "a1", "n1", "a"),
+            t("ns", "Deployment", "a", "a2", "n1", "a"),
+            t("ns", "Deployment", "a", "a3", "n1", "a"),
+            t("ns", "Deployment", "b", "b1", "n2", "b"),
+            t("ns", "Deployment", "c", "c1", "n3", "c"),
+        ];
+        let mut set = sts(3);
+        // pg-2 in zone b, pg-1 and pg-0 in zone c: the highest ordinal still goes first.
+        set[2].zone = "b".into();
+        all.extend(set);
+        order(&mut all);
+        let mut flight = InFlight::default();
+        for _ in 0..2 {
+            flight.add("n1", "a", ("ns".into(), all[0].owner.clone()), false);
+        }
+        let mut refs: Vec<&Target> = all.iter().collect();
+        spread_zones(&mut refs, &flight);
+        let got: Vec<&str> = refs.iter().map(|t| t.name.as_str()).collect();
+        let pos = |n: &str| got.iter().position(|g| *g == n).unwrap();
+        assert!(pos("b1") < pos("a1") && pos("c1") < pos("a1"), "{got:?}");
+        assert!(
+            pos("pg-2") < pos("pg-1") && pos("pg-1") < pos("pg-0"),
+            "{got:?}"
+        );
+        assert!(pos("a1") < pos("a2") && pos("a2") < pos("a3"), "{got:?}");
+        assert_eq!(got.len(), all.len());
+        // A refill of two takes b and c, not a's first pods.
+        let next = next_batch(&refs, &limits(2), &flight, &Context::default(), 2);
+        let zones: Vec<&str> = next.iter().map(|&i| refs[i].zone.as_str()).collect();
+        assert!(!zones.contains(&"a"), "{zones:?}");
     }
 
     fn limits(batch: u32) -> Limits {

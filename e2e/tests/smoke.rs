@@ -362,7 +362,10 @@ async fn pdbs_the_eviction_api_and_replicasets_behave_as_in_a_real_cluster() -> 
 /// read back whole.
 #[tokio::test]
 async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
-    use armor_refresh::api::{ArmorRefreshRunStatus, BatchPod, BatchStatus, Phase, PodState};
+    use armor_refresh::api::{
+        ArmorRefreshRunStatus, BatchPod, BatchStatus, Completion, Phase, PodState, RECENT_LIMIT,
+        RestingSlots,
+    };
     use armor_refresh::run::{POD_MESSAGE_MAX, STATUS_BUDGET, json_len, worst_bytes};
     let c = client().await?;
     install_crds(&c).await?;
@@ -391,6 +394,7 @@ async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
         retry_at: Some(now),
         replacement: format!("{i:08x}-1111-4000-8000-000000000000"),
         attempts: u32::MAX,
+        pdb_refused: true,
         errors: u32::MAX,
         uncertain: true,
         ready_before: Some(u32::MAX),
@@ -405,6 +409,21 @@ async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
             started_at: now,
             pods: vec![],
         }),
+        // The window's short history and resting slots at their largest.
+        recent: (0..RECENT_LIMIT)
+            .map(|i| Completion {
+                pod: format!("{:0>63}/{:x>253}", i, i),
+                state: PodState::Refreshed,
+                at: now,
+                seconds: Some(u32::MAX),
+            })
+            .collect(),
+        resting: (0..8)
+            .map(|_| RestingSlots {
+                until: now,
+                slots: u32::MAX,
+            })
+            .collect(),
         ..Default::default()
     };
     let mut i = 0;

@@ -338,8 +338,14 @@ pub struct RolloutSpec {
     #[schemars(extend("maxLength" = 4))]
     #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_MIN1).message("spec.rollout.batchSize: must be a count from 1 to 1000000 or a percentage from 1% to 100%, such as 5 or \"10%\""))]
     pub batch_size: IntOrString,
-    /// Pause between the end of one batch and the start of the next (Go duration, e.g.
-    /// "30s"; at most 8760h).
+    /// `Window` (the default): keep up to `batchSize` pods disrupted at all times, refilling
+    /// a slot as soon as its pod's replacement is Ready. `Waves`: disrupt `batchSize` pods,
+    /// wait until every one is back, pause for `interval`, then the next wave.
+    #[serde(default)]
+    pub pacing: Pacing,
+    /// `Window`: how long a slot rests after its pod is refreshed before it is refilled.
+    /// `Waves`: the pause between the end of one wave and the start of the next. A Go
+    /// duration, e.g. "30s"; at most 8760h.
     #[serde(default = "default_interval")]
     #[schemars(
         length(max = 20),
@@ -376,6 +382,7 @@ impl Default for RolloutSpec {
     fn default() -> Self {
         RolloutSpec {
             strategy: Strategy::default(),
+            pacing: Pacing::default(),
             batch_size: default_batch_size(),
             interval: default_interval(),
             max_per_node: None,
@@ -384,6 +391,17 @@ impl Default for RolloutSpec {
             ready_timeout: default_ready_timeout(),
         }
     }
+}
+
+/// How disruptions are paced.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Pacing {
+    /// A sliding window: a slot is refilled as soon as its pod is back (after `interval`),
+    /// so one slow replacement never idles the other slots.
+    #[default]
+    Window,
+    /// Discrete waves: each waits for its slowest pod, then `interval`.
+    Waves,
 }
 
 /// How a pod is taken down.

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Condition;
 
-/// How many finished batches a run's status keeps.
+/// How many finished waves a run's status keeps.
 pub const HISTORY_LIMIT: usize = 10;
+/// How many recently settled pods a run's status keeps.
+pub const RECENT_LIMIT: usize = 10;
 
 /// An `ArmorRefreshRun` refreshes the running pods of one `ArmorRefreshPolicy` that lack
 /// their AppArmor profile: batch by batch, inside the policy's windows, within its
@@ -36,10 +38,17 @@ pub const HISTORY_LIMIT: usize = 10;
         description = "refreshed/total"
     ),
     printcolumn(
+        name = "Disrupted",
+        type_ = "integer",
+        json_path = ".status.progress.disrupted",
+        description = "Pods this run disrupts now"
+    ),
+    printcolumn(
         name = "Batch",
         type_ = "integer",
         json_path = ".status.currentBatch.index",
-        description = "The batch in flight"
+        description = "The wave in flight (pacing Waves)",
+        priority = 1
     ),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(
@@ -86,7 +95,8 @@ pub enum Phase {
     /// Not started: resolving the policy and planning, or waiting for another run of the policy.
     #[default]
     Pending,
-    /// Refreshing pods batch by batch.
+    /// Refreshing: the disruption budget is being refilled (pacing Window), or a wave is in
+    /// flight (pacing Waves).
     Batching,
     /// Not starting batches: see `reason` (UserPaused, OutsideWindow, CircuitOpen, ...).
     Paused,
@@ -137,16 +147,24 @@ pub struct ArmorRefreshRunStatus {
     /// The plan as computed when the run started (and refreshed at each batch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSummary>,
-    /// The batch in flight, written before any of its pods is evicted.
+    /// The pods in flight, written before any of them is evicted: the window (pacing
+    /// Window; settled pods leave it at once) or the wave (pacing Waves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_batch: Option<BatchStatus>,
     /// Pods whose replacement missed its ready timeout and is not Ready yet: they still count
     /// as disrupted, so later batches shrink until they recover.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unhealthy: Vec<BatchPod>,
-    /// The last finished batches, newest last (at most 10).
+    /// The last finished waves, newest last (at most 10; pacing Waves).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<BatchRecord>,
+    /// The pods that most recently left the window, newest last (at most 10; pacing Window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<Completion>,
+    /// Slots of the window resting for `interval` after their pod was refreshed (pacing
+    /// Window): refilled once `until` passes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resting: Vec<RestingSlots>,
     /// `Complete`, `Progressing`, `Paused`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -176,12 +194,20 @@ pub struct Progress {
     pub refreshed: u32,
     /// Targets not yet started.
     pub pending: u32,
+    /// Pods this run disrupts now: evicted (or maybe evicted, the answer lost) and not back
+    /// yet, or failed and not recovered. At most the policy's `batchSize`.
+    #[serde(default)]
+    pub disrupted: u32,
     /// Targets whose replacement missed its ready timeout.
     pub failed: u32,
     /// Targets replaced by a Ready pod that lacks its profile (created while the webhook
     /// was unavailable); the next run refreshes those.
     #[serde(default)]
     pub without_profile: u32,
+    /// Targets that went away without being evicted by this run, or whose workload was
+    /// scaled down or deleted so nothing replaced them.
+    #[serde(default)]
+    pub gone: u32,
     /// Selected pods that are not targets (see `plan.skipped` for reasons).
     pub skipped: u32,
     /// "refreshed/total", for the printer column.
@@ -217,9 +243,9 @@ pub struct PlanSummary {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchStatus {
-    /// 1-based batch number.
+    /// 1-based wave number; 0 for the window (pacing Window).
     pub index: u32,
-    /// When the batch was planned.
+    /// When the wave was planned, or the window opened.
     pub started_at: DateTime<Utc>,
     /// Its pods and their states.
     pub pods: Vec<BatchPod>,
@@ -264,6 +290,10 @@ pub struct BatchPod {
     /// How many times the eviction was refused (PodDisruptionBudget).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// Its last eviction request was refused by a PodDisruptionBudget: retried as soon as
+    /// every budget of the pod allows a disruption again (or at `retryAt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pdb_refused: bool,
     /// How many eviction requests failed otherwise (overload, server errors, timeouts);
     /// at [`crate::run::MAX_ERRORS`] the pod is Failed.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -345,4 +375,29 @@ pub struct BatchRecord {
     /// Of which gone without eviction.
     #[serde(default)]
     pub gone: u32,
+}
+
+/// A pod that left the window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Completion {
+    /// namespace/name.
+    pub pod: String,
+    /// Refreshed, Failed or Gone.
+    pub state: PodState,
+    /// When it settled.
+    pub at: DateTime<Utc>,
+    /// Seconds from its eviction request to its replacement being Ready (when evicted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+}
+
+/// Window slots resting until a time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestingSlots {
+    /// When they may be refilled.
+    pub until: DateTime<Utc>,
+    /// How many.
+    pub slots: u32,
 }

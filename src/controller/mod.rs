@@ -70,6 +70,8 @@ pub struct Config {
 
 /// Longest note of an Event in bytes (events.k8s.io refuses notes over 1 KiB).
 const EVENT_NOTE_MAX: usize = 1000;
+/// Longest a run's status stays ahead of what is written (see `Step::persist`).
+const LAZY_WRITE: Duration = Duration::from_secs(5);
 
 /// The label of a label-less event reason, for metrics.
 /// Workloads evicted from at once (each workload's pods one after another).
@@ -146,8 +148,13 @@ struct Operator {
     limiter: DefaultDirectRateLimiter,
     recorder: Recorder,
     leader: watch::Receiver<bool>,
-    /// Run UID → the status this process last wrote.
+    /// Run UID → the status this process last wrote, or stepped to and keeps in memory
+    /// (see `unwritten`).
     statuses: HashMap<String, ArmorRefreshRunStatus>,
+    /// Run UID → since when its status in `statuses` is ahead of what was written: steps
+    /// that need no write-ahead are written with the next one that does, or after
+    /// [`LAZY_WRITE`].
+    unwritten: HashMap<String, Instant>,
     /// Run UID → outcomes of the actions of its last step.
     results: HashMap<String, HashMap<String, Outcome>>,
     /// Policy name → when this process last created a run for it.
@@ -249,6 +256,7 @@ pub async fn run(
         limiter: RateLimiter::direct(quota),
         leader,
         statuses: HashMap::new(),
+        unwritten: HashMap::new(),
         results: HashMap::new(),
         auto_created: HashMap::new(),
         overload: Duration::ZERO,
@@ -271,6 +279,7 @@ pub async fn run(
             tracing::info!(leader = is_leader, identity = %op.cfg.identity, "leadership changed");
             // A new term starts from what the API server has, never from memory.
             op.statuses.clear();
+            op.unwritten.clear();
             op.results.clear();
             op.undecodable_statuses.clear();
             op.versions.clear();
@@ -602,7 +611,10 @@ impl Operator {
                     results: &results,
                 };
                 let st = run::step(&status, &obs, self.now());
-                if st.status != status {
+                let changed = st.status != status;
+                let behind = self.unwritten.get(&uid).map(Instant::elapsed);
+                let due = st.persist || behind.is_some_and(|d| d >= LAZY_WRITE);
+                if (changed || behind.is_some()) && due {
                     // A status write acts too (it records intent): only within a vouched term.
                     if !self.leading() || !self.fenced_recently().await {
                         self.results.insert(uid.clone(), results);
@@ -617,6 +629,7 @@ impl Operator {
                             // Written by someone else since this process read it: read again.
                             tracing::warn!(run = %name, "the run changed since this process last read it; reading it again before acting");
                             self.statuses.remove(&uid);
+                            self.unwritten.remove(&uid);
                             self.versions.remove(&uid);
                             // Maybe another leader: ask the Lease again before any write.
                             self.fenced_until = None;
@@ -632,8 +645,19 @@ impl Operator {
                         }
                         break;
                     }
+                    self.unwritten.remove(&uid);
                     self.record_metrics(&status, &st.status);
                     self.statuses.insert(uid.clone(), st.status.clone());
+                } else if changed {
+                    // Nothing about to happen depends on it: written with a later step.
+                    self.unwritten
+                        .entry(uid.clone())
+                        .or_insert_with(Instant::now);
+                    self.record_metrics(&status, &st.status);
+                    self.statuses.insert(uid.clone(), st.status.clone());
+                }
+                if let Some(since) = self.unwritten.get(&uid) {
+                    next = next.min(LAZY_WRITE.saturating_sub(since.elapsed()));
                 }
                 status = st.status.clone();
                 self.export_phase(&name, status.phase);
@@ -787,6 +811,7 @@ impl Operator {
         }
         // The in-memory copy must not claim a status that was never written.
         self.statuses.remove(&r.uid().unwrap_or_default());
+        self.unwritten.remove(&r.uid().unwrap_or_default());
         self.versions.remove(&r.uid().unwrap_or_default());
         let ev = Action::Event {
             warning: true,

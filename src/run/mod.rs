@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::api::{
-    ArmorRefreshRunSpec, ArmorRefreshRunStatus, BatchPod, BatchRecord, BatchStatus, Condition,
-    HISTORY_LIMIT, Phase, PlanSummary, PodState, set_condition,
+    ArmorRefreshRunSpec, ArmorRefreshRunStatus, BatchPod, BatchRecord, BatchStatus, Completion,
+    Condition, HISTORY_LIMIT, Pacing, Phase, PlanSummary, PodState, RECENT_LIMIT, RestingSlots,
+    set_condition,
 };
 use crate::cluster::ClusterFacts;
 use crate::compliance::{self, Owner};
@@ -28,9 +29,12 @@ use crate::select::{self, Selection, Target};
 
 /// How long to wait before polling again while replacements come up.
 pub const POLL: Duration = Duration::from_secs(5);
-/// First retry after a PDB refused an eviction; doubles up to [`DEFERRAL_MAX`].
+/// Retry after a PDB refused an eviction, when its status does not say sooner that it
+/// allows a disruption again (it lags the pods it counts); doubles up to [`DEFERRAL_MAX`].
 pub const DEFERRAL_BASE: Duration = Duration::from_secs(5);
-pub const DEFERRAL_MAX: Duration = Duration::from_secs(300);
+pub const DEFERRAL_MAX: Duration = Duration::from_secs(30);
+/// Least time between two eviction requests of one pod, however soon its PDB allows.
+pub const REFUSAL_GAP: Duration = Duration::from_secs(1);
 /// First retry after an eviction failed otherwise (overload, server error, timeout);
 /// doubles up to [`ERROR_MAX`].
 pub const ERROR_BASE: Duration = Duration::from_secs(2);
@@ -46,9 +50,9 @@ pub const ASSUMED_BATCH: Duration = Duration::from_secs(60);
 /// the status, with every pod of the batch grown to its largest, stays under this.
 pub const STATUS_BUDGET: usize = 1024 * 1024;
 /// Bytes a batch entry may grow by after it is planned: three timestamps, the
-/// replacement's UID, the attempt and error counts, the uncertain flag and a message of at
-/// most [`POD_MESSAGE_MAX`].
-pub const POD_GROWTH: usize = 440;
+/// replacement's UID, the attempt and error counts, the uncertain and PDB-refused flags and
+/// a message of at most [`POD_MESSAGE_MAX`].
+pub const POD_GROWTH: usize = 460;
 /// Longest message of one pod of a batch.
 pub const POD_MESSAGE_MAX: usize = 160;
 /// Longest message of the run (and of its conditions).
@@ -141,6 +145,12 @@ pub struct Step {
     pub actions: Vec<Action>,
     /// When to call [`step`] again at the latest (`Some(ZERO)`: right after executing the actions).
     pub requeue_after: Option<Duration>,
+    /// The status must be written before the actions are executed: it records evictions
+    /// about to happen (write-ahead), a new phase or reason, a failure or a new generation.
+    /// Otherwise the shell may keep it in memory for a while and write it with a later
+    /// status: what it says (answers, replacements, counters) the cluster says again
+    /// after a crash, so writes per refreshed pod stay low.
+    pub persist: bool,
 }
 
 impl Step {
@@ -217,6 +227,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
             status: s,
             actions: vec![],
             requeue_after: None,
+            persist: false,
         };
     }
     let before = (s.phase, s.reason.clone());
@@ -274,7 +285,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         Gate::Open => {
             let p = policy.expect("open gate means a valid policy");
             let sel = selection.expect("valid policy has a selection");
-            advance(&mut s, &mut cx, p, sel);
+            advance(&mut s, &mut cx, p, sel, &pods);
         }
     }
 
@@ -295,6 +306,9 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     ] {
         let c = Condition::new(type_, on, &s.reason, s.message.clone());
         set_condition(&mut s.conditions, c, now, g);
+    }
+    if policy.is_some_and(|p| p.spec.rollout.pacing == Pacing::Window) {
+        milestone(status, &s, &mut cx);
     }
     if (s.phase, s.reason.clone()) != before {
         let warning = matches!(
@@ -320,10 +334,34 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
                 .min(Duration::from_secs(300)),
         )
     };
+    let persist = cx
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Event { .. }))
+        || (s.phase, s.reason.clone()) != before
+        || s.progress.failed != status.progress.failed
+        || s.observed_generation != status.observed_generation;
     Step {
         status: s,
         actions: cx.actions,
         requeue_after,
+        persist,
+    }
+}
+
+/// Pacing Window has no waves to announce: an event at each tenth of the run refreshed.
+fn milestone(old: &ArmorRefreshRunStatus, s: &ArmorRefreshRunStatus, cx: &mut Ctx) {
+    let total = u64::from(s.progress.total.max(1));
+    let tenth = |n: u32| u64::from(n) * 10 / total;
+    if tenth(s.progress.refreshed) > tenth(old.progress.refreshed) && !s.phase.is_terminal() {
+        cx.event(
+            false,
+            "Progress",
+            format!(
+                "{} of {} refreshed, {} in flight",
+                s.progress.refreshed, s.progress.total, s.progress.disrupted
+            ),
+        );
     }
 }
 

@@ -240,6 +240,25 @@ pub(super) fn desired(facts: &ClusterFacts, ns: &str, owner: &str) -> Option<u32
     }
 }
 
+/// What a step knows while it follows the pods in flight, built once per step.
+struct Follow<'a> {
+    now: DateTime<Utc>,
+    facts: &'a ClusterFacts,
+    policy: Option<&'a ValidPolicy>,
+    selection: Option<&'a Selection>,
+    pods: &'a HashMap<&'a str, &'a Pod>,
+    /// The policy's targets by UID (`None` without a valid policy).
+    targets: Option<HashMap<&'a str, &'a Target>>,
+    candidates: Candidates<'a>,
+    readiness: Readiness,
+    /// Replacements already matched: a replacement stands for one eviction only, across
+    /// the pods in flight and those that just left (whose replacements may have been
+    /// created in the same second as these evictions).
+    claimed: BTreeSet<String>,
+    started: Option<DateTime<Utc>>,
+    fallback_since: DateTime<Utc>,
+}
+
 pub(super) fn observe_batch(
     s: &mut ArmorRefreshRunStatus,
     cx: &mut Ctx,
@@ -247,23 +266,10 @@ pub(super) fn observe_batch(
     pods: &HashMap<&str, &Pod>,
     selection: Option<&Selection>,
 ) {
-    let now = cx.now;
-    let obs = cx.obs;
     let Some(mut batch) = s.current_batch.take() else {
         return;
     };
-    let target_uids: Option<BTreeSet<&str>> =
-        selection.map(|sel| sel.targets.iter().map(|t| t.uid.as_str()).collect());
-    // A replacement stands for one eviction only, across this batch and the previous one
-    // (whose replacements may have been created in the same second as these evictions).
-    let mut claimed: BTreeSet<String> = batch
-        .pods
-        .iter()
-        .map(|p| p.replacement.clone())
-        .chain(s.recent_replacements.iter().cloned())
-        .filter(|u| !u.is_empty())
-        .collect();
-    let mut newly_failed = Vec::new();
+    let facts = cx.obs.facts;
     // Pods that may be Evicted by the time the loop reaches them (a lost outcome turns
     // Evicting into Evicted in the same pass, and is matched from the next step on).
     let wanted: BTreeSet<(String, String)> = batch
@@ -272,156 +278,229 @@ pub(super) fn observe_batch(
         .filter(|p| p.state == PodState::Evicted && !p.uid.is_empty())
         .map(|p| (p.namespace.clone(), p.owner.clone()))
         .collect();
-    let candidates = Candidates::new(obs.facts, &wanted);
-    let readiness = Readiness::new(
-        obs.facts,
-        batch.pods.iter().filter(|p| !p.state.is_settled()),
-    );
+    let mut f = Follow {
+        now: cx.now,
+        facts,
+        policy,
+        selection,
+        pods,
+        targets: selection.map(|sel| sel.targets.iter().map(|t| (t.uid.as_str(), t)).collect()),
+        candidates: Candidates::new(facts, &wanted),
+        readiness: Readiness::new(facts, batch.pods.iter().filter(|p| !p.state.is_settled())),
+        claimed: batch
+            .pods
+            .iter()
+            .map(|p| p.replacement.clone())
+            .chain(s.recent_replacements.iter().cloned())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        started: s.started_at,
+        fallback_since: batch.started_at,
+    };
     // Match replacements in the order the evictions were requested: first come, first matched.
     let mut order: Vec<usize> = (0..batch.pods.len()).collect();
     order.sort_by_key(|&i| batch.pods[i].requested_at);
     for i in order {
         let p = &mut batch.pods[i];
-        let workload = p.uid.is_empty();
-        let live = pods.get(p.uid.as_str()).copied();
-        let gone_or_terminating = !workload && live.is_none_or(select::is_terminating);
-        let result = obs.results.get(&result_key(p));
+        let was = p.state;
         match p.state {
-            PodState::Planned | PodState::Deferred => {
-                if workload {
-                    continue;
-                }
-                if gone_or_terminating && p.uncertain {
-                    // An earlier request got no answer, and the pod is gone: count it as ours.
-                    mark_evicted(p, now, "evicted (the answer to its eviction was lost)");
-                } else if gone_or_terminating {
-                    p.state = PodState::Gone;
-                    p.message = "went away without being evicted by this run".into();
-                } else if target_uids
-                    .as_ref()
-                    .is_some_and(|t| !t.contains(p.uid.as_str()))
-                {
-                    p.state = PodState::Gone;
-                    p.message = "no longer a target of the policy".into();
-                } else if p.state == PodState::Deferred {
-                    match p.retry_at {
-                        Some(t) if t > now => cx.wake_at(t),
-                        _ => p.state = PodState::Planned,
-                    }
-                }
-            }
-            PodState::Evicting => {
-                let failed = on_outcome(p, cx, result, workload, gone_or_terminating);
-                if failed {
-                    s.progress.failed += 1;
-                    if !p.uid.is_empty() {
-                        s.given_up.push(p.uid.clone());
-                    }
-                    // Its eviction may have happened: it counts as disrupted until whole.
-                    if p.uncertain {
-                        newly_failed.push(p.clone());
-                    }
-                }
-            }
-            PodState::Evicted => {
-                // Replacements are matched from when the eviction was requested: the pod may
-                // be replaced before the Eviction API call even returns.
-                let since = p.requested_at.or(p.evicted_at).unwrap_or(batch.started_at);
-                let timeout_from = p.evicted_at.unwrap_or(since);
-                if workload {
-                    if workload_done(p, obs.facts, selection) {
-                        p.state = PodState::Refreshed;
-                        s.progress.refreshed += 1;
-                        p.message = "every pod of the workload is Ready with its profile".into();
-                    }
-                } else if p.owner.starts_with("Pod/") {
-                    if gone_or_terminating && live.is_none() {
-                        p.state = PodState::Refreshed;
-                        s.progress.refreshed += 1;
-                        p.message = "bare pod removed (nothing recreates it)".into();
-                    }
-                } else if let Some((r, true, with_profile)) = candidates
-                    .find(p, since, policy, obs.facts, &claimed, s.started_at)
-                    .inspect(|(r, _, _)| {
-                        // Reserved for this eviction even before it is Ready.
-                        claimed.insert(r.metadata.uid.clone().unwrap_or_default());
-                    })
-                {
-                    let uid = r.metadata.uid.clone().unwrap_or_default();
-                    p.state = PodState::Refreshed;
-                    p.replacement = uid.clone();
-                    let elsewhere = policy.is_some_and(|pol| lands_unprofiled(pol, obs.facts, r));
-                    if with_profile {
-                        s.progress.refreshed += 1;
-                        p.message = format!("replaced by {}", r.name_any());
-                    } else if elsewhere {
-                        // Scheduled where no agent loads profiles: rightly without one, and
-                        // not a target there.
-                        s.progress.refreshed += 1;
-                        p.message = clip(
-                            format!(
-                                "replaced by {} on {}, where the policy injects nothing",
-                                r.name_any(),
-                                r.spec
-                                    .as_ref()
-                                    .and_then(|s| s.node_name.as_deref())
-                                    .unwrap_or("?")
-                            ),
-                            POD_MESSAGE_MAX,
-                        );
-                    } else {
-                        // Capacity is back, but the webhook did not inject (down or
-                        // misconfigured). Not a failure of the replacement: the next run
-                        // refreshes it (this one never targets pods created after it started).
-                        s.progress.without_profile += 1;
-                        p.message = format!(
-                            "replaced by {} without its profile (was the webhook down?)",
-                            r.name_any()
-                        );
-                        cx.event(
-                            true,
-                            "ReplacementWithoutProfile",
-                            format!("{}/{}: {}", p.namespace, p.name, p.message),
-                        );
-                    }
-                    claimed.insert(uid);
-                }
-                if p.state == PodState::Evicted
-                    && !p.owner.starts_with("Pod/")
-                    && readiness.not_wanted(p, obs.facts)
-                {
-                    // A scale-down or a deleted workload: no replacement is coming, and none
-                    // is missing.
-                    p.state = PodState::Gone;
-                    p.message =
-                        "its workload was scaled down or deleted: nothing replaces it".into();
-                }
-                if p.state == PodState::Evicted {
-                    let deadline = later(timeout_from, ready_timeout(policy, p));
-                    if now >= deadline {
-                        p.state = PodState::Failed;
-                        p.message = format!(
-                            "no Ready replacement with its profile within {}",
-                            fmt_duration(deadline - timeout_from)
-                        );
-                        s.progress.failed += 1;
-                        cx.event(
-                            true,
-                            "ReplacementNotReady",
-                            format!("{}/{}: {}", p.namespace, p.name, p.message),
-                        );
-                        newly_failed.push(p.clone());
-                    } else {
-                        cx.wake_at(deadline);
-                        cx.wake_at(later(now, POLL));
-                    }
-                }
-            }
+            PodState::Planned | PodState::Deferred => follow_waiting(p, cx, &f),
+            PodState::Evicting => follow_evicting(p, s, cx, &f),
+            PodState::Evicted => follow_evicted(p, s, cx, &mut f),
             PodState::Refreshed | PodState::Failed | PodState::Gone => {}
         }
+        if p.state == PodState::Gone && was != PodState::Gone {
+            s.progress.gone += 1;
+        }
     }
-    s.unhealthy.extend(newly_failed);
     s.current_batch = Some(batch);
+}
+
+/// The pod itself: `None` when it is gone or being deleted (never for a workload entry).
+fn live<'a>(p: &BatchPod, f: &Follow<'a>) -> Option<Option<&'a Pod>> {
+    if p.uid.is_empty() {
+        return None;
+    }
+    let pod = f.pods.get(p.uid.as_str()).copied();
+    Some(pod.filter(|pod| !select::is_terminating(pod)))
+}
+
+/// Planned or Deferred: not evicted (unless a lost answer says it may have been).
+fn follow_waiting(p: &mut BatchPod, cx: &mut Ctx, f: &Follow) {
+    let Some(pod) = live(p, f) else { return };
+    if pod.is_none() && p.uncertain {
+        // An earlier request got no answer, and the pod is gone: count it as ours.
+        mark_evicted(p, f.now, "evicted (the answer to its eviction was lost)");
+    } else if pod.is_none() {
+        p.state = PodState::Gone;
+        p.message = "went away without being evicted by this run".into();
+    } else if f
+        .targets
+        .as_ref()
+        .is_some_and(|t| !t.contains_key(p.uid.as_str()))
+    {
+        p.state = PodState::Gone;
+        p.message = "no longer a target of the policy".into();
+    } else if p.state == PodState::Deferred {
+        match p.retry_at {
+            Some(t) if t > f.now => match budgets_allow_at(p, f) {
+                Some(at) if at <= f.now => p.state = PodState::Planned,
+                Some(at) => cx.wake_at(at.min(t)),
+                None => cx.wake_at(t),
+            },
+            _ => p.state = PodState::Planned,
+        }
+    }
+}
+
+/// For a pod a PodDisruptionBudget refused: when it may be tried again because every
+/// budget of it allows a disruption now (their status lags the pods they count, so this is
+/// usually well before its backoff ends), but not sooner than [`REFUSAL_GAP`] after the
+/// refusal. `None` while some budget allows none, or for other deferrals.
+fn budgets_allow_at(p: &BatchPod, f: &Follow) -> Option<DateTime<Utc>> {
+    if !p.pdb_refused {
+        return None;
+    }
+    let t = f.targets.as_ref()?.get(p.uid.as_str())?;
+    let allowed = |i: &usize| {
+        f.facts
+            .pdbs
+            .get(*i)
+            .and_then(|b| b.status.as_ref())
+            .is_some_and(|st| st.disruptions_allowed > 0)
+    };
+    (!t.pdbs.is_empty() && t.pdbs.iter().all(allowed))
+        .then(|| later(p.requested_at.unwrap_or(f.now), REFUSAL_GAP))
+}
+
+/// Evicting: the answer to the request, or what the cluster says after a lost one.
+fn follow_evicting(p: &mut BatchPod, s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, f: &Follow) {
+    let workload = p.uid.is_empty();
+    let gone = live(p, f).is_some_and(|pod| pod.is_none());
+    let result = cx.obs.results.get(&result_key(p));
+    if on_outcome(p, cx, result, workload, gone) {
+        s.progress.failed += 1;
+        if !p.uid.is_empty() {
+            s.given_up.push(p.uid.clone());
+        }
+        // Its eviction may have happened: it counts as disrupted until whole.
+        if p.uncertain {
+            s.unhealthy.push(p.clone());
+        }
+    }
+}
+
+/// Evicted: its replacement, a scale-down that means none is coming, or the ready timeout.
+fn follow_evicted(p: &mut BatchPod, s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, f: &mut Follow) {
+    if p.uid.is_empty() {
+        if workload_done(p, f.facts, f.selection) {
+            p.state = PodState::Refreshed;
+            s.progress.refreshed += 1;
+            p.message = "every pod of the workload is Ready with its profile".into();
+        }
+    } else if p.owner.starts_with("Pod/") {
+        if !f.pods.contains_key(p.uid.as_str()) {
+            p.state = PodState::Refreshed;
+            s.progress.refreshed += 1;
+            p.message = "bare pod removed (nothing recreates it)".into();
+        }
+    } else {
+        match_replacement(p, s, cx, f);
+        if p.state == PodState::Evicted && f.readiness.not_wanted(p, f.facts) {
+            // A scale-down or a deleted workload: no replacement is coming, and none
+            // is missing.
+            p.state = PodState::Gone;
+            p.message = "its workload was scaled down or deleted: nothing replaces it".into();
+        }
+    }
+    if p.state == PodState::Evicted {
+        time_out(p, s, cx, f);
+    }
+}
+
+/// A Ready replacement settles the pod: Refreshed (with its profile, or rightly without
+/// one), or counted `withoutProfile`.
+fn match_replacement(
+    p: &mut BatchPod,
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    f: &mut Follow,
+) {
+    // Replacements are matched from when the eviction was requested: the pod may be
+    // replaced before the Eviction API call even returns.
+    let since = p.requested_at.or(p.evicted_at).unwrap_or(f.fallback_since);
+    let Some((r, ready, with_profile)) = f
+        .candidates
+        .find(p, since, f.policy, f.facts, &f.claimed, f.started)
+    else {
+        return;
+    };
+    // Reserved for this eviction even before it is Ready.
+    let uid = r.metadata.uid.clone().unwrap_or_default();
+    f.claimed.insert(uid.clone());
+    if !ready {
+        return;
+    }
+    p.state = PodState::Refreshed;
+    p.replacement = uid;
+    if with_profile {
+        s.progress.refreshed += 1;
+        p.message = format!("replaced by {}", r.name_any());
+    } else if f
+        .policy
+        .is_some_and(|pol| lands_unprofiled(pol, f.facts, r))
+    {
+        // Scheduled where no agent loads profiles: rightly without one, and not a target
+        // there.
+        s.progress.refreshed += 1;
+        let node = r.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        p.message = clip(
+            format!(
+                "replaced by {} on {}, where the policy injects nothing",
+                r.name_any(),
+                node.unwrap_or("?")
+            ),
+            POD_MESSAGE_MAX,
+        );
+    } else {
+        // Capacity is back, but the webhook did not inject (down or misconfigured). Not a
+        // failure of the replacement: the next run refreshes it (this one never targets
+        // pods created after it started).
+        s.progress.without_profile += 1;
+        p.message = format!(
+            "replaced by {} without its profile (was the webhook down?)",
+            r.name_any()
+        );
+        cx.event(
+            true,
+            "ReplacementWithoutProfile",
+            format!("{}/{}: {}", p.namespace, p.name, p.message),
+        );
+    }
+}
+
+/// No Ready replacement within the ready timeout: Failed, and disrupted until whole.
+fn time_out(p: &mut BatchPod, s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, f: &Follow) {
+    let since = p.requested_at.or(p.evicted_at).unwrap_or(f.fallback_since);
+    let from = p.evicted_at.unwrap_or(since);
+    let deadline = later(from, ready_timeout(f.policy, p));
+    if f.now < deadline {
+        cx.wake_at(deadline);
+        cx.wake_at(later(f.now, POLL));
+        return;
+    }
+    p.state = PodState::Failed;
+    p.message = format!(
+        "no Ready replacement with its profile within {}",
+        fmt_duration(deadline - from)
+    );
+    s.progress.failed += 1;
+    cx.event(
+        true,
+        "ReplacementNotReady",
+        format!("{}/{}: {}", p.namespace, p.name, p.message),
+    );
+    s.unhealthy.push(p.clone());
 }
 
 pub(super) fn mark_evicted(p: &mut BatchPod, now: DateTime<Utc>, message: &str) {
@@ -443,6 +522,7 @@ pub(super) fn on_outcome(
 ) -> bool {
     let now = cx.now;
     let who = format!("{}/{}", p.namespace, p.name);
+    p.pdb_refused = false;
     match result {
         Some(Outcome::Done) => {
             p.state = PodState::Evicted;
@@ -454,6 +534,7 @@ pub(super) fn on_outcome(
             };
         }
         Some(Outcome::Refused(msg)) => {
+            p.pdb_refused = true;
             p.attempts = p.attempts.saturating_add(1);
             let (n, base, max) = (p.attempts, DEFERRAL_BASE, DEFERRAL_MAX);
             defer(

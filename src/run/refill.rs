@@ -11,6 +11,10 @@ pub(super) fn finish_batch(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
     }) else {
         return;
     };
+    if b.index == 0 {
+        // The window: its settled pods left it already.
+        return;
+    }
     let count = |st: PodState| b.pods.iter().filter(|p| p.state == st).count() as u32;
     s.recent_replacements = b
         .pods
@@ -88,8 +92,23 @@ pub(super) fn in_flight(
         }
     }
     // Other runs' pods limit nodes, zones and workloads, not this run's batch size.
-    f.total = mine.len() as u32;
+    f.total = mine.iter().filter(|p| holds_slot(p)).count() as u32;
+    f.refused = mine
+        .iter()
+        .filter(|p| p.state == PodState::Deferred && p.pdb_refused)
+        .count() as u32;
     f
+}
+
+/// A pod of the run takes one of its `batchSize` slots: disrupted, about to be, or
+/// deferred after an error. A pod a PodDisruptionBudget refused does not (it was not
+/// evicted, and its budget is no reason to idle a slot another workload could use) unless
+/// an unanswered request may have evicted it; it still counts against its node, zone and
+/// workload, and takes a slot again when it is retried. Other deferrals keep their slot: a
+/// server that fails one eviction likely fails the next, and the window must not walk
+/// through every target meanwhile.
+pub(super) fn holds_slot(p: &BatchPod) -> bool {
+    !p.state.is_settled() && (p.state != PodState::Deferred || !p.pdb_refused || p.uncertain)
 }
 
 /// What the planner needs of the cluster besides targets: PDB budgets, unready StatefulSets.
@@ -253,6 +272,13 @@ pub(super) fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, ot
         .filter(|p| !p.state.is_settled())
         .count() as u32;
     s.progress.pending = pending;
+    s.progress.disrupted = s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
+        .count() as u32
+        + s.unhealthy.len() as u32;
     s.progress.skipped = sel.skipped_total();
     if !s.phase.is_terminal() || s.progress.total == 0 {
         s.progress.total = s.progress.refreshed
@@ -263,62 +289,60 @@ pub(super) fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, ot
     }
 }
 
-/// The gate is open: evict what the batch planned, close a settled batch, plan the next.
+/// The gate is open: plan what the budget allows, evict it, say what the run waits for.
 pub(super) fn advance(
     s: &mut ArmorRefreshRunStatus,
     cx: &mut Ctx,
     policy: &ValidPolicy,
     sel: &Selection,
+    pods: &HashMap<&str, &Pod>,
 ) {
-    let now = cx.now;
-    if s.phase == Phase::Pending || s.started_at.is_none() {
-        s.started_at.get_or_insert(now);
-        s.plan = Some(summary(policy, sel, cx.obs.facts, now, 0, PLAN_PREVIEW));
-        s.progress.total = sel.targets.len() as u32;
-        cx.event(
-            false,
-            "Started",
-            format!(
-                "{} targets, {} batches planned",
-                sel.targets.len(),
-                s.plan.as_ref().map_or(0, |p| p.batches)
-            ),
-        );
-    }
+    start(s, cx, policy, sel);
     set_phase(s, Phase::Batching, "Refreshing", String::new());
-
-    // Evict what the batch in flight planned, but not too close to the run's start.
-    let soon = too_soon(s, now);
-    if let Some(next) = soon {
-        cx.wake_at(next);
-    }
-    if let Some(b) = s.current_batch.as_mut().filter(|_| soon.is_none()) {
-        for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
-            p.state = PodState::Evicting;
-            p.requested_at = Some(now);
-            if p.uid.is_empty() {
-                let (kind, name) = owner_parts(&p.owner);
-                cx.actions.push(Action::Restart {
-                    namespace: p.namespace.clone(),
-                    kind: kind.to_string(),
-                    name: name.to_string(),
-                    token: b.started_at.to_rfc3339(),
-                });
-            } else {
-                cx.actions.push(Action::Evict {
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    uid: p.uid.clone(),
-                    owner: p.owner.clone(),
-                });
-            }
+    let window = policy.spec.rollout.pacing == Pacing::Window;
+    let refill = if window {
+        leave_window(s, cx, policy, pods);
+        refill(s, cx, policy, sel, true)
+    } else {
+        s.resting.clear();
+        match wave_wait(s, cx, policy) {
+            Some(wait) => Refill::Wait(wait),
+            None => refill(s, cx, policy, sel, false),
         }
+    };
+    let limit = Limits::from_policy(policy, s.progress.total.max(sel.targets.len() as u32)).batch;
+    evict_planned(s, cx, limit);
+    describe(s, cx, refill);
+}
+
+/// The first step of a run: its start time and the plan of the whole run.
+fn start(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy, sel: &Selection) {
+    if s.phase != Phase::Pending && s.started_at.is_some() {
+        return;
     }
-    let settled = s
-        .current_batch
+    let now = cx.now;
+    s.started_at.get_or_insert(now);
+    s.plan = Some(summary(policy, sel, cx.obs.facts, now, 0, PLAN_PREVIEW));
+    s.progress.total = sel.targets.len() as u32;
+    cx.event(
+        false,
+        "Started",
+        format!(
+            "{} targets, {} batches planned",
+            sel.targets.len(),
+            s.plan.as_ref().map_or(0, |p| p.batches)
+        ),
+    );
+}
+
+/// Waves: a wave in flight, or the interval after one, holds the next. Closes a settled
+/// wave. Returns what the run waits for, if anything.
+fn wave_wait(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy) -> Option<String> {
+    let now = cx.now;
+    if s.current_batch
         .as_ref()
-        .is_some_and(|b| b.pods.iter().all(|p| p.state.is_settled()));
-    if settled {
+        .is_some_and(|b| b.pods.iter().all(|p| p.state.is_settled()))
+    {
         finish_batch(s, cx);
         s.next_batch_at = Some(later(now, policy.interval));
     }
@@ -329,53 +353,359 @@ pub(super) fn advance(
             .iter()
             .filter(|p| p.state == PodState::Deferred)
             .count();
-        s.message = if deferred > 0 {
+        return Some(if deferred > 0 {
             format!(
                 "batch {}: {flying} in flight, {deferred} deferred by PodDisruptionBudgets",
                 b.index
             )
         } else {
             format!("batch {}: waiting for {flying} replacements", b.index)
-        };
-        return;
+        });
     }
-
-    // Plan the next batch.
     if let Some(t) = s.next_batch_at.filter(|t| *t > now) {
         cx.wake_at(t);
-        s.message = format!("next batch at {}", t.to_rfc3339());
-        return;
+        return Some(format!("next batch at {}", t.to_rfc3339()));
     }
+    None
+}
+
+/// Window: settled pods leave it. Each keeps a line in `recent`; a slot whose pod was
+/// evicted rests for `interval`; its replacement stays claimed while a later eviction of
+/// its workload could still take it for its own.
+fn leave_window(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: &ValidPolicy,
+    pods: &HashMap<&str, &Pod>,
+) {
+    let now = cx.now;
+    s.next_batch_at = None;
+    let Some(b) = s.current_batch.as_mut() else {
+        rest(s, cx, policy.interval, 0);
+        return;
+    };
+    // A wave of a run whose policy switched to the window joins it.
+    b.index = 0;
+    let (left, stay): (Vec<BatchPod>, Vec<BatchPod>) = std::mem::take(&mut b.pods)
+        .into_iter()
+        .partition(|p| p.state.is_settled());
+    b.pods = stay;
+    let mut released = 0;
+    for p in left {
+        let evicted = p.evicted_at.is_some() || p.uncertain;
+        released += u32::from(evicted);
+        s.recent.push(Completion {
+            pod: format!("{}/{}", p.namespace, p.name),
+            state: p.state,
+            at: now,
+            seconds: p
+                .requested_at
+                .filter(|_| evicted)
+                .map(|t| (now - t).num_seconds().clamp(0, i64::from(u32::MAX)) as u32),
+        });
+        if !p.replacement.is_empty() {
+            s.recent_replacements.push(p.replacement);
+        }
+    }
+    if s.recent.len() > RECENT_LIMIT {
+        let drop = s.recent.len() - RECENT_LIMIT;
+        s.recent.drain(..drop);
+    }
+    if s.current_batch.as_ref().is_some_and(|b| b.pods.is_empty()) {
+        s.current_batch = None;
+    }
+    // A replacement created before the earliest eviction still matching (less the second
+    // creation times are rounded to) can be nobody else's.
+    let earliest = s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| p.state == PodState::Evicted)
+        .filter_map(|p| p.requested_at.or(p.evicted_at))
+        .chain([now])
+        .min()
+        .unwrap_or(now)
+        .timestamp()
+        - 2;
+    s.recent_replacements.retain(|uid| {
+        pods.get(uid.as_str())
+            .and_then(|p| p.metadata.creation_timestamp.as_ref())
+            .is_some_and(|c| c.0.as_second() >= earliest)
+    });
+    rest(s, cx, policy.interval, released);
+}
+
+/// Rest `released` slots for `interval`; forget the rested. Resting slots are kept in
+/// at most [`RESTING_GROUPS`] groups: a slot released soon after a group's may join it and
+/// rest a little longer, never shorter.
+fn rest(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, interval: Duration, released: u32) {
+    let now = cx.now;
+    s.resting.retain(|r| r.until > now);
+    if released > 0 && !interval.is_zero() {
+        let until = later(now, interval);
+        let join = td(interval / RESTING_GROUPS as u32);
+        let full = s.resting.len() >= RESTING_GROUPS;
+        match s.resting.last_mut() {
+            Some(last) if until - last.until <= join || full => {
+                last.until = last.until.max(until);
+                last.slots = last.slots.saturating_add(released);
+            }
+            _ => s.resting.push(RestingSlots {
+                until,
+                slots: released,
+            }),
+        }
+    }
+    if let Some(first) = s.resting.first() {
+        cx.wake_at(first.until);
+    }
+}
+
+/// Groups of resting slots a window keeps.
+pub(super) const RESTING_GROUPS: usize = 8;
+
+/// What planning found.
+pub(super) enum Refill {
+    /// Pods were added (`capped`: fewer than the budget allowed, for the status's size).
+    Planned { count: usize, capped: bool },
+    /// The budget is in use: nothing may be added now.
+    Full,
+    /// Nothing may be added now, for the reason given.
+    Blocked(String),
+    /// No target is left to plan.
+    Exhausted,
+    /// Waves: the wave in flight, or the interval after it, holds the next.
+    Wait(String),
+}
+
+/// Plans as many targets as the budget allows (less what is in flight, and resting
+/// slots), within every planner rule, into the window or a new wave.
+fn refill(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: &ValidPolicy,
+    sel: &Selection,
+    window: bool,
+) -> Refill {
+    let now = cx.now;
+    let mut remaining = match remaining(s, cx, sel) {
+        Ok(r) => r,
+        Err(refill) => return refill,
+    };
+    let limits = Limits::from_policy(policy, s.progress.total.max(sel.targets.len() as u32));
+    let flight = in_flight(s, cx.obs.others, &sel.unready);
+    let resting: u32 = s.resting.iter().map(|r| r.slots).sum();
+    let budget = limits
+        .batch
+        .saturating_sub(flight.total)
+        .saturating_sub(resting);
+    if budget == 0 && s.unhealthy.is_empty() {
+        return Refill::Full;
+    }
+    plan::order(&mut remaining);
+    let mut refs: Vec<&Target> = remaining.iter().collect();
+    if window {
+        plan::spread_zones(&mut refs, &flight);
+    }
+    let ctx = context(cx.obs.facts);
+    let workload = limits.by_workload;
+    let (mut pods, capped) = fit_in_status(s, budget, |k| {
+        plan::next_batch(&refs, &limits, &flight, &ctx, k)
+            .iter()
+            .map(|&i| batch_pod(refs[i], workload))
+            .collect()
+    });
+    if pods.is_empty() {
+        return Refill::Blocked(blocked_message(s, sel, capped, budget));
+    }
+    let readiness = Readiness::new(cx.obs.facts, &pods);
+    for p in pods.iter_mut().filter(|p| !p.uid.is_empty()) {
+        p.ready_before = Some(readiness.of(p));
+        p.wanted_before = desired(cx.obs.facts, &p.namespace, &p.owner);
+    }
+    let count = pods.len();
+    match s.current_batch.as_mut() {
+        Some(b) if window => b.pods.extend(pods),
+        _ => {
+            let index = if window { 0 } else { next_index(s) };
+            if !window {
+                let names: Vec<String> = pods
+                    .iter()
+                    .map(|p| format!("{}/{}", p.namespace, p.name))
+                    .collect();
+                cx.event(
+                    false,
+                    "BatchStarted",
+                    format!("batch {index}: {}", names.join(", ")),
+                );
+            }
+            s.current_batch = Some(BatchStatus {
+                index,
+                started_at: now,
+                pods,
+            });
+        }
+    }
+    s.next_batch_at = None;
+    Refill::Planned { count, capped }
+}
+
+fn next_index(s: &ArmorRefreshRunStatus) -> u32 {
+    s.history
+        .last()
+        .map_or(0, |h| h.index)
+        .max(s.current_batch.as_ref().map_or(0, |b| b.index))
+        .saturating_add(1)
+}
+
+/// Targets that may be planned: in the run's scope, Ready, and not in flight here or in
+/// another run, nor given up. `Err` says why there are none.
+fn remaining(
+    s: &ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    sel: &Selection,
+) -> Result<Vec<Target>, Refill> {
     let taken: BTreeSet<&str> = cx.obs.others.iter().map(|p| p.uid.as_str()).collect();
-    let unhealthy: BTreeSet<&str> = s
+    let mine: BTreeSet<&str> = s
         .unhealthy
         .iter()
         .map(|p| p.uid.as_str())
         .chain(s.given_up.iter().map(String::as_str))
+        .chain(
+            s.current_batch
+                .iter()
+                .flat_map(|b| &b.pods)
+                .map(|p| p.uid.as_str()),
+        )
         .collect();
     let mut remaining: Vec<Target> = sel
         .targets
         .iter()
         .filter(|t| in_scope(t, s.started_at))
-        .filter(|t| !taken.contains(t.uid.as_str()) && !unhealthy.contains(t.uid.as_str()))
+        .filter(|t| !taken.contains(t.uid.as_str()) && !mine.contains(t.uid.as_str()))
         .cloned()
         .collect();
     // Targets still starting are evicted once Ready, never before (that would only make
     // them start again); past the ready timeout they are skipped as broken.
     let starting = remaining.iter().filter(|t| !t.ready).count();
     remaining.retain(|t| t.ready);
-    if remaining.is_empty() && starting > 0 {
-        s.message = format!("waiting for {starting} targets still starting to become Ready");
-        cx.wake_at(later(now, POLL));
+    if !remaining.is_empty() {
+        return Ok(remaining);
+    }
+    if starting > 0 {
+        return Err(Refill::Blocked(format!(
+            "waiting for {starting} targets still starting to become Ready"
+        )));
+    }
+    let elsewhere = sel
+        .targets
+        .iter()
+        .filter(|t| in_scope(t, s.started_at))
+        .any(|t| taken.contains(t.uid.as_str()));
+    Err(if elsewhere {
+        Refill::Blocked("the remaining targets are in another run's batch".into())
+    } else {
+        Refill::Exhausted
+    })
+}
+
+fn blocked_message(
+    s: &ArmorRefreshRunStatus,
+    sel: &Selection,
+    capped: bool,
+    budget: u32,
+) -> String {
+    if capped {
+        format!(
+            "the run's status is at its size limit ({} KiB); waiting for {} failed replacements to recover",
+            STATUS_BUDGET / 1024,
+            s.unhealthy.len()
+        )
+    } else if budget == 0 {
+        format!(
+            "{} failed replacements still count as disrupted; waiting for them to recover",
+            s.unhealthy.len()
+        )
+    } else if sel.unready.is_empty() {
+        "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting)"
+            .into()
+    } else {
+        // Unready pods hold their node's and zone's limits: say which, so a person can
+        // fix or exclude them (the run waits rather than disrupt those places more).
+        let names: Vec<String> = sel.unready.iter().take(3).map(Target::key).collect();
+        format!(
+            "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting); {} unready pods count against the node and zone limits: {}",
+            sel.unready.len(),
+            names.join(", ")
+        )
+    }
+}
+
+/// Evicts every Planned pod (written ahead in this same step: the shell persists the status
+/// before it acts) while a slot is free, but not too close to the run's start.
+fn evict_planned(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, limit: u32) {
+    if let Some(next) = too_soon(s, cx.now) {
+        cx.wake_at(next);
         return;
     }
-    if remaining.is_empty() {
-        if !sel
-            .targets
+    let Some(b) = s.current_batch.as_mut() else {
+        return;
+    };
+    let token = b.started_at.to_rfc3339();
+    // Planning leaves room for every Planned pod; this holds if the budget shrank since.
+    let mut holding = b
+        .pods
+        .iter()
+        .filter(|p| p.state != PodState::Planned && holds_slot(p))
+        .count()
+        + s.unhealthy.len();
+    for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
+        if holding >= limit as usize {
+            let retry = later(cx.now, POLL);
+            p.state = PodState::Deferred;
+            p.retry_at = Some(retry);
+            p.message = "waiting for a free slot".into();
+            cx.wake_at(retry);
+            continue;
+        }
+        holding += 1;
+        p.state = PodState::Evicting;
+        p.requested_at = Some(cx.now);
+        if p.uid.is_empty() {
+            let (kind, name) = owner_parts(&p.owner);
+            cx.actions.push(Action::Restart {
+                namespace: p.namespace.clone(),
+                kind: kind.to_string(),
+                name: name.to_string(),
+                token: token.clone(),
+            });
+        } else {
+            cx.actions.push(Action::Evict {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                owner: p.owner.clone(),
+            });
+        }
+    }
+}
+
+/// The run's message, and its end once nothing is left.
+fn describe(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, refill: Refill) {
+    let now = cx.now;
+    let set = s.current_batch.as_ref();
+    let flying = set.map_or(0, |b| {
+        b.pods.iter().filter(|p| !p.state.is_settled()).count()
+    });
+    let deferred = set.map_or(0, |b| {
+        b.pods
             .iter()
-            .filter(|t| in_scope(t, s.started_at))
-            .any(|t| taken.contains(t.uid.as_str()))
-        {
+            .filter(|p| p.state == PodState::Deferred)
+            .count()
+    });
+    let window = set.is_none_or(|b| b.index == 0);
+    let mut msg = match &refill {
+        Refill::Exhausted if set.is_none() => {
             set_phase(
                 s,
                 Phase::Completed,
@@ -387,86 +717,49 @@ pub(super) fn advance(
             );
             s.completed_at = Some(now);
             s.next_batch_at = None;
-        } else {
-            s.message = "the remaining targets are in another run's batch".into();
-            cx.wake_at(later(now, POLL));
+            return;
         }
-        return;
-    }
-    let limits = Limits::from_policy(policy, s.progress.total.max(sel.targets.len() as u32));
-    let flight = in_flight(s, cx.obs.others, &sel.unready);
-    let budget = limits.batch.saturating_sub(flight.total);
-    plan::order(&mut remaining);
-    let refs: Vec<&Target> = remaining.iter().collect();
-    let ctx = context(cx.obs.facts);
-    let workload = limits.by_workload;
-    let (mut pods, capped) = fit_in_status(s, budget, |k| {
-        plan::next_batch(&refs, &limits, &flight, &ctx, k)
-            .iter()
-            .map(|&i| batch_pod(refs[i], workload))
-            .collect()
-    });
-    let readiness = Readiness::new(cx.obs.facts, &pods);
-    for p in pods.iter_mut().filter(|p| !p.uid.is_empty()) {
-        p.ready_before = Some(readiness.of(p));
-        p.wanted_before = desired(cx.obs.facts, &p.namespace, &p.owner);
-    }
-    if pods.is_empty() {
-        s.message = if capped {
-            format!(
-                "the run's status is at its size limit ({} KiB); waiting for {} failed replacements to recover",
-                STATUS_BUDGET / 1024,
-                s.unhealthy.len()
-            )
-        } else if budget == 0 {
-            format!(
-                "{} failed replacements still count as disrupted; waiting for them to recover",
-                s.unhealthy.len()
-            )
-        } else if sel.unready.is_empty() {
-            "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting)"
-                .into()
-        } else {
-            // Unready pods hold their node's and zone's limits: say which, so a person can
-            // fix or exclude them (the run waits rather than disrupt those places more).
-            let names: Vec<String> = sel.unready.iter().take(3).map(Target::key).collect();
-            format!(
-                "no target may start now (StatefulSet not Ready, node or zone limit, or leader waiting); {} unready pods count against the node and zone limits: {}",
-                sel.unready.len(),
-                names.join(", ")
-            )
-        };
-        cx.wake_at(later(now, POLL));
-        return;
-    }
-    let index = s
-        .history
-        .last()
-        .map_or(0, |h| h.index)
-        .max(s.current_batch.as_ref().map_or(0, |b| b.index))
-        .saturating_add(1);
-    let names: Vec<String> = pods
-        .iter()
-        .map(|p| format!("{}/{}", p.namespace, p.name))
-        .collect();
-    cx.event(
-        false,
-        "BatchStarted",
-        format!("batch {index}: {}", names.join(", ")),
-    );
-    s.message = if capped {
-        format!(
-            "batch {index}: {} planned (capped to keep the run's status under {} KiB)",
-            pods.len(),
-            STATUS_BUDGET / 1024
-        )
-    } else {
-        format!("batch {index}: {} planned", pods.len())
+        Refill::Wait(why) => {
+            s.message = why.clone();
+            return;
+        }
+        Refill::Blocked(why) if !window || flying == 0 => {
+            cx.wake_at(later(now, POLL));
+            s.message = why.clone();
+            return;
+        }
+        Refill::Planned { count, capped } if !window => {
+            let index = set.map_or(0, |b| b.index);
+            s.message = if *capped {
+                format!(
+                    "batch {index}: {count} planned (capped to keep the run's status under {} KiB)",
+                    STATUS_BUDGET / 1024
+                )
+            } else {
+                format!("batch {index}: {count} planned")
+            };
+            return;
+        }
+        _ => format!("{flying} in flight"),
     };
-    s.current_batch = Some(BatchStatus {
-        index,
-        started_at: now,
-        pods,
-    });
-    s.next_batch_at = None;
+    if deferred > 0 {
+        msg.push_str(&format!(", {deferred} deferred by PodDisruptionBudgets"));
+    }
+    let resting: u32 = s.resting.iter().map(|r| r.slots).sum();
+    if resting > 0 {
+        msg.push_str(&format!(", {resting} slots resting"));
+    }
+    match refill {
+        Refill::Exhausted => msg.push_str("; no target left to start"),
+        Refill::Blocked(why) => {
+            cx.wake_at(later(now, POLL));
+            msg.push_str(&format!("; {why}"));
+        }
+        Refill::Planned { capped: true, .. } => msg.push_str(&format!(
+            "; capped to keep the run's status under {} KiB",
+            STATUS_BUDGET / 1024
+        )),
+        _ => {}
+    }
+    s.message = msg;
 }

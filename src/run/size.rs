@@ -69,9 +69,11 @@ pub(super) fn fit_in_status(
     budget: u32,
     plan: impl Fn(u32) -> Vec<BatchPod>,
 ) -> (Vec<BatchPod>, bool) {
-    // The batch record's own keys and index around its pods, and the run's message and
-    // its three conditions, rewritten after this is measured.
-    const BATCH_OVERHEAD: usize = 128 + 4 * (MESSAGE_MAX + 64);
+    // The batch record's own keys and index around its pods, the run's message and its
+    // three conditions, rewritten after this is measured, and what `recent` and `resting`
+    // may grow to (a pod's namespace/name is at most 317 bytes).
+    const BATCH_OVERHEAD: usize =
+        128 + 4 * (MESSAGE_MAX + 64) + RECENT_LIMIT * (317 + 100) + RESTING_GROUPS * 64;
     let room = STATUS_BUDGET.saturating_sub(json_len(s) + BATCH_OVERHEAD);
     let mut k = budget;
     let mut capped = false;

@@ -27,6 +27,8 @@ pub(crate) struct World {
     pub(crate) facts: ClusterFacts,
     next_uid: u32,
     ready_delay: i64,
+    /// Deployment name → its replacements' ready delay, instead of `ready_delay`.
+    slow: BTreeMap<String, i64>,
     broken: BTreeSet<String>,
     /// Deployment name → minAvailable (a PDB).
     min_available: BTreeMap<String, usize>,
@@ -62,6 +64,7 @@ impl World {
             facts: ClusterFacts::default(),
             next_uid: 0,
             ready_delay: 3,
+            slow: BTreeMap::new(),
             broken: BTreeSet::new(),
             min_available: BTreeMap::new(),
             ready_at: vec![],
@@ -205,8 +208,9 @@ impl World {
         self.unprofiled_next = self.unprofiled_next.saturating_sub(1);
         let r = self.add_pod(&deploy, !unprofiled, false);
         if !self.broken.contains(&deploy) {
+            let delay = self.slow.get(&deploy).copied().unwrap_or(self.ready_delay);
             self.ready_at
-                .push((r.clone(), self.now + TimeDelta::seconds(self.ready_delay)));
+                .push((r.clone(), self.now + TimeDelta::seconds(delay)));
         }
         self.replaced.insert(uid.to_string(), r);
         self.max_disrupted = self.max_disrupted.max(self.disrupted());
@@ -330,9 +334,9 @@ fn events(steps: &[Step]) -> Vec<String> {
 }
 
 #[test]
-fn refreshes_everything_once_within_the_batch() {
+fn waves_refresh_everything_once_within_the_batch() {
     let mut w = World::new(&[("web", 5), ("api", 4)]);
-    let pol = policy("rollout: {batchSize: 3, interval: 10s}");
+    let pol = policy("rollout: {pacing: Waves, batchSize: 3, interval: 10s}");
     let mut r = Run::new();
     let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
     assert_eq!(r.status.phase, Phase::Completed, "{:?}", r.status);
@@ -712,8 +716,12 @@ fn an_eviction_that_always_fails_ends_failed_after_the_attempt_cap() {
         2 * MAX_ERRORS as usize,
         "a bounded number of requests"
     );
-    let last = &r.status.history.last().unwrap();
-    assert_eq!(last.failed, 1);
+    let failed = r
+        .status
+        .recent
+        .iter()
+        .filter(|c| c.state == PodState::Failed);
+    assert_eq!(failed.count(), 2, "{:?}", r.status.recent);
 }
 
 #[test]
@@ -883,7 +891,7 @@ fn a_daemonsets_replacement_is_the_one_on_its_node() {
         }),
         ..Default::default()
     };
-    let pol = policy("rollout: {batchSize: 2}");
+    let pol = policy("rollout: {pacing: Waves, batchSize: 2}");
     let spec = run_spec();
     let results = HashMap::new();
     let obs = observe(&spec, PolicyView::Valid(&pol), &facts, &results, None);
@@ -1039,7 +1047,7 @@ fn policy_edit_mid_run_takes_effect_at_the_next_batch() {
     );
     drive(&mut w, &mut r, PolicyView::Valid(&pol), 500);
     assert_eq!(r.status.phase, Phase::Completed);
-    assert!(r.status.history.iter().any(|h| h.pods == 4));
+    assert_eq!(w.max_disrupted, 4, "the larger budget took effect");
     assert!(
         w.evicted_apps[before..].iter().all(|a| a == "web"),
         "api was excluded mid-run: {:?}",
@@ -1060,17 +1068,17 @@ fn a_planned_pod_that_stops_being_a_target_is_dropped() {
     w.advance(Duration::from_secs(START_GUARD as u64));
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 2);
+    // It left the window at once, its slot free (never evicted, it never rests).
+    assert_eq!(r.status.progress.gone, 1);
     let gone: Vec<_> = r
         .status
-        .current_batch
-        .as_ref()
-        .unwrap()
-        .pods
+        .recent
         .iter()
-        .filter(|p| p.state == PodState::Gone)
+        .filter(|c| c.state == PodState::Gone)
         .collect();
     assert_eq!(gone.len(), 1);
-    assert!(gone[0].name.starts_with("api"));
+    assert!(gone[0].pod.contains("/api"), "{gone:?}");
+    assert!(r.status.current_batch.as_ref().unwrap().pods.len() == 2);
 }
 
 #[test]
@@ -1262,6 +1270,193 @@ fn estimates_respect_windows() {
     );
 }
 
+// ---- Pacing Window ----
+
+/// Drives `pacing` over web×8, api×8 and two pods whose replacements take 60 s (the others
+/// 3 s); returns the run's duration in seconds and the status writes it needed.
+fn slow_tail(pacing: &str) -> (i64, usize, u32) {
+    let mut w = World::new(&[("web", 8), ("api", 8), ("slow", 2)]);
+    w.slow.insert("slow".into(), 60);
+    let pol = policy(&format!(
+        "rollout: {{pacing: {pacing}, batchSize: 3, interval: 0s}}"
+    ));
+    let mut r = Run::new();
+    let start = w.now;
+    let steps = drive(&mut w, &mut r, PolicyView::Valid(&pol), 5000);
+    assert_eq!(r.status.phase, Phase::Completed, "{pacing}: {:?}", r.status);
+    assert_eq!(r.status.progress.refreshed, 18, "{pacing}");
+    assert_eq!(w.evictions.len(), 18, "{pacing}: each pod once");
+    assert_eq!(w.max_disrupted, 3, "{pacing}: the budget, never more");
+    let writes = steps.iter().filter(|s| s.persist).count();
+    (
+        (w.now - start).num_seconds(),
+        writes,
+        r.status.progress.refreshed,
+    )
+}
+
+#[test]
+fn the_window_refills_a_slot_as_soon_as_its_pod_is_back() {
+    let (window, _, _) = slow_tail("Window");
+    let (waves, _, _) = slow_tail("Waves");
+    println!("two slow pods among 18: window {window} s, waves {waves} s");
+    // Each wave with a slow pod waits 60 s for it while its other slots idle; the window
+    // keeps them busy. Simulated time: a property of the plan, not a timing.
+    assert!(window * 3 < waves * 2, "window {window} s, waves {waves} s");
+}
+
+#[test]
+fn the_window_writes_its_status_at_most_once_per_refreshed_pod() {
+    // Each refill is written ahead (one write); answers, replacements and counters ride
+    // along with the next one.
+    let (_, writes, refreshed) = slow_tail("Window");
+    println!("window: {writes} status writes for {refreshed} refreshed pods");
+    assert!(
+        writes as f64 <= 1.5 * f64::from(refreshed),
+        "{writes} writes for {refreshed} pods"
+    );
+}
+
+#[test]
+fn a_slot_rests_for_the_interval_before_it_is_refilled() {
+    let mut w = World::new(&[("web", 4)]);
+    let pol = policy("rollout: {batchSize: 1, interval: 30s}");
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    let mut evicted_at = vec![];
+    for _ in 0..500 {
+        let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &results);
+        if st.disruptions().count() > 0 {
+            evicted_at.push(w.now);
+        }
+        if r.status.phase.is_terminal() {
+            break;
+        }
+        results = out;
+        if results.is_empty() {
+            w.advance(
+                st.requeue_after
+                    .unwrap_or(POLL)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            );
+        }
+    }
+    assert_eq!(r.status.phase, Phase::Completed);
+    assert_eq!(evicted_at.len(), 4);
+    for pair in evicted_at.windows(2) {
+        // 3 s to Ready, then 30 s of rest.
+        let gap = (pair[1] - pair[0]).num_seconds();
+        assert!((33..=40).contains(&gap), "{gap} s between evictions");
+    }
+}
+
+/// A PodDisruptionBudget over `app` allowing `allowed` disruptions.
+fn pdb(app: &str, allowed: i32) -> Arc<k8s_openapi::api::policy::v1::PodDisruptionBudget> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": app, "namespace": "shop"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": app}}},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 3, "desiredHealthy": 2, "expectedPods": 3},
+        }))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_pdb_refusal_is_retried_as_soon_as_the_budget_allows_again() {
+    let mut w = World::new(&[("web", 3)]);
+    w.facts.pdbs = vec![pdb("web", 1)];
+    // Waves, so no other pod takes the slot the refused one leaves.
+    let pol = policy("rollout: {pacing: Waves, batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    w.advance(Duration::from_secs(START_GUARD as u64));
+    // The PDB's status lags: the API server refuses although it said 1.
+    w.answers
+        .push_back(Answer::Refuse(Outcome::Refused("would violate".into())));
+    let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 1);
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    let p = &r.status.current_batch.as_ref().unwrap().pods[0];
+    assert_eq!((p.state, p.pdb_refused), (PodState::Deferred, true));
+    let backoff = p.retry_at.unwrap() - w.now;
+    assert_eq!(backoff, TimeDelta::seconds(5), "the fallback");
+    assert!(st.requeue_after.unwrap() <= Duration::from_secs(5));
+    // Its status says 0 now: wait.
+    w.facts.pdbs = vec![pdb("web", 0)];
+    w.advance(Duration::from_secs(2));
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 0, "the budget allows none");
+    // It allows one again, well before the fallback: retried at once.
+    w.facts.pdbs = vec![pdb("web", 1)];
+    w.advance(Duration::from_secs(1));
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 1, "{:?}", r.status.current_batch);
+}
+
+#[test]
+fn a_pdb_refusal_is_not_retried_within_a_second_and_a_busy_api_never_early() {
+    let mut w = World::new(&[("web", 3)]);
+    w.facts.pdbs = vec![pdb("web", 1)];
+    // Waves, so no other pod takes the slot the refused one leaves.
+    let pol = policy("rollout: {pacing: Waves, batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    w.advance(Duration::from_secs(START_GUARD as u64));
+    w.answers
+        .push_back(Answer::Refuse(Outcome::Refused("would violate".into())));
+    let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    // The budget reads 1, but the refusal was this very second.
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 0, "not within {REFUSAL_GAP:?}");
+    assert_eq!(st.requeue_after, Some(REFUSAL_GAP));
+    w.advance(REFUSAL_GAP);
+    // A busy API server (a 429 not from a PDB) is retried on its own backoff only.
+    w.answers
+        .push_back(Answer::Refuse(Outcome::Busy("Too many requests".into())));
+    let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(st.disruptions().count(), 1);
+    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    let p = &r.status.current_batch.as_ref().unwrap().pods[0];
+    assert_eq!((p.state, p.pdb_refused), (PodState::Deferred, false));
+    w.advance(Duration::from_secs(1));
+    let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
+    assert_eq!(
+        st.disruptions().count(),
+        0,
+        "its budget allows, but it was not refused by it"
+    );
+}
+
+#[test]
+fn a_deferred_pod_does_not_idle_the_other_slots() {
+    // web's PDB refuses every eviction; api flows through the other slot meanwhile.
+    let mut w = World::new(&[("web", 2), ("api", 6)]);
+    w.min_available.insert("web".into(), 2);
+    let pol = policy("rollout: {batchSize: 2, interval: 0s}");
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 400);
+    assert_eq!(
+        w.evicted_apps.iter().filter(|a| *a == "api").count(),
+        6,
+        "{:?}",
+        r.status.message
+    );
+    assert!(w.evicted_apps.iter().all(|a| a == "api"));
+    let b = r
+        .status
+        .current_batch
+        .as_ref()
+        .expect("web is still deferred");
+    assert!(
+        b.pods
+            .iter()
+            .all(|p| p.owner == "Deployment/web" && p.attempts >= 1),
+        "{b:?}"
+    );
+}
+
 // ---- Invariants under random events and crashes ----
 
 #[derive(Debug, Clone)]
@@ -1311,12 +1506,17 @@ fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
     #[test]
-    fn invariants_hold_through_crashes(events in arb_events(), batch in 1u32..4, windowed in any::<bool>()) {
+    fn invariants_hold_through_crashes(events in arb_events(), batch in 1u32..4, windowed in any::<bool>(), waves in any::<bool>()) {
         let mut w = World::new(&[("web", 4), ("api", 3), ("bad", 2)]);
         w.ready_delay = 7;
         let window = if windowed { "\nwindows: [{schedule: '*/2 * * * *', duration: 1m}]" } else { "" };
-        let pol = policy(&format!("rollout: {{batchSize: {batch}, interval: 3s, readyTimeout: 40s}}\nhealth: {{maxFailures: 100}}{window}"));
+        let pacing = if waves { "Waves" } else { "Window" };
+        let pol = policy(&format!("rollout: {{pacing: {pacing}, batchSize: {batch}, interval: 3s, readyTimeout: 40s}}\nhealth: {{maxFailures: 100}}{window}"));
         let mut r = Run::new();
+        // What the API server has; `r.status` is the shell's memory, ahead of it by the
+        // steps that needed no write (`Step::persist`), flushed every few steps.
+        let mut written = ArmorRefreshRunStatus::default();
+        let mut lazy = 0;
         let mut results: HashMap<String, Outcome> = HashMap::new();
         for ev in events {
             match ev {
@@ -1326,17 +1526,31 @@ proptest! {
                 Ev::Step(crash) => {
                     let obs = Observations { selection: None, generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results };
                     let st = step(&r.status, &obs, w.now);
-                    if matches!(crash, Crash::BeforePersist) { results.clear(); continue; }
+                    if matches!(crash, Crash::BeforePersist) {
+                        // The process dies: a new one starts from what was written.
+                        r.status = written.clone();
+                        results.clear();
+                        continue;
+                    }
+                    lazy += 1;
+                    if st.persist || lazy >= 3 {
+                        written = st.status.clone();
+                        lazy = 0;
+                    }
                     r.status = st.status.clone();
-                    if matches!(crash, Crash::BeforeActing) { results.clear(); continue; }
+                    if matches!(crash, Crash::BeforeActing) {
+                        r.status = written.clone();
+                        results.clear();
+                        continue;
+                    }
                     let mut out = HashMap::new();
                     for a in st.disruptions() {
                         let Action::Evict { uid, .. } = a else { continue };
                         prop_assert!(!r.spec.paused, "evicted while paused");
                         prop_assert!(pol.schedule.is_open(w.now), "evicted outside the window at {}", w.now);
                         prop_assert!(!w.evictions.contains(uid), "{} evicted twice", uid);
-                        // Write-ahead: the pod is in the persisted batch before it is evicted.
-                        prop_assert!(r.status.current_batch.iter().flat_map(|b| &b.pods).any(|p| &p.uid == uid));
+                        // Write-ahead: the pod is Evicting in the written status before it is evicted.
+                        prop_assert!(written.current_batch.iter().flat_map(|b| &b.pods).any(|p| &p.uid == uid && p.state == PodState::Evicting));
                         let o = match crash {
                             Crash::ServerErrors => Outcome::Retry("503".into()),
                             Crash::LostAnswers => match w.evict(uid) {
@@ -1349,7 +1563,12 @@ proptest! {
                         // Disrupted = evicted and not Ready again; failed ones included.
                         prop_assert!(w.disrupted() as u32 <= batch, "{} disrupted > batch {}", w.disrupted(), batch);
                     }
-                    results = if matches!(crash, Crash::AfterActing) { HashMap::new() } else { out };
+                    if matches!(crash, Crash::AfterActing) {
+                        r.status = written.clone();
+                        results = HashMap::new();
+                    } else {
+                        results = out;
+                    }
                 }
             }
         }
@@ -1358,6 +1577,7 @@ proptest! {
         let p = &r.status.progress;
         prop_assert!(p.refreshed + p.failed <= p.total.max(p.refreshed + p.failed));
         prop_assert!(p.refreshed as usize <= w.evictions.len());
+        prop_assert!(p.disrupted <= batch, "{} disrupted in status > batch {}: {:?} {:?}", p.disrupted, batch, r.status.current_batch, r.status.unhealthy);
     }
 }
 
@@ -1461,7 +1681,7 @@ impl BigWorld {
 }
 
 /// Drives a run of `policy` over `n` pods to its end; returns (largest status in bytes,
-/// batches, largest batch, refreshed).
+/// waves (1 for a window), most pods in flight at once, refreshed).
 fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
     let mut w = BigWorld::new(n);
     let pol = policy(policy_yaml);
@@ -1482,11 +1702,11 @@ fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
         largest = largest.max(json_len(&st.status));
         if st.status.current_batch.as_ref().map(|b| b.index)
             != r.status.current_batch.as_ref().map(|b| b.index)
-            && let Some(b) = &st.status.current_batch
+            && st.status.current_batch.is_some()
         {
             batches += 1;
-            widest = widest.max(b.pods.len());
         }
+        widest = widest.max(st.status.current_batch.as_ref().map_or(0, |b| b.pods.len()));
         r.status = st.status;
         if r.status.phase.is_terminal() {
             return (largest, batches, widest, r.status.progress.refreshed);
@@ -1502,24 +1722,30 @@ fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
 #[test]
 fn status_stays_bounded_at_ten_thousand_pods() {
     // 5% of 10,000 is 500 pods per batch: within the budget, not capped.
-    let (largest, batches, widest, refreshed) =
-        status_bytes_at(10_000, "{rollout: {batchSize: '5%', interval: 0s}}");
-    println!("10000 pods: largest status {largest} bytes, {batches} batches, widest {widest}");
-    assert_eq!(refreshed, 10_000);
-    assert!(largest <= STATUS_BUDGET, "{largest}");
-    assert_eq!((widest, batches), (500, 20));
-    // A batch of 10,000 at once (100%) is capped by the status budget, not by the policy.
-    let (largest, batches, widest, refreshed) =
-        status_bytes_at(10_000, "{rollout: {batchSize: '100%', interval: 0s}}");
-    println!(
-        "10000 pods at 100%: largest status {largest} bytes, {batches} batches, widest {widest}"
-    );
-    assert_eq!(refreshed, 10_000);
-    assert!(largest <= STATUS_BUDGET, "{largest}");
-    assert!(
-        widest < 10_000 && batches > 1,
-        "capped: {widest} in {batches}"
-    );
+    for pacing in ["Waves", "Window"] {
+        let (largest, batches, widest, refreshed) = status_bytes_at(
+            10_000,
+            &format!("{{rollout: {{pacing: {pacing}, batchSize: '5%', interval: 0s}}}}"),
+        );
+        println!(
+            "10000 pods, {pacing}: largest status {largest} bytes, {batches} waves, widest {widest}"
+        );
+        assert_eq!(refreshed, 10_000);
+        assert!(largest <= STATUS_BUDGET, "{largest}");
+        let waves = if pacing == "Waves" { 20 } else { 1 };
+        assert_eq!((widest, batches), (500, waves), "{pacing}");
+        // 10,000 at once (100%) is capped by the status budget, not by the policy.
+        let (largest, batches, widest, refreshed) = status_bytes_at(
+            10_000,
+            &format!("{{rollout: {{pacing: {pacing}, batchSize: '100%', interval: 0s}}}}"),
+        );
+        println!(
+            "10000 pods at 100%, {pacing}: largest status {largest} bytes, {batches} waves, widest {widest}"
+        );
+        assert_eq!(refreshed, 10_000);
+        assert!(largest <= STATUS_BUDGET, "{largest}");
+        assert!(widest < 10_000, "capped: {widest} in {batches}");
+    }
 }
 
 /// The scale figures of the report: `make fuzz` runs these in release.
@@ -1593,7 +1819,17 @@ fn the_longest_durations_run_to_the_end_without_panicking() {
     );
     let mut r = Run::new();
     drive(&mut w, &mut r, PolicyView::Valid(&pol), 40);
-    // One batch ran, the next waits a year.
+    // One pod was refreshed; its slot rests a year.
+    assert_eq!(w.evictions.len(), 1);
+    let next = r.status.resting.first().expect("a resting slot").until;
+    assert!(next - w.now > TimeDelta::days(364), "{next}");
+    // Waves: one wave ran, the next waits a year.
+    let waves = policy(
+        "{rollout: {pacing: Waves, batchSize: 1, interval: 8760h, readyTimeout: 8760h}, stateful: {volumeReadyTimeout: 8760h}, windows: [{schedule: '0 0 1 1 *', duration: 8760h}]}",
+    );
+    let mut w = World::new(&[("web", 3)]);
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&waves), 40);
     assert_eq!(w.evictions.len(), 1);
     let next = r.status.next_batch_at.expect("next batch");
     assert!(next - w.now > TimeDelta::days(364), "{next}");
