@@ -72,15 +72,16 @@ max_disrupted=0
 namespaces="shop payments search data monitoring"
 expected="$(kubectl get pods -A --no-headers | awk -v ns="$namespaces" 'BEGIN{split(ns,a," ");for(i in a)m[a[i]]=1} ($1 in m)' | wc -l)"
 deadline=$((SECONDS + 600))
-last_batch=""
-echo "  $(printf '%-10s %-10s %-6s %-8s %s' PHASE PROGRESS BATCH ELAPSED REASON)"
+last_tenth=-1
+echo "  $(printf '%-10s %-10s %-9s %-8s %s' PHASE PROGRESS IN-FLIGHT ELAPSED REASON)"
 while :; do
-  IFS='|' read -r phase refreshed total batch reason < <(kubectl get arr default-first -o jsonpath='{.status.phase}|{.status.progress.refreshed}|{.status.progress.total}|{.status.currentBatch.index}|{.status.reason}' 2>/dev/null; echo) || true
-  refreshed="${refreshed:-0}"; total="${total:-0}"
-  # One row per batch, as `kubectl get arr -w` prints, then the live line below it.
-  if [[ -n "$batch" && "$batch" != "$last_batch" ]]; then
-    printf '\r\033[K  %-10s %-10s %-6s %-8s %s\n' "$phase" "$refreshed/$total" "$batch" "$((SECONDS - start))s" "$reason"
-    last_batch="$batch"
+  IFS='|' read -r phase refreshed total inflight reason < <(kubectl get arr default-first -o jsonpath='{.status.phase}|{.status.progress.refreshed}|{.status.progress.total}|{.status.progress.disrupted}|{.status.reason}' 2>/dev/null; echo) || true
+  refreshed="${refreshed:-0}"; total="${total:-0}"; inflight="${inflight:-0}"
+  # One row per tenth of the run, then the live line below it.
+  tenth=$((total > 0 ? refreshed * 10 / total : 0))
+  if ((tenth != last_tenth)); then
+    printf '\r\033[K  %-10s %-10s %-9s %-8s %s\n' "$phase" "$refreshed/$total" "$inflight" "$((SECONDS - start))s" "$reason"
+    last_tenth=$tenth
   fi
   width=30; filled=$((total > 0 ? refreshed * width / total : 0))
   bar="$(printf '%*s' "$filled" '' | tr ' ' '#')$(printf '%*s' "$((width - filled))" '' | tr ' ' '.')"
@@ -101,13 +102,12 @@ kubectl get arr default-first
 refreshed="$(kubectl get arr default-first -o jsonpath='{.status.progress.refreshed}')"
 failed="$(kubectl get arr default-first -o jsonpath='{.status.progress.failed}')"
 skipped="$(kubectl get arr default-first -o jsonpath='{.status.plan.skipped}')"
-batches="$(kubectl get arr default-first -o jsonpath='{.status.history[-1:].index}')"
 unprofiled="$(kubectl get pods -A -o json | python3 -c '
 import json,sys
 ns={"shop","payments","search","data","monitoring"}
 pods=[p for p in json.load(sys.stdin)["items"] if p["metadata"]["namespace"] in ns and p["metadata"].get("ownerReferences")]
 print(sum(1 for p in pods if not any(k.startswith("container.apparmor.security.beta.kubernetes.io/") for k in (p["metadata"].get("annotations") or {}))))')"
-echo "  pods refreshed:                 $refreshed (failed: $failed) in $batches batches"
+echo "  pods refreshed:                 $refreshed (failed: $failed), at most $BATCH at once"
 echo "  max concurrently disrupted:     $max_disrupted (batch size $BATCH; PDBs: web 6, checkout 4, db 1)"
 echo "  time taken:                     ${took}s"
 echo "  skipped by reason:              $skipped"
