@@ -15,7 +15,9 @@
 #                                                             (waits until it serves), SIGSTOP, SIGCONT
 #
 # --ready-delay (e.g. 2s, 500ms; default 1s): how long kwok takes to make a scheduled pod
-# Ready. Pods labelled e2e.armor.dev/never-ready=true never become Ready.
+# Ready; `heavy` draws it per pod from a heavy-tailed mix, as image pulls and warm-ups do
+# (89% 1-2 s, 10% 3-6 s, 1% 10-20 s: mean 1.9 s, p99 6 s; kwok's stage weights and jitter).
+# Pods labelled e2e.armor.dev/never-ready=true never become Ready.
 # State lives in $ARMOR_REFRESH_CLUSTER_DIR (default /tmp/armor-refresh-cluster).
 set -euo pipefail
 
@@ -83,6 +85,30 @@ to_ms() { # 2s | 500ms | 1.5s -> milliseconds
     *s) python3 -c "print(int(float('${v%s}')*1000))" ;;
     *) die "--ready-delay: $v is not a duration such as 2s or 500ms" ;;
   esac
+}
+
+stages() { # PROFILE DELAY_MS: kwok's stages; `heavy` splits pod-ready into three weighted ones
+  local in="$HERE/cluster/stages/pod.yaml.in"
+  if [[ "$1" != heavy ]]; then
+    sed "s/@READY_DELAY_MS@/$2/" "$in"
+    return
+  fi
+  python3 - "$in" <<'PY'
+import sys
+docs = open(sys.argv[1]).read().split("\n---\n")
+fixed = "  delay:\n    durationMilliseconds: @READY_DELAY_MS@\n"
+out = []
+for d in docs:
+    if "  name: pod-ready\n" not in d:
+        out.append(d)
+        continue
+    assert fixed in d, "pod.yaml.in: the pod-ready stage's delay changed"
+    # kwok picks one matching stage at random by weight; its delay is uniform in [lo, hi].
+    for name, weight, lo, hi in [("pod-ready", 89, 1000, 2000), ("pod-ready-slow", 10, 3000, 6000), ("pod-ready-slowest", 1, 10000, 20000)]:
+        delay = f"  weight: {weight}\n  delay:\n    durationMilliseconds: {lo}\n    jitterDurationMilliseconds: {hi}\n"
+        out.append(d.replace("  name: pod-ready\n", f"  name: {name}\n").replace(fixed, delay))
+print("\n---\n".join(out))
+PY
 }
 
 gen_certs() {
@@ -187,8 +213,13 @@ cmd_up() {
     esac
   done
   [[ "$nodes" =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 5000)) || die "--nodes: $nodes is not a number from 1 to 5000"
-  local delay_ms; delay_ms="$(to_ms "$delay")"
-  [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--ready-delay: $delay is not a duration such as 2s or 500ms"
+  local delay_ms profile=fixed
+  if [[ "$delay" == heavy ]]; then
+    profile=heavy delay_ms=1935 # the mix's mean
+  else
+    delay_ms="$(to_ms "$delay")"
+  fi
+  [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--ready-delay: $delay is not a duration such as 2s or 500ms, or heavy"
 
   local c all=true
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all=false; done
@@ -212,6 +243,7 @@ cmd_up() {
   echo "$api_port" >"$DIR/apiserver.port"
   echo "$bin" >"$DIR/bin.dir"
   echo "$delay_ms" >"$DIR/ready-delay-ms"
+  echo "$profile" >"$DIR/ready-delay-profile"
 
   log "starting etcd on 127.0.0.1:$etcd_port"
   start etcd "$bin/etcd" --name default --data-dir "$DIR/etcd" \
@@ -270,8 +302,8 @@ YAML
     --authentication-kubeconfig "$DIR/scheduler.kubeconfig" --authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 --v 1
 
-  log "starting kwok (pods Ready after ${delay_ms}ms)"
-  sed "s/@READY_DELAY_MS@/$delay_ms/" "$HERE/cluster/stages/pod.yaml.in" >"$DIR/kwok-stages.yaml"
+  log "starting kwok (pods Ready after ${delay_ms}ms, $profile)"
+  stages "$profile" "$delay_ms" >"$DIR/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.0.0.2 --server-address "127.0.0.1:$(free_port)"

@@ -130,9 +130,9 @@ pub fn order_indices(targets: &[Target]) -> Vec<usize> {
 
 /// A window's refill order: zones take turns, the zones with the fewest pods in flight
 /// first, so one zone whose pods come first in [`order`] does not take every freed slot.
-/// Within a zone the order is kept, and within a workload too (a StatefulSet's highest
-/// ordinal first): each position goes to the next pod, in the original order, of the
-/// workload the interleaving put there.
+/// Within a zone the order is kept, and within a StatefulSet too (highest ordinal first):
+/// each position the interleaving gives a StatefulSet's pod goes to that set's next pod
+/// in the original order.
 pub fn spread_zones(targets: &mut Vec<&Target>, flight: &InFlight) {
     let mut turn: HashMap<&str, u32> = HashMap::new();
     let keys: Vec<u32> = targets
@@ -148,17 +148,22 @@ pub fn spread_zones(targets: &mut Vec<&Target>, flight: &InFlight) {
     let mut idx: Vec<usize> = (0..targets.len()).collect();
     // Stable: within a turn, the original order.
     idx.sort_by_key(|&i| keys[i]);
+    let sts = |t: &Target| t.owner.kind == "StatefulSet";
     let mut queues: HashMap<WorkloadRef, std::collections::VecDeque<&Target>> = HashMap::new();
-    for t in targets.iter() {
+    for t in targets.iter().filter(|t| sts(t)) {
         queues.entry(workload_ref(t)).or_default().push_back(t);
     }
     let spread: Vec<&Target> = idx
         .into_iter()
         .map(|i| {
+            let t = targets[i];
+            if !sts(t) {
+                return t;
+            }
             queues
-                .get_mut(&workload_ref(targets[i]))
+                .get_mut(&workload_ref(t))
                 .and_then(|q| q.pop_front())
-                .expect("one pod per position of its workload")
+                .expect("one pod per position of its StatefulSet")
         })
         .collect();
     *targets = spread;
@@ -440,6 +445,14 @@ mod tests {
         );
         assert!(pos("a1") < pos("a2") && pos("a2") < pos("a3"), "{got:?}");
         assert_eq!(got.len(), all.len());
+        // Within one Deployment spread over zones too.
+        let wd: Vec<Target> = [("w1", "a"), ("w2", "a"), ("w3", "a"), ("w4", "b")]
+            .iter()
+            .map(|(n, z)| t("ns", "Deployment", "w", n, "n", z))
+            .collect();
+        let mut refs2: Vec<&Target> = wd.iter().collect();
+        spread_zones(&mut refs2, &flight);
+        assert_eq!(refs2[0].name, "w4", "zone b first");
         // A refill of two takes b and c, not a's first pods.
         let next = next_batch(&refs, &limits(2), &flight, &Context::default(), 2);
         let zones: Vec<&str> = next.iter().map(|&i| refs[i].zone.as_str()).collect();

@@ -502,9 +502,16 @@ async fn scale_downs_and_a_deleted_workload_mid_run_are_not_failures() -> Result
     checks.retain(|c| c.invariant != "disruption within the batch");
     report("scale-down", &checks)?;
     let evicted = op.evictions();
+    let lines: Vec<String> = op
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("eviction"))
+        .map(String::from)
+        .collect();
     assert!(
         evicted <= 5,
-        "{evicted} evictions: 3 before the change, shrink's 2 pods left after"
+        "{evicted} evictions: 3 before the change, shrink's 2 pods left after:\n{}",
+        lines.join("\n")
     );
     op.terminate().await?;
     faults.stop().await?;

@@ -424,7 +424,11 @@ fn argocd_health_checks_pass_their_testdata_in_gopher_lua() -> Result<()> {
     let (ok, out, err) = run("luahealth", &["deploy/argocd/resource_customizations"])?;
     assert!(ok, "{out}{err}");
     // Both kinds, every state the README names.
-    assert!(out.contains("15 of 15 health checks passed"), "{out}");
+    assert!(out.contains("16 of 16 health checks passed"), "{out}");
+    assert!(
+        out.contains("testdata/window.yaml: Progressing"),
+        "a window in flight: {out}"
+    );
     Ok(())
 }
 

@@ -225,7 +225,18 @@ async fn zone_limit_and_percentage_batches() -> Result<()> {
     install_crds(&c).await?;
     clean(&c, WEBHOOK_CONFIG).await?;
     fresh_namespace(&c, "e2e-zones").await?;
-    apply(&deployment("e2e-zones", "wide", 12, &["app"])).await?;
+    // One Deployment per zone: which zone a replacement restores is then known. (A
+    // ReplicaSet names no pod it replaces; for a workload spread over zones the run counts
+    // an eviction against its pod's zone until the replacement matched to it is Ready.)
+    for z in ["a", "b", "c"] {
+        apply(
+            &deployment("e2e-zones", &format!("wide-{z}"), 4, &["app"]).replace(
+                "nodeSelector: {",
+                &format!("nodeSelector: {{topology.kubernetes.io/zone: zone-{z}, "),
+            ),
+        )
+        .await?;
+    }
     let pods = all_ready(&c, "e2e-zones", 12).await?;
     let witness = Witness::start(&c, &["e2e-zones"]).await?;
     let mut op = start_operator("op-zones", "armor-refresh-zones").await?;

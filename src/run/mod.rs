@@ -32,7 +32,7 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// Retry after a PDB refused an eviction, when its status does not say sooner that it
 /// allows a disruption again (it lags the pods it counts); doubles up to [`DEFERRAL_MAX`].
 pub const DEFERRAL_BASE: Duration = Duration::from_secs(5);
-pub const DEFERRAL_MAX: Duration = Duration::from_secs(30);
+pub const DEFERRAL_MAX: Duration = Duration::from_secs(60);
 /// Least time between two eviction requests of one pod, however soon its PDB allows.
 pub const REFUSAL_GAP: Duration = Duration::from_secs(1);
 /// First retry after an eviction failed otherwise (overload, server error, timeout);
@@ -50,9 +50,10 @@ pub const ASSUMED_BATCH: Duration = Duration::from_secs(60);
 /// the status, with every pod of the batch grown to its largest, stays under this.
 pub const STATUS_BUDGET: usize = 1024 * 1024;
 /// Bytes a batch entry may grow by after it is planned: three timestamps, the
-/// replacement's UID, the attempt and error counts, the uncertain and PDB-refused flags and
-/// a message of at most [`POD_MESSAGE_MAX`].
-pub const POD_GROWTH: usize = 460;
+/// replacement's UID, the attempt and error counts, the uncertain and PDB-refused flags,
+/// its workload's ready and wanted counts (set once planning fitted it) and a message of
+/// at most [`POD_MESSAGE_MAX`].
+pub const POD_GROWTH: usize = 512;
 /// Longest message of one pod of a batch.
 pub const POD_MESSAGE_MAX: usize = 160;
 /// Longest message of the run (and of its conditions).
@@ -146,7 +147,8 @@ pub struct Step {
     /// When to call [`step`] again at the latest (`Some(ZERO)`: right after executing the actions).
     pub requeue_after: Option<Duration>,
     /// The status must be written before the actions are executed: it records evictions
-    /// about to happen (write-ahead), a new phase or reason, a failure or a new generation.
+    /// about to happen (write-ahead), a new phase or reason, a failure, a deferral or a new
+    /// generation.
     /// Otherwise the shell may keep it in memory for a while and write it with a later
     /// status: what it says (answers, replacements, counters) the cluster says again
     /// after a crash, so writes per refreshed pod stay low.
@@ -324,7 +326,6 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         .actions
         .iter()
         .any(|a| !matches!(a, Action::Event { .. }))
-        || needs_immediate(&s, s.phase == Phase::Batching, now)
     {
         Some(Duration::ZERO)
     } else {
@@ -340,13 +341,25 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         .any(|a| !matches!(a, Action::Event { .. }))
         || (s.phase, s.reason.clone()) != before
         || s.progress.failed != status.progress.failed
-        || s.observed_generation != status.observed_generation;
+        || s.observed_generation != status.observed_generation
+        || deferrals(&s) > deferrals(status);
     Step {
         status: s,
         actions: cx.actions,
         requeue_after,
         persist,
     }
+}
+
+/// Refusals and errors behind the deferred pods: a new deferral is written at once, so
+/// status shows why a pod waits and until when.
+fn deferrals(s: &ArmorRefreshRunStatus) -> u64 {
+    s.current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| p.state == PodState::Deferred)
+        .map(|p| u64::from(p.attempts) + u64::from(p.errors))
+        .sum()
 }
 
 /// Pacing Window has no waves to announce: an event at each tenth of the run refreshed.
@@ -377,14 +390,6 @@ fn too_soon(s: &ArmorRefreshRunStatus, now: DateTime<Utc>) -> Option<DateTime<Ut
     let st = s.started_at?.timestamp();
     (now.timestamp() < st.saturating_add(START_GUARD))
         .then(|| DateTime::from_timestamp(st.saturating_add(START_GUARD), 0).unwrap_or(now))
-}
-
-/// A batch was just written ahead: evict right after the status is persisted.
-fn needs_immediate(s: &ArmorRefreshRunStatus, open: bool, now: DateTime<Utc>) -> bool {
-    open && too_soon(s, now).is_none()
-        && s.current_batch
-            .as_ref()
-            .is_some_and(|b| b.pods.iter().any(|p| p.state == PodState::Planned))
 }
 
 enum Gate {
@@ -542,7 +547,7 @@ mod size;
 
 use observe::*;
 use refill::*;
-pub use refill::{context, estimate_end, summary};
+pub use refill::{context, context_allowed, estimate_end, summary};
 use size::*;
 pub use size::{clip, json_len, worst_bytes};
 

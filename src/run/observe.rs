@@ -257,6 +257,9 @@ struct Follow<'a> {
     claimed: BTreeSet<String>,
     started: Option<DateTime<Utc>>,
     fallback_since: DateTime<Utc>,
+    /// Disruptions each PDB still allows in this step, for pods it refused: as many retry
+    /// as it allows, not every one of them (the rest would only be refused again).
+    pdb_left: HashMap<usize, i32>,
 }
 
 pub(super) fn observe_batch(
@@ -296,6 +299,7 @@ pub(super) fn observe_batch(
             .collect(),
         started: s.started_at,
         fallback_since: batch.started_at,
+        pdb_left: HashMap::new(),
     };
     // Match replacements in the order the evictions were requested: first come, first matched.
     let mut order: Vec<usize> = (0..batch.pods.len()).collect();
@@ -304,7 +308,7 @@ pub(super) fn observe_batch(
         let p = &mut batch.pods[i];
         let was = p.state;
         match p.state {
-            PodState::Planned | PodState::Deferred => follow_waiting(p, cx, &f),
+            PodState::Planned | PodState::Deferred => follow_waiting(p, cx, &mut f),
             PodState::Evicting => follow_evicting(p, s, cx, &f),
             PodState::Evicted => follow_evicted(p, s, cx, &mut f),
             PodState::Refreshed | PodState::Failed | PodState::Gone => {}
@@ -326,7 +330,7 @@ fn live<'a>(p: &BatchPod, f: &Follow<'a>) -> Option<Option<&'a Pod>> {
 }
 
 /// Planned or Deferred: not evicted (unless a lost answer says it may have been).
-fn follow_waiting(p: &mut BatchPod, cx: &mut Ctx, f: &Follow) {
+fn follow_waiting(p: &mut BatchPod, cx: &mut Ctx, f: &mut Follow) {
     let Some(pod) = live(p, f) else { return };
     if pod.is_none() && p.uncertain {
         // An earlier request got no answer, and the pod is gone: count it as ours.
@@ -344,7 +348,10 @@ fn follow_waiting(p: &mut BatchPod, cx: &mut Ctx, f: &Follow) {
     } else if p.state == PodState::Deferred {
         match p.retry_at {
             Some(t) if t > f.now => match budgets_allow_at(p, f) {
-                Some(at) if at <= f.now => p.state = PodState::Planned,
+                Some(at) if at <= f.now => {
+                    take_budgets(p, f);
+                    p.state = PodState::Planned;
+                }
                 Some(at) => cx.wake_at(at.min(t)),
                 None => cx.wake_at(t),
             },
@@ -363,14 +370,33 @@ fn budgets_allow_at(p: &BatchPod, f: &Follow) -> Option<DateTime<Utc>> {
     }
     let t = f.targets.as_ref()?.get(p.uid.as_str())?;
     let allowed = |i: &usize| {
-        f.facts
-            .pdbs
-            .get(*i)
-            .and_then(|b| b.status.as_ref())
-            .is_some_and(|st| st.disruptions_allowed > 0)
+        f.pdb_left
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| pdb_allows(f.facts, *i))
+            > 0
     };
     (!t.pdbs.is_empty() && t.pdbs.iter().all(allowed))
         .then(|| later(p.requested_at.unwrap_or(f.now), REFUSAL_GAP))
+}
+
+/// Disruptions a PDB allows now by its status (none while its status predates its spec).
+fn pdb_allows(facts: &ClusterFacts, i: usize) -> i32 {
+    crate::run::context_allowed(facts.pdbs.get(i).map(|b| b.as_ref()))
+}
+
+/// The pod is retried: one disruption of each of its budgets is spoken for in this step.
+fn take_budgets(p: &BatchPod, f: &mut Follow) {
+    let Some(t) = f.targets.as_ref().and_then(|m| m.get(p.uid.as_str())) else {
+        return;
+    };
+    for &i in &t.pdbs {
+        let left = f
+            .pdb_left
+            .entry(i)
+            .or_insert_with(|| pdb_allows(f.facts, i));
+        *left -= 1;
+    }
 }
 
 /// Evicting: the answer to the request, or what the cluster says after a lost one.

@@ -12,7 +12,14 @@ pub(super) fn finish_batch(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx) {
         return;
     };
     if b.index == 0 {
-        // The window: its settled pods left it already.
+        // The window (its settled pods left it already, their replacements kept): those
+        // that settled since stay claimed too.
+        s.recent_replacements.extend(
+            b.pods
+                .iter()
+                .map(|p| p.replacement.clone())
+                .filter(|u| !u.is_empty()),
+        );
         return;
     }
     let count = |st: PodState| b.pods.iter().filter(|p| p.state == st).count() as u32;
@@ -91,8 +98,9 @@ pub(super) fn in_flight(
             *f.per_zone.entry(t.zone.clone()).or_default() += 1;
         }
     }
-    // Other runs' pods limit nodes, zones and workloads, not this run's batch size.
-    f.total = mine.iter().filter(|p| holds_slot(p)).count() as u32;
+    // Other runs' pods limit nodes, zones and workloads, not this run's batch size. Failed
+    // replacements (settled, in `unhealthy`) hold their slot until their workload is whole.
+    f.total = mine.iter().filter(|p| holds_slot(p)).count() as u32 + s.unhealthy.len() as u32;
     f.refused = mine
         .iter()
         .filter(|p| p.state == PodState::Deferred && p.pdb_refused)
@@ -111,12 +119,25 @@ pub(super) fn holds_slot(p: &BatchPod) -> bool {
     !p.state.is_settled() && (p.state != PodState::Deferred || !p.pdb_refused || p.uncertain)
 }
 
+/// Disruptions a PDB allows by its status. A budget whose status predates its spec allows
+/// none: the Eviction API refuses until the disruption controller has caught up
+/// (eviction.go checks observedGeneration first).
+pub fn context_allowed(pdb: Option<&k8s_openapi::api::policy::v1::PodDisruptionBudget>) -> i32 {
+    let Some(p) = pdb else { return 0 };
+    match p.status.as_ref() {
+        Some(s) if s.observed_generation.unwrap_or(0) >= p.metadata.generation.unwrap_or(0) => {
+            s.disruptions_allowed
+        }
+        _ => 0,
+    }
+}
+
 /// What the planner needs of the cluster besides targets: PDB budgets, unready StatefulSets.
 pub fn context(facts: &ClusterFacts) -> Context {
     let pdb_allowed = facts
         .pdbs
         .iter()
-        .map(|p| p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .map(|p| context_allowed(Some(p)))
         .collect();
     let unready_sets = facts
         .statefulsets
@@ -302,12 +323,12 @@ pub(super) fn advance(
     let window = policy.spec.rollout.pacing == Pacing::Window;
     let refill = if window {
         leave_window(s, cx, policy, pods);
-        refill(s, cx, policy, sel, true)
+        refill(s, cx, policy, sel, pods, true)
     } else {
         s.resting.clear();
         match wave_wait(s, cx, policy) {
             Some(wait) => Refill::Wait(wait),
-            None => refill(s, cx, policy, sel, false),
+            None => refill(s, cx, policy, sel, pods, false),
         }
     };
     let limit = Limits::from_policy(policy, s.progress.total.max(sel.targets.len() as u32)).batch;
@@ -351,7 +372,7 @@ fn wave_wait(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy) 
         let deferred = b
             .pods
             .iter()
-            .filter(|p| p.state == PodState::Deferred)
+            .filter(|p| p.state == PodState::Deferred && p.pdb_refused)
             .count();
         return Some(if deferred > 0 {
             format!(
@@ -440,7 +461,12 @@ fn leave_window(
 /// rest a little longer, never shorter.
 fn rest(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, interval: Duration, released: u32) {
     let now = cx.now;
+    // A shorter interval (a policy edit) shortens the rest of slots resting already.
+    let longest = later(now, interval);
     s.resting.retain(|r| r.until > now);
+    for r in &mut s.resting {
+        r.until = r.until.min(longest);
+    }
     if released > 0 && !interval.is_zero() {
         let until = later(now, interval);
         let join = td(interval / RESTING_GROUPS as u32);
@@ -485,6 +511,7 @@ fn refill(
     cx: &mut Ctx,
     policy: &ValidPolicy,
     sel: &Selection,
+    pods: &HashMap<&str, &Pod>,
     window: bool,
 ) -> Refill {
     let now = cx.now;
@@ -507,7 +534,8 @@ fn refill(
     if window {
         plan::spread_zones(&mut refs, &flight);
     }
-    let ctx = context(cx.obs.facts);
+    let mut ctx = context(cx.obs.facts);
+    unseen_evictions(s, sel, pods, &mut ctx);
     let workload = limits.by_workload;
     let (mut pods, capped) = fit_in_status(s, budget, |k| {
         plan::next_batch(&refs, &limits, &flight, &ctx, k)
@@ -519,8 +547,24 @@ fn refill(
         return Refill::Blocked(blocked_message(s, sel, capped, budget));
     }
     let readiness = Readiness::new(cx.obs.facts, &pods);
+    // Pods of the same workload this run took down and that are not back count as Ready
+    // before: their replacements are part of what makes the workload whole again.
+    let mut away: HashMap<(&str, &str), u32> = HashMap::new();
+    for q in s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|q| q.state.is_disrupting() || (q.uncertain && !q.state.is_settled()))
+        .chain(&s.unhealthy)
+    {
+        *away.entry((&q.namespace, &q.owner)).or_default() += 1;
+    }
     for p in pods.iter_mut().filter(|p| !p.uid.is_empty()) {
-        p.ready_before = Some(readiness.of(p));
+        let away = away
+            .get(&(p.namespace.as_str(), p.owner.as_str()))
+            .copied()
+            .unwrap_or(0);
+        p.ready_before = Some(readiness.of(p).saturating_add(away));
         p.wanted_before = desired(cx.obs.facts, &p.namespace, &p.owner);
     }
     let count = pods.len();
@@ -548,6 +592,42 @@ fn refill(
     }
     s.next_batch_at = None;
     Refill::Planned { count, capped }
+}
+
+/// Evictions of this run that the facts do not show yet (the pod still there, not
+/// terminating: the facts of a pass predate its later steps), and pods about to be evicted,
+/// are not in their PDBs' status either: the planner must not spend that budget again.
+fn unseen_evictions(
+    s: &ArmorRefreshRunStatus,
+    sel: &Selection,
+    pods: &HashMap<&str, &Pod>,
+    ctx: &mut Context,
+) {
+    let unseen: BTreeSet<&str> = s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| p.state.is_disrupting() || p.state == PodState::Planned)
+        .filter(|p| {
+            pods.get(p.uid.as_str())
+                .is_some_and(|pod| !select::is_terminating(pod))
+        })
+        .map(|p| p.uid.as_str())
+        .collect();
+    if unseen.is_empty() {
+        return;
+    }
+    for t in sel
+        .targets
+        .iter()
+        .filter(|t| unseen.contains(t.uid.as_str()))
+    {
+        for &i in &t.pdbs {
+            if let Some(a) = ctx.pdb_allowed.get_mut(i) {
+                *a -= 1;
+            }
+        }
+    }
 }
 
 fn next_index(s: &ArmorRefreshRunStatus) -> u32 {
@@ -589,12 +669,36 @@ fn remaining(
     // them start again); past the ready timeout they are skipped as broken.
     let starting = remaining.iter().filter(|t| !t.ready).count();
     remaining.retain(|t| t.ready);
+    // A workload being deleted or scaled down removes pods itself: evicting one of its
+    // pods now could only take a pod it keeps.
+    let settling = settling(cx.obs.facts);
+    let before = remaining.len();
+    if !settling.is_empty() {
+        remaining.retain(|t| {
+            !settling.contains(&(
+                t.namespace.as_str(),
+                t.owner.kind.as_str(),
+                t.owner.name.as_str(),
+            ))
+        });
+    }
+    let held = before - remaining.len();
     if !remaining.is_empty() {
         return Ok(remaining);
     }
+    let mut waits = vec![];
     if starting > 0 {
+        waits.push(format!("{starting} targets still starting to become Ready"));
+    }
+    if held > 0 {
+        waits.push(format!(
+            "{held} targets of workloads being scaled down or deleted"
+        ));
+    }
+    if !waits.is_empty() {
         return Err(Refill::Blocked(format!(
-            "waiting for {starting} targets still starting to become Ready"
+            "waiting for {}",
+            waits.join(" and ")
         )));
     }
     let elsewhere = sel
@@ -609,6 +713,32 @@ fn remaining(
     })
 }
 
+/// Deployments and StatefulSets being deleted, or with more pods than they want (scaling
+/// down, or a rollout's surge), as (namespace, kind, name).
+fn settling(facts: &ClusterFacts) -> BTreeSet<(&str, &str, &str)> {
+    let busy = |deleting: bool, want: Option<i32>, have: Option<i32>| {
+        deleting || have.unwrap_or(0) > want.unwrap_or(1)
+    };
+    let deployments = facts.deployments.iter().filter(|(_, d)| {
+        busy(
+            d.metadata.deletion_timestamp.is_some(),
+            d.spec.as_ref().and_then(|s| s.replicas),
+            d.status.as_ref().and_then(|s| s.replicas),
+        )
+    });
+    let sets = facts.statefulsets.iter().filter(|(_, d)| {
+        busy(
+            d.metadata.deletion_timestamp.is_some(),
+            d.spec.as_ref().and_then(|s| s.replicas),
+            d.status.as_ref().map(|s| s.replicas),
+        )
+    });
+    deployments
+        .map(|((ns, name), _)| (ns.as_str(), "Deployment", name.as_str()))
+        .chain(sets.map(|((ns, name), _)| (ns.as_str(), "StatefulSet", name.as_str())))
+        .collect()
+}
+
 fn blocked_message(
     s: &ArmorRefreshRunStatus,
     sel: &Selection,
@@ -616,8 +746,14 @@ fn blocked_message(
     budget: u32,
 ) -> String {
     if capped {
+        let flying = s
+            .current_batch
+            .iter()
+            .flat_map(|b| &b.pods)
+            .filter(|p| !p.state.is_settled())
+            .count();
         format!(
-            "the run's status is at its size limit ({} KiB); waiting for {} failed replacements to recover",
+            "the run's status is at its size limit ({} KiB); waiting for {flying} pods in flight to settle and {} failed replacements to recover",
             STATUS_BUDGET / 1024,
             s.unhealthy.len()
         )
@@ -661,11 +797,9 @@ fn evict_planned(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, limit: u32) {
         + s.unhealthy.len();
     for p in b.pods.iter_mut().filter(|p| p.state == PodState::Planned) {
         if holding >= limit as usize {
-            let retry = later(cx.now, POLL);
-            p.state = PodState::Deferred;
-            p.retry_at = Some(retry);
+            // Stays Planned, holding its place: evicted once a slot frees.
             p.message = "waiting for a free slot".into();
-            cx.wake_at(retry);
+            cx.wake_at(later(cx.now, POLL));
             continue;
         }
         holding += 1;
@@ -700,7 +834,13 @@ fn describe(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, refill: Refill) {
     let deferred = set.map_or(0, |b| {
         b.pods
             .iter()
-            .filter(|p| p.state == PodState::Deferred)
+            .filter(|p| p.state == PodState::Deferred && p.pdb_refused)
+            .count()
+    });
+    let retrying = set.map_or(0, |b| {
+        b.pods
+            .iter()
+            .filter(|p| p.state == PodState::Deferred && !p.pdb_refused)
             .count()
     });
     let window = set.is_none_or(|b| b.index == 0);
@@ -744,6 +884,9 @@ fn describe(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, refill: Refill) {
     };
     if deferred > 0 {
         msg.push_str(&format!(", {deferred} deferred by PodDisruptionBudgets"));
+    }
+    if retrying > 0 {
+        msg.push_str(&format!(", {retrying} to retry after an error"));
     }
     let resting: u32 = s.resting.iter().map(|r| r.slots).sum();
     if resting > 0 {

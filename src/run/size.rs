@@ -74,7 +74,15 @@ pub(super) fn fit_in_status(
     // may grow to (a pod's namespace/name is at most 317 bytes).
     const BATCH_OVERHEAD: usize =
         128 + 4 * (MESSAGE_MAX + 64) + RECENT_LIMIT * (317 + 100) + RESTING_GROUPS * 64;
-    let room = STATUS_BUDGET.saturating_sub(json_len(s) + BATCH_OVERHEAD);
+    // Pods already in flight (a window's) may still grow to their largest as well.
+    let growth: usize = s
+        .current_batch
+        .iter()
+        .flat_map(|b| &b.pods)
+        .filter(|p| !p.state.is_settled())
+        .map(|p| (2 * worst_bytes(p) + p.uid.len() + 3).saturating_sub(json_len(p)))
+        .sum();
+    let room = STATUS_BUDGET.saturating_sub(json_len(s) + BATCH_OVERHEAD + growth);
     let mut k = budget;
     let mut capped = false;
     for _ in 0..16 {

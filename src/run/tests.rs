@@ -1457,6 +1457,206 @@ fn a_deferred_pod_does_not_idle_the_other_slots() {
     );
 }
 
+#[test]
+fn a_pod_planned_while_its_workload_is_short_waits_for_the_whole_workload() {
+    // web-1's replacement takes 20 s; web-2 is planned meanwhile (the budget grew), and its
+    // replacement never comes. web-2 must stay disrupted until web has 3 Ready pods again,
+    // not 2 (those it had when web-2 was planned, web-1 being away).
+    let mut w = World::new(&[("web", 3)]);
+    w.slow.insert("web".into(), 20);
+    let one = policy("rollout: {batchSize: 1, interval: 0s, readyTimeout: 10s}");
+    let two = policy("rollout: {batchSize: 2, interval: 0s, readyTimeout: 10s}");
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    for _ in 0..20 {
+        let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&one), &results);
+        results = out;
+        if w.evictions.len() == 1 && results.is_empty() {
+            break;
+        }
+        w.advance(Duration::from_secs(1));
+    }
+    assert_eq!(w.evictions.len(), 1);
+    let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&two), &HashMap::new());
+    let second = r
+        .status
+        .current_batch
+        .as_ref()
+        .unwrap()
+        .pods
+        .iter()
+        .find(|p| p.state == PodState::Evicting)
+        .cloned()
+        .expect("web-2 planned");
+    assert_eq!(second.ready_before, Some(3), "web-1, away, counts");
+    shell_step(&mut w, &mut r, PolicyView::Valid(&two), &out);
+    // web-2's replacement never becomes Ready.
+    let r2 = w.replaced[&second.uid].clone();
+    w.ready_at.retain(|(u, _)| *u != r2);
+    drive(&mut w, &mut r, PolicyView::Valid(&two), 300);
+    assert!(
+        r.status.unhealthy.iter().any(|p| p.uid == second.uid),
+        "still disrupted: {:?}",
+        r.status.unhealthy
+    );
+    assert!(w.max_disrupted <= 2, "{} disrupted", w.max_disrupted);
+}
+
+#[test]
+fn a_failed_replacement_holds_its_slot_and_the_window_goes_on_with_the_rest() {
+    let mut w = World::new(&[("bad", 1), ("web", 6)]);
+    w.broken.insert("bad".into());
+    let pol = policy(
+        "rollout: {batchSize: 2, interval: 0s, readyTimeout: 10s}\nhealth: {maxFailures: 5}",
+    );
+    let mut r = Run::new();
+    drive(&mut w, &mut r, PolicyView::Valid(&pol), 600);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(
+        (r.status.progress.refreshed, r.status.progress.failed),
+        (6, 1)
+    );
+    assert_eq!(r.status.unhealthy.len(), 1, "bad is still down");
+    assert!(w.max_disrupted <= 2, "{} disrupted", w.max_disrupted);
+}
+
+#[test]
+fn a_window_switched_to_waves_keeps_its_replacements_claimed() {
+    let mut w = World::new(&[("web", 3)]);
+    w.ready_delay = 1;
+    let window = policy("rollout: {batchSize: 1, interval: 0s}");
+    let waves = policy("rollout: {pacing: Waves, batchSize: 1, interval: 0s}");
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    while w.evictions.is_empty() {
+        let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&window), &results);
+        results = out;
+        if results.is_empty() {
+            w.advance(Duration::from_secs(1));
+        }
+    }
+    let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&window), &results);
+    assert!(out.is_empty());
+    w.advance(Duration::from_secs(1));
+    // web-1's replacement is Ready: the switch closes the window, and the first wave's
+    // eviction comes within the second that replacement was created.
+    drive(&mut w, &mut r, PolicyView::Valid(&waves), 200);
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(r.status.progress.refreshed, 3);
+    assert_eq!(w.evictions.len(), 3);
+    assert!(w.max_disrupted <= 1, "{} disrupted", w.max_disrupted);
+}
+
+#[test]
+fn refills_within_one_pass_do_not_spend_a_pdbs_budget_twice() {
+    // The shell's facts are fixed for a pass (several steps): a PDB's status there does not
+    // show the evictions of the pass's earlier steps.
+    let mut w = World::new(&[("web", 8)]);
+    w.min_available.insert("web".into(), 7);
+    let pol = policy("rollout: {batchSize: 3, interval: 0s}");
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    let mut requests = 0;
+    for _ in 0..300 {
+        let allowed = (w.ready_of("web") as i32 - 7).max(0);
+        let mut facts = w.facts.clone();
+        facts.pdbs = vec![pdb("web", allowed)];
+        for _ in 0..8 {
+            let obs = observe(&r.spec, PolicyView::Valid(&pol), &facts, &results, None);
+            let st = step(&r.status, &obs, w.now);
+            r.status = st.status.clone();
+            results = HashMap::new();
+            for a in st.disruptions() {
+                if let Action::Evict { uid, .. } = a {
+                    requests += 1;
+                    let o = w.evict(uid);
+                    results.insert(uid.clone(), o);
+                }
+            }
+            if results.is_empty() {
+                break;
+            }
+        }
+        if r.status.phase.is_terminal() {
+            break;
+        }
+        w.advance(Duration::from_secs(1));
+    }
+    assert_eq!(r.status.phase, Phase::Completed, "{}", r.status.message);
+    assert_eq!(w.evictions.len(), 8);
+    assert!(
+        requests <= 2 * w.evictions.len(),
+        "{requests} eviction requests for {} evictions",
+        w.evictions.len()
+    );
+}
+
+#[test]
+fn a_window_of_replacements_that_never_come_stays_under_the_status_budget() {
+    // Window refills must reserve what the pods already in flight may still grow by: here
+    // every replacement is stuck, so every pod fails and is also kept in `unhealthy`.
+    let mut w = BigWorld::new(5_000);
+    w.stuck = true;
+    let pol = policy(
+        "{rollout: {batchSize: '100%', interval: 0s, readyTimeout: 20s}, health: {maxFailures: '100%'}}",
+    );
+    let mut r = Run::new();
+    let mut results = HashMap::new();
+    let mut largest = 0;
+    let mut after_failures = 0;
+    for _ in 0..300 {
+        if r.status.progress.failed > 0 {
+            after_failures += 1;
+            if after_failures > 5 {
+                break;
+            }
+        }
+        let sel = select::select(&pol, &w.facts);
+        let obs = observe(
+            &r.spec,
+            PolicyView::Valid(&pol),
+            &w.facts,
+            &results,
+            Some(&sel),
+        );
+        let st = step(&r.status, &obs, w.now);
+        // What the status may still grow to: every pod in flight at its largest, from its
+        // size as planned (the fields that grow cleared).
+        let reserved: usize = st
+            .status
+            .current_batch
+            .iter()
+            .flat_map(|b| &b.pods)
+            .filter(|p| !p.state.is_settled())
+            .map(|p| {
+                let planned = BatchPod {
+                    state: PodState::Planned,
+                    requested_at: None,
+                    evicted_at: None,
+                    retry_at: None,
+                    ready_before: None,
+                    wanted_before: None,
+                    message: String::new(),
+                    ..p.clone()
+                };
+                (2 * worst_bytes(&planned) + p.uid.len() + 3).saturating_sub(json_len(p))
+            })
+            .sum();
+        largest = largest.max(json_len(&st.status) + reserved);
+        r.status = st.status;
+        results = w.evict(&st.actions);
+        if results.is_empty() {
+            w.now += TimeDelta::seconds(1);
+        }
+    }
+    println!(
+        "stuck window: largest status with its growth reserved {largest} bytes, {} failed",
+        r.status.progress.failed
+    );
+    assert!(r.status.progress.failed > 0, "the timeouts passed");
+    assert!(largest <= STATUS_BUDGET, "{largest} bytes");
+}
+
 // ---- Invariants under random events and crashes ----
 
 #[derive(Debug, Clone)]
@@ -1590,6 +1790,8 @@ struct BigWorld {
     now: DateTime<Utc>,
     facts: ClusterFacts,
     next: u64,
+    /// Replacements never become Ready (an image that cannot be pulled).
+    stuck: bool,
 }
 
 impl BigWorld {
@@ -1598,6 +1800,7 @@ impl BigWorld {
             now: t0(),
             facts: ClusterFacts::default(),
             next: 0,
+            stuck: false,
         };
         for i in 0..500 {
             w.facts.nodes.insert(
@@ -1647,12 +1850,13 @@ impl BigWorld {
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-7d9f8c6b5"), "uid": "rs", "controller": true}],
             },
             "spec": {"nodeName": format!("ip-10-0-{}-{}.eu-central-1.compute.internal", (i % 500) / 250, i % 250), "containers": [{"name": "app"}]},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if compliant && self.stuck { "False" } else { "True" }}]},
         }))
         .unwrap()
     }
 
-    /// Evicts the pods of `actions` and replaces each with a Ready, compliant pod.
+    /// Evicts the pods of `actions` and replaces each with a compliant pod, Ready unless
+    /// `stuck`.
     fn evict(&mut self, actions: &[Action]) -> HashMap<String, Outcome> {
         let uids: BTreeSet<&str> = actions
             .iter()
