@@ -259,31 +259,10 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     observe_batch(&mut s, &mut cx, policy, &pods, selection);
     observe_unhealthy(&mut s, &mut cx);
 
-    // 2. What stops new evictions, in order of precedence.
-    let gate = gate(&mut s, &mut cx, policy, selection);
-    match gate {
-        Gate::Wait(phase, reason, message) => {
-            set_phase(&mut s, phase, &reason, message);
-        }
-        Gate::Finish(phase, reason, message) => {
-            if s.current_batch.as_ref().is_some_and(|b| {
-                b.pods
-                    .iter()
-                    .any(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
-            }) {
-                set_phase(
-                    &mut s,
-                    Phase::Paused,
-                    &reason,
-                    format!("{message} (waiting for the batch in flight to settle)"),
-                );
-            } else {
-                finish_batch(&mut s, &mut cx);
-                set_phase(&mut s, phase, &reason, message);
-                s.completed_at = Some(now);
-                s.next_batch_at = None;
-            }
-        }
+    // 2. What stops new evictions, in order of precedence; or the next evictions.
+    match gate(&mut s, &mut cx, policy, selection) {
+        Gate::Wait(phase, reason, message) => set_phase(&mut s, phase, &reason, message),
+        Gate::Finish(phase, reason, message) => finish(&mut s, &mut cx, phase, &reason, message),
         Gate::Open => {
             let p = policy.expect("open gate means a valid policy");
             let sel = selection.expect("valid policy has a selection");
@@ -295,9 +274,52 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
     if let Some(sel) = selection {
         update_progress(&mut s, sel, obs.others);
     }
-    clip_messages(&mut s);
+    conclude(status, &mut s, &mut cx, policy, &before);
+    let requeue_after = requeue(&s, &cx);
+    let persist = must_persist(status, &s, &cx, &before);
+    Step {
+        status: s,
+        actions: cx.actions,
+        requeue_after,
+        persist,
+    }
+}
+
+/// The run ends, once nothing it disrupted is in flight (until then it is Paused).
+fn finish(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    phase: Phase,
+    reason: &str,
+    message: String,
+) {
+    let in_flight = s.current_batch.as_ref().is_some_and(|b| {
+        b.pods
+            .iter()
+            .any(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
+    });
+    if in_flight {
+        let message = format!("{message} (waiting for the batch in flight to settle)");
+        set_phase(s, Phase::Paused, reason, message);
+        return;
+    }
+    finish_batch(s, cx);
+    set_phase(s, phase, reason, message);
+    s.completed_at = Some(cx.now);
+    s.next_batch_at = None;
+}
+
+/// Messages within bounds, the summary, conditions, and events for what changed.
+fn conclude(
+    old: &ArmorRefreshRunStatus,
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: Option<&ValidPolicy>,
+    before: &(Phase, String),
+) {
+    clip_messages(s);
     s.progress.summary = format!("{}/{}", s.progress.refreshed, s.progress.total);
-    let g = obs.generation;
+    let g = cx.obs.generation;
     for (type_, on) in [
         ("Complete", s.phase == Phase::Completed),
         (
@@ -307,48 +329,53 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         ("Paused", s.phase == Phase::Paused),
     ] {
         let c = Condition::new(type_, on, &s.reason, s.message.clone());
-        set_condition(&mut s.conditions, c, now, g);
+        set_condition(&mut s.conditions, c, cx.now, g);
     }
     if policy.is_some_and(|p| p.spec.rollout.pacing == Pacing::Window) {
-        milestone(status, &s, &mut cx);
+        milestone(old, s, cx);
     }
-    if (s.phase, s.reason.clone()) != before {
+    if (s.phase, s.reason.clone()) != *before {
         let warning = matches!(
             s.reason.as_str(),
             "CircuitOpen" | "PolicyNotFound" | "PolicyInvalid"
         ) || s.phase == Phase::Failed;
         cx.event(warning, &s.reason, format!("{:?}: {}", s.phase, s.message));
     }
+}
 
-    let requeue_after = if s.phase.is_terminal() {
-        None
-    } else if cx
-        .actions
+fn acts(cx: &Ctx) -> bool {
+    cx.actions
         .iter()
         .any(|a| !matches!(a, Action::Event { .. }))
-    {
-        Some(Duration::ZERO)
-    } else {
-        let next = cx.wake.iter().min().copied();
-        Some(
-            next.map_or(POLL, |t| (t - now).to_std().unwrap_or(Duration::ZERO))
-                .min(Duration::from_secs(300)),
-        )
-    };
-    let persist = cx
-        .actions
-        .iter()
-        .any(|a| !matches!(a, Action::Event { .. }))
-        || (s.phase, s.reason.clone()) != before
-        || s.progress.failed != status.progress.failed
-        || s.observed_generation != status.observed_generation
-        || deferrals(&s) > deferrals(status);
-    Step {
-        status: s,
-        actions: cx.actions,
-        requeue_after,
-        persist,
+}
+
+/// At once after acting; else at the earliest time something is due (at most 5 min).
+fn requeue(s: &ArmorRefreshRunStatus, cx: &Ctx) -> Option<Duration> {
+    if s.phase.is_terminal() {
+        return None;
     }
+    if acts(cx) {
+        return Some(Duration::ZERO);
+    }
+    let next = cx.wake.iter().min().copied();
+    Some(
+        next.map_or(POLL, |t| (t - cx.now).to_std().unwrap_or(Duration::ZERO))
+            .min(Duration::from_secs(300)),
+    )
+}
+
+/// See [`Step::persist`].
+fn must_persist(
+    old: &ArmorRefreshRunStatus,
+    s: &ArmorRefreshRunStatus,
+    cx: &Ctx,
+    before: &(Phase, String),
+) -> bool {
+    acts(cx)
+        || (s.phase, s.reason.clone()) != *before
+        || s.progress.failed != old.progress.failed
+        || s.observed_generation != old.observed_generation
+        || deferrals(s) > deferrals(old)
 }
 
 /// Refusals and errors behind the deferred pods: a new deferral is written at once, so
@@ -413,75 +440,106 @@ fn gate(
     policy: Option<&ValidPolicy>,
     selection: Option<&Selection>,
 ) -> Gate {
+    let (Some(policy), Some(selection)) = (policy, selection) else {
+        return policy_gate(s, cx);
+    };
+    if let Some(g) = start_gate(s, cx, policy, selection) {
+        return g;
+    }
+    if let Some(g) = breaker_gate(s, cx, policy, selection) {
+        return g;
+    }
+    time_gate(s, cx, policy)
+}
+
+/// No valid policy: wait for one, or end a run whose policy was deleted.
+fn policy_gate(s: &ArmorRefreshRunStatus, cx: &Ctx) -> Gate {
     let obs = cx.obs;
     let name = &obs.spec.policy_ref.name;
     let started = s.phase != Phase::Pending;
     match obs.policy {
-        PolicyView::NotFound if !started => {
-            return Gate::Wait(
-                Phase::Pending,
-                "PolicyNotFound".into(),
-                format!("ArmorRefreshPolicy {name:?} does not exist; waiting for it"),
-            );
-        }
-        PolicyView::NotFound => {
-            return Gate::Finish(
-                Phase::Failed,
-                "PolicyNotFound".into(),
-                format!(
-                    "ArmorRefreshPolicy {name:?} was deleted mid-run; recreate it and create a new run to continue"
-                ),
-            );
-        }
+        PolicyView::NotFound if !started => Gate::Wait(
+            Phase::Pending,
+            "PolicyNotFound".into(),
+            format!("ArmorRefreshPolicy {name:?} does not exist; waiting for it"),
+        ),
+        PolicyView::NotFound => Gate::Finish(
+            Phase::Failed,
+            "PolicyNotFound".into(),
+            format!(
+                "ArmorRefreshPolicy {name:?} was deleted mid-run; recreate it and create a new run to continue"
+            ),
+        ),
         PolicyView::Invalid(e) => {
             let phase = if started {
                 Phase::Paused
             } else {
                 Phase::Pending
             };
-            return Gate::Wait(
+            Gate::Wait(
                 phase,
                 "PolicyInvalid".into(),
                 format!("ArmorRefreshPolicy {name:?} is invalid: {e}"),
-            );
+            )
         }
-        PolicyView::Valid(_) => {}
+        // A valid policy comes with its selection: not gated here.
+        PolicyView::Valid(_) => Gate::Open,
     }
-    let policy = policy.expect("valid");
-    let selection = selection.expect("valid");
-    if !started {
-        if let Some(other) = obs.blocked_by {
-            return Gate::Wait(
-                Phase::Pending,
-                "AnotherRunActive".into(),
-                format!("run {other:?} of policy {name:?} is active; this run starts when it ends"),
-            );
-        }
-        if obs.spec.dry_run {
-            s.plan = Some(summary(
-                policy,
-                selection,
-                cx.obs.facts,
-                cx.now,
-                0,
-                PLAN_PREVIEW,
-            ));
-            s.progress.total = selection.targets.len() as u32;
-            s.progress.pending = s.progress.total;
-            let p = s.plan.as_ref().expect("set");
-            return Gate::Finish(
-                Phase::Completed,
-                "DryRun".into(),
-                format!(
-                    "dry run: {} targets in {} batches, estimated {}; nothing evicted",
-                    p.targets,
-                    p.batches,
-                    p.estimated_duration.clone().unwrap_or_default()
-                ),
-            );
-        }
+}
+
+/// Before the start: another run of the policy goes first; a dry run plans and ends.
+fn start_gate(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: &ValidPolicy,
+    selection: &Selection,
+) -> Option<Gate> {
+    let obs = cx.obs;
+    let name = &obs.spec.policy_ref.name;
+    if s.phase != Phase::Pending {
+        return None;
     }
-    // Circuit breaker: a new resumeToken closes it.
+    if let Some(other) = obs.blocked_by {
+        return Some(Gate::Wait(
+            Phase::Pending,
+            "AnotherRunActive".into(),
+            format!("run {other:?} of policy {name:?} is active; this run starts when it ends"),
+        ));
+    }
+    if obs.spec.dry_run {
+        s.plan = Some(summary(
+            policy,
+            selection,
+            cx.obs.facts,
+            cx.now,
+            0,
+            PLAN_PREVIEW,
+        ));
+        s.progress.total = selection.targets.len() as u32;
+        s.progress.pending = s.progress.total;
+        let p = s.plan.as_ref().expect("set");
+        return Some(Gate::Finish(
+            Phase::Completed,
+            "DryRun".into(),
+            format!(
+                "dry run: {} targets in {} batches, estimated {}; nothing evicted",
+                p.targets,
+                p.batches,
+                p.estimated_duration.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    None
+}
+
+/// The circuit breaker: open past `health.maxFailures`; a new resumeToken closes it.
+fn breaker_gate(
+    s: &mut ArmorRefreshRunStatus,
+    cx: &mut Ctx,
+    policy: &ValidPolicy,
+    selection: &Selection,
+) -> Option<Gate> {
+    let obs = cx.obs;
     let threshold = policy
         .max_failures
         .resolve_down(s.progress.total.max(selection.targets.len() as u32));
@@ -501,14 +559,20 @@ fn gate(
     }
     let failures = s.progress.failed.saturating_sub(s.failure_baseline);
     if failures > threshold {
-        return Gate::Wait(
+        return Some(Gate::Wait(
             Phase::Paused,
             "CircuitOpen".into(),
             format!(
                 "{failures} replacements failed to become Ready (tolerated: {threshold}); fix the cause, then set spec.resumeToken to a new value to continue"
             ),
-        );
+        ));
     }
+    None
+}
+
+/// A user's pause, and the maintenance windows.
+fn time_gate(s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, policy: &ValidPolicy) -> Gate {
+    let obs = cx.obs;
     if obs.spec.paused {
         return Gate::Wait(
             Phase::Paused,
