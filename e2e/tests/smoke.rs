@@ -93,7 +93,14 @@ async fn examples_are_accepted_and_printed_with_their_columns() -> Result<()> {
     let (ok, out, _) = kubectl(&["get", "arr", "smoke-run"], None).await?;
     assert!(ok);
     let header = out.lines().next().unwrap_or_default();
-    for col in ["POLICY", "PHASE", "PROGRESS", "BATCH", "REASON", "AGE"] {
+    for col in ["POLICY", "PHASE", "PROGRESS", "DISRUPTED", "REASON", "AGE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    // The wave in flight and the next wave's time are in the wide view.
+    let (ok, out, _) = kubectl(&["get", "arr", "smoke-run", "-o", "wide"], None).await?;
+    assert!(ok);
+    let header = out.lines().next().unwrap_or_default();
+    for col in ["DISRUPTED", "BATCH", "NEXT"] {
         assert!(header.contains(col), "{header}");
     }
     // policyRef is immutable (a CEL transition rule).
