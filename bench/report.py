@@ -17,9 +17,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-results, docs, sizes = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), [int(s) for s in sys.argv[3:]]
+results, docs, sizes = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]
 root = pathlib.Path(__file__).resolve().parent.parent
 runs = {n: json.loads((results / f"scale-{n}.json").read_text()) for n in sizes}
+fixed = {n: r for n, r in runs.items() if r.get("ready_profile", "fixed") == "fixed"}
+heavy = {n: r for n, r in runs.items() if r.get("ready_profile") == "heavy"}
+APPROACHES = (("ours", "tab:green"), ("ours_waves", "tab:blue"), ("annotate_existing", "tab:orange"), ("restart_all", "tab:red"))
+
+
+def delays(r):
+    if r.get("ready_profile") == "heavy":
+        return "ready delays heavy-tailed (mean 1.9 s, p99 6 s)"
+    return f'pods Ready {r["ready_delay_s"]:.0f} s after scheduling'
+
 
 
 def sh(*cmd):
@@ -63,13 +73,13 @@ def ok(b):
 fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.2), squeeze=False)
 for ax, n in zip(axes[0], sizes):
     r = runs[n]
-    for key, color in (("ours", "tab:green"), ("annotate_existing", "tab:orange"), ("restart_all", "tab:red")):
-        s = r[key]
-        if s["curve"]:
+    for key, color in APPROACHES:
+        s = r.get(key)
+        if s and s["curve"]:
             t, d = zip(*s["curve"])
             ax.plot(t, d, label=f'{s["name"]} — {s["duration_s"]:.0f}s, peak {s["peak_disrupted"]}', color=color, lw=1.2)
     ax.axhline(r["batch"], color="tab:green", ls=":", lw=1, label=f'batch size {r["batch"]}')
-    ax.set_title(f'{r["pods"]} pods, pods Ready {r["ready_delay_s"]:.0f}s after scheduling')
+    ax.set_title(f'{r["pods"]} pods, {delays(r)}', fontsize=10)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pods disrupted (not Ready or terminating)")
     ax.legend(fontsize=8, loc="upper right")
@@ -78,19 +88,25 @@ fig.tight_layout()
 docs.mkdir(parents=True, exist_ok=True)
 fig.savefig(docs / "benchmarks.png", dpi=110)
 
-small, large = runs[sizes[0]], runs[sizes[-1]]
+small, large = (list(fixed.values()) or list(runs.values()))[0], (list(fixed.values()) or list(runs.values()))[-1]
 plan100k = criterion("plan", "next_batch", 100000)
 select100k = criterion("plan", "select", 100000)
 planall100k = criterion("plan", "plan_all", 100000)
 handler = crit_single("webhook_handle_pod_create")
+waves_ok = [r for r in runs.values() if r.get("ours_waves", {}).get("duration_s")]
 goal_rows = [
-    ("Overhead ratio at 1,000 pods (batch 50, interval 0, ready delay 2 s)", "≤ 1.10",
-     f'{small["overhead_ratio"]:.2f} ({small["ours"]["duration_s"]:.1f} s against {small["minimum_s"]:.0f} s)', small["overhead_ratio"] <= 1.10),
-    ("Peak disruption ≤ batch size, always", "≤ batch",
-     ", ".join(f'{r["ours"]["peak_disrupted"]} of {r["batch"]} at {n}' for n, r in runs.items()),
-     all(r["ours"]["peak_disrupted"] <= r["batch"] for r in runs.values())),
-    ("API writes per refreshed pod, all included", "≤ 3",
-     ", ".join(f'{r["writes_per_pod"]:.2f} at {n}' for n, r in runs.items()), all(r["writes_per_pod"] <= 3 for r in runs.values())),
+    ("Window run time against the policy's minimum (batch 50, interval 0, fixed ready delay 2 s)", "≤ 1.10×",
+     ", ".join(f'{r["overhead_ratio"]:.2f}× at {r["pods"]} ({r["ours"]["duration_s"]:.1f} s against {r["minimum_s"]:.0f} s)' for r in fixed.values()),
+     all(r["overhead_ratio"] <= 1.10 for r in fixed.values())),
+    ("Heavy-tailed ready delays: the window against the waves, same run", "≥ 2× faster",
+     ", ".join(f'{r["ours_waves"]["duration_s"] / r["ours"]["duration_s"]:.2f}× at {r["pods"]} ({r["ours"]["duration_s"]:.1f} s against {r["ours_waves"]["duration_s"]:.1f} s)' for r in heavy.values() if r in waves_ok) or "not run",
+     bool(heavy) and all(r in waves_ok and r["ours_waves"]["duration_s"] >= 2 * r["ours"]["duration_s"] for r in heavy.values())),
+    ("Peak disruption ≤ batch size, always (independent witness; window and waves)", "≤ batch",
+     ", ".join(f'{r["ours"]["peak_disrupted"]}/{r.get("ours_waves", {}).get("peak_disrupted", "-")} of {r["batch"]} at {n}' for n, r in runs.items()),
+     all(max(r["ours"]["peak_disrupted"], r.get("ours_waves", {}).get("peak_disrupted", 0)) <= r["batch"] for r in runs.values())),
+    ("API writes per refreshed pod, all included (window)", "≤ 1.5",
+     ", ".join(f'{r["writes_per_pod"]:.2f} at {n} (status {r.get("status_writes_per_pod", 0):.2f}; waves {r.get("waves_status_writes_per_pod", 0):.2f})' for n, r in runs.items()),
+     all(r["writes_per_pod"] <= 1.5 for r in runs.values())),
     (f"Operator peak RSS with {large['pods']} pods in the cluster", "≤ 64 MiB",
      f'{large["operator_peak_rss_mib"]:.1f} MiB', large["operator_peak_rss_mib"] <= 64),
     ("Webhook handler p99 (the operator's own histogram, in process)", "≤ 1 ms",
@@ -132,16 +148,28 @@ w("Same cluster, same pods (Deployments of 50 with a PDB of `maxUnavailable: 10%
   "rollout restart of each workload (`kubearmor.kubernetes.io/restartedAt` on the pod template), 5 s apart. "
   "*rollout restart* patches every workload at once. Writes are requests with verb create, update, patch or delete.")
 w("")
+w("Sizes marked `-heavy` draw each pod's ready delay from a heavy-tailed mix (89% 1–2 s, 10% 3–6 s, 1% 10–20 s), "
+  "as image pulls and warm-ups do; the others make every pod Ready 2 s after scheduling. *Window* keeps up to "
+  "`batchSize` pods disrupted, refilling a slot the moment its pod is back; *Waves* disrupts `batchSize` pods and "
+  "waits for the last of them before the next wave.")
+w("")
 w("| pods | approach | duration | peak disrupted | writes by the tool | writes served by the API server (all clients) | API server latency p50 / p99 |")
 w("| --- | --- | --- | --- | --- | --- | --- |")
 for n, r in runs.items():
-    for key in ("ours", "annotate_existing", "restart_all"):
-        s = r[key]
-        w(f'| {r["pods"]} | {s["name"]} | {s["duration_s"]:.1f} s | {s["peak_disrupted"]} | {s["tool_writes"]} | '
+    for key, _ in APPROACHES:
+        s = r.get(key)
+        if not s or not s.get("name"):
+            continue
+        w(f'| {n} | {s["name"]} | {s["duration_s"]:.1f} s | {s["peak_disrupted"]} | {s["tool_writes"]} | '
           f'{s["apiserver_writes"]} | ≤ {s["apiserver_p50_ms"]:.0f} / ≤ {s["apiserver_p99_ms"]:.0f} ms |')
 w("")
 for n, r in runs.items():
     o, a, b = r["ours"], r["annotate_existing"], r["restart_all"]
+    if r.get("ours_waves", {}).get("duration_s"):
+        v = r["ours_waves"]
+        w(f'At {n}, the window took {o["duration_s"]:.0f} s and the waves {v["duration_s"]:.0f} s '
+          f'({v["duration_s"] / o["duration_s"]:.2f}× as long), each with at most {o["peak_disrupted"]} and '
+          f'{v["peak_disrupted"]} pods disrupted.')
     w(f'At {r["pods"]} pods, armor-refresh took {o["duration_s"]:.0f} s with at most {o["peak_disrupted"]} pods '
       f'disrupted (its batch size: a knob, bounded always); annotateExisting took {a["duration_s"]:.0f} s '
       f'({a["duration_s"] / o["duration_s"]:.1f}× as long) with a peak of {a["peak_disrupted"]} set by each '
@@ -213,11 +241,11 @@ w("")
 w("## Reproduce")
 w("")
 w("```sh")
-w(f"bench/scale.sh {' '.join(map(str, sizes))}   # writes bench/results/ and this page")
+w(f"bench/scale.sh {' '.join(s.replace('-heavy', ':heavy') for s in sizes)}   # writes bench/results/ and this page")
 w("```")
 w("")
 w("Each size gets a control plane of its own (`N/80 + 10` kwok nodes in three zones, pods Ready 2 s after "
-  "scheduling). The operator is the release build, run with `--write-qps 200 --write-burst 400` as the chart's "
+  "scheduling, or the heavy-tailed mix). The operator is the release build, run with `--write-qps 200 --write-burst 400` as the chart's "
   "ServiceAccount. The e2e suite runs the same scenario at 42 pods (`e2e/tests/scale.rs`).")
 (docs / "benchmarks.md").write_text("\n".join(out) + "\n")
 print(f"wrote {docs / 'benchmarks.md'} and {docs / 'benchmarks.png'}")

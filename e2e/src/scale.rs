@@ -75,6 +75,15 @@ impl Config {
     }
 }
 
+/// kwok's ready-delay profile of the cluster e2e/cluster.sh started: fixed or heavy.
+pub fn cluster_ready_profile() -> String {
+    std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+        .ok()
+        .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join("ready-delay-profile")).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "fixed".into())
+}
+
 /// kwok's ready delay of the cluster e2e/cluster.sh started.
 pub fn cluster_ready_delay() -> Duration {
     std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
@@ -120,10 +129,18 @@ pub struct Report {
     pub busy_s: f64,
     pub idle_s: f64,
     pub batches_seen: u32,
+    /// Our run, pacing Window (the default).
     pub ours: Scenario,
+    /// The same pods again with pacing Waves (not with `--ours-only`).
+    pub ours_waves: Scenario,
     pub annotate_existing: Scenario,
     pub restart_all: Scenario,
     pub writes_per_pod: f64,
+    /// Run status writes per refreshed pod (window, waves).
+    pub status_writes_per_pod: f64,
+    pub waves_status_writes_per_pod: f64,
+    /// kwok's ready delays: "fixed" or "heavy" (e2e/cluster.sh --ready-delay).
+    pub ready_profile: String,
     pub writes_by_kind: BTreeMap<String, u64>,
     pub reads_by_kind: BTreeMap<String, u64>,
     pub operator_peak_rss_mib: f64,
@@ -503,6 +520,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
         pods: expected,
         batch: cfg.batch,
         ready_delay_s: cfg.ready_delay.as_secs_f64(),
+        ready_profile: cluster_ready_profile(),
         ..Report::default()
     };
     crate::install_crds(c).await?;
@@ -568,57 +586,9 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
     let pid = op.child.id().unwrap_or(0);
 
     let result = async {
-        // Our run.
-        apply(&format!(
-            r#"apiVersion: refresh.armor.dev/v1alpha1
-kind: ArmorRefreshPolicy
-metadata: {{name: bench}}
-spec:
-  selector:
-    namespaceSelector: {{matchLabels: {{{NS_LABEL}: "true"}}}}
-  rollout: {{batchSize: "{batch}", interval: 0s, readyTimeout: 5m}}
-  trigger: Manual
-"#,
-            batch = cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
-        ))
-        .await?;
-        // The policy is accepted before the run starts, so the clock measures the refresh.
-        wait_for("the bench policy to be Ready", Duration::from_secs(30), || async {
-            let (_, out, _) = kubectl(
-                &["get", "arp", "bench", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-                None,
-            )
-            .await?;
-            Ok((out == "True").then_some(()))
-        })
-        .await?;
-        let before = api_metrics().await?;
-        log("our run starts");
-        let rec = witness.record(expected);
-        let start = Instant::now();
-        apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {name: bench}\nspec: {policyRef: {name: bench}}\n").await?;
-        let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
-        let largest_status = std::sync::atomic::AtomicUsize::new(0);
-        let status = wait_for("the bench run to complete", cfg.timeout, || {
-            let runs = runs.clone();
-            let largest = &largest_status;
-            async move {
-                let r = runs.get("bench").await?;
-                if let Some(s) = &r.status {
-                    let bytes = serde_json::to_vec(s).map_or(0, |b| b.len());
-                    largest.fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(r.status.filter(|s| s.phase.is_terminal()))
-            }
-        })
-        .await?;
-        let took = start.elapsed().as_secs_f64();
-        let (curve, peak) = rec.finish();
-        let after = api_metrics().await?;
-        let calls = chart::audited_calls()?.split_off(calls_before);
-        if status.phase != Phase::Completed {
-            return Err(format!("the bench run ended {:?}: {}", status.phase, status.message).into());
-        }
+        // Our run: the window, then (besides the large-scale check) the same pods by waves.
+        let window = ours(c, cfg, &witness, expected, "bench", "Window", calls_before).await?;
+        let status = &window.status;
         report.targets = status.progress.total;
         report.refreshed = status.progress.refreshed;
         report.failed = status.progress.failed;
@@ -626,30 +596,25 @@ spec:
             let pct: f64 = pct.parse().unwrap_or(100.0);
             report.batch = (status.progress.total as f64 * pct / 100.0).ceil() as u32;
         }
-        report.largest_status_bytes = largest_status.load(std::sync::atomic::Ordering::Relaxed);
+        report.largest_status_bytes = window.largest;
         let batches = (status.progress.total as f64 / report.batch.max(1) as f64).ceil();
         report.minimum_s = batches * cfg.ready_delay.as_secs_f64();
-        report.overhead_ratio = took / report.minimum_s.max(0.001);
-        let (busy, idle, segments) = split_busy(&curve);
+        report.overhead_ratio = window.scenario.duration_s / report.minimum_s.max(0.001);
+        let (busy, idle, segments) = split_busy(&window.scenario.curve);
         report.busy_s = busy;
         report.idle_s = idle;
         report.batches_seen = segments;
-        report.writes_by_kind = chart::writes_by_kind(&calls);
-        for call in calls.iter().filter(|c| !c.is_write()) {
+        report.writes_by_kind = chart::writes_by_kind(&window.calls);
+        for call in window.calls.iter().filter(|c| !c.is_write()) {
             *report.reads_by_kind.entry(call.key.clone()).or_default() += 1;
         }
         let writes: u64 = report.writes_by_kind.values().sum();
         report.writes_per_pod = writes as f64 / status.progress.refreshed.max(1) as f64;
-        report.ours = Scenario {
-            name: format!("armor-refresh (batch {})", cfg.batch),
-            duration_s: took,
-            peak_disrupted: peak,
-            curve,
-            tool_writes: writes,
-            apiserver_writes: (after.writes - before.writes) as u64,
-            apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
-            apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
-        };
+        report.status_writes_per_pod =
+            status_writes(&window.calls) as f64 / status.progress.refreshed.max(1) as f64;
+        let took = window.scenario.duration_s;
+        let peak = window.scenario.peak_disrupted;
+        report.ours = window.scenario;
         let (rss, hwm) = rss_kib(pid);
         report.operator_rss_mib = rss as f64 / 1024.0;
         report.operator_peak_rss_mib = hwm as f64 / 1024.0;
@@ -662,6 +627,33 @@ spec:
         if cfg.ours_only {
             return Result::<()>::Ok(());
         }
+        // The same pods again, by waves: another policy (another profile name, so every
+        // pod is a target again) with pacing Waves.
+        let (ok, _, err) = kubectl(&["delete", "arr,arp", "bench", "--wait=true"], None).await?;
+        if !ok {
+            return Err(err.into());
+        }
+        settle(c, &witness, expected, cfg.timeout).await?;
+        let calls_before = chart::audited_calls()?.len();
+        let waves = ours(
+            c,
+            cfg,
+            &witness,
+            expected,
+            "bench-waves",
+            "Waves",
+            calls_before,
+        )
+        .await?;
+        report.waves_status_writes_per_pod =
+            status_writes(&waves.calls) as f64 / waves.status.progress.refreshed.max(1) as f64;
+        log(&format!(
+            "waves: {} refreshed in {:.1}s, peak disrupted {}",
+            waves.status.progress.refreshed,
+            waves.scenario.duration_s,
+            waves.scenario.peak_disrupted
+        ));
+        report.ours_waves = waves.scenario;
         // Pod creation with the webhook against without, alternating in rounds.
         settle(c, &witness, expected, cfg.timeout).await?;
         let wb = api_metrics().await?;
@@ -682,7 +674,8 @@ spec:
         report.create_with_p99_ms = pct(&mut with, 0.99);
         report.create_without_p50_ms = pct(&mut without, 0.5);
         report.create_without_p99_ms = pct(&mut without, 0.99);
-        report.create_ratio_p50 = report.create_with_p50_ms / report.create_without_p50_ms.max(0.001);
+        report.create_ratio_p50 =
+            report.create_with_p50_ms / report.create_without_p50_ms.max(0.001);
         report.apiserver_webhook_p50_ms = quantile(&wb.webhook, &wa.webhook, 0.5);
         report.apiserver_webhook_p99_ms = quantile(&wb.webhook, &wa.webhook, 0.99);
         let metrics = op.metrics().await.unwrap_or_default();
@@ -745,12 +738,127 @@ spec:
     crate::clean(c, chart::RELEASE).await?;
     for d in &mut [
         &mut report.ours,
+        &mut report.ours_waves,
         &mut report.annotate_existing,
         &mut report.restart_all,
     ] {
         d.curve = downsample(std::mem::take(&mut d.curve), 1500);
     }
     Ok(report)
+}
+
+/// One run of ours, measured.
+struct Ours {
+    status: armor_refresh::api::ArmorRefreshRunStatus,
+    scenario: Scenario,
+    largest: usize,
+    calls: Vec<chart::Call>,
+}
+
+/// Status writes of runs among `calls`.
+fn status_writes(calls: &[chart::Call]) -> usize {
+    calls
+        .iter()
+        .filter(|c| {
+            c.is_write()
+                && c.key
+                    .starts_with("refresh.armor.dev/armorrefreshruns/status")
+        })
+        .count()
+}
+
+/// A policy `name` over the bench pods with `pacing` (its profile names carry `name`, so
+/// every pod is a target of a new policy), and a run of it to its end.
+async fn ours(
+    c: &Client,
+    cfg: &Config,
+    witness: &Witness,
+    expected: usize,
+    name: &str,
+    pacing: &str,
+    calls_before: usize,
+) -> Result<Ours> {
+    apply(&format!(
+        r#"apiVersion: refresh.armor.dev/v1alpha1
+kind: ArmorRefreshPolicy
+metadata: {{name: {name}}}
+spec:
+  selector:
+    namespaceSelector: {{matchLabels: {{{NS_LABEL}: "true"}}}}
+  profile: {{template: "localhost/{name}-{{namespace}}-{{owner}}-{{container}}"}}
+  rollout: {{pacing: {pacing}, batchSize: "{batch}", interval: 0s, readyTimeout: 5m}}
+  trigger: Manual
+"#,
+        batch = cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
+    ))
+    .await?;
+    // The policy is accepted before the run starts, so the clock measures the refresh.
+    wait_for(
+        "the bench policy to be Ready",
+        Duration::from_secs(30),
+        || async {
+            let (_, out, _) = kubectl(
+                &[
+                    "get",
+                    "arp",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .await?;
+            Ok((out == "True").then_some(()))
+        },
+    )
+    .await?;
+    let before = api_metrics().await?;
+    log(&format!("our run ({pacing}) starts"));
+    let rec = witness.record(expected);
+    let start = Instant::now();
+    apply(&format!("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {{name: {name}}}\nspec: {{policyRef: {{name: {name}}}}}\n")).await?;
+    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
+    let largest = std::sync::atomic::AtomicUsize::new(0);
+    let status = wait_for("the bench run to complete", cfg.timeout, || {
+        let runs = runs.clone();
+        let largest = &largest;
+        async move {
+            let r = runs.get(name).await?;
+            if let Some(s) = &r.status {
+                let bytes = serde_json::to_vec(s).map_or(0, |b| b.len());
+                largest.fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(r.status.filter(|s| s.phase.is_terminal()))
+        }
+    })
+    .await?;
+    let took = start.elapsed().as_secs_f64();
+    let (curve, peak) = rec.finish();
+    let after = api_metrics().await?;
+    let calls = chart::audited_calls()?.split_off(calls_before);
+    if status.phase != Phase::Completed {
+        return Err(format!("the bench run ended {:?}: {}", status.phase, status.message).into());
+    }
+    let writes = calls.iter().filter(|c| c.is_write()).count() as u64;
+    let scenario = Scenario {
+        name: format!(
+            "armor-refresh, {pacing} of {}",
+            cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
+        ),
+        duration_s: took,
+        peak_disrupted: peak,
+        curve,
+        tool_writes: writes,
+        apiserver_writes: (after.writes - before.writes) as u64,
+        apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
+        apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
+    };
+    Ok(Ours {
+        status,
+        scenario,
+        largest: largest.load(std::sync::atomic::Ordering::Relaxed),
+        calls,
+    })
 }
 
 /// (time with pods disrupted, time with none, disrupted stretches) of a curve.

@@ -18,14 +18,16 @@ async fn the_scale_scenario_measures_every_figure_at_a_tiny_size() -> Result<()>
     cfg.timeout = Duration::from_secs(180);
     let r = run(&c, &cfg).await?;
     eprintln!(
-        "tiny scale: {} refreshed in {:.1}s (minimum {:.1}s, ratio {:.2}), peak {} of batch {}, {:.2} writes/pod; baselines {:.1}s peak {} and {:.1}s peak {}",
+        "tiny scale: {} refreshed in {:.1}s (waves {:.1}s; minimum {:.1}s, ratio {:.2}), peak {} of batch {}, {:.2} writes/pod ({:.2} status); baselines {:.1}s peak {} and {:.1}s peak {}",
         r.refreshed,
         r.ours.duration_s,
+        r.ours_waves.duration_s,
         r.minimum_s,
         r.overhead_ratio,
         r.ours.peak_disrupted,
         r.batch,
         r.writes_per_pod,
+        r.status_writes_per_pod,
         r.annotate_existing.duration_s,
         r.annotate_existing.peak_disrupted,
         r.restart_all.duration_s,
@@ -43,6 +45,19 @@ async fn the_scale_scenario_measures_every_figure_at_a_tiny_size() -> Result<()>
         r.batch
     );
     assert!(r.ours.peak_disrupted > 0, "the witness saw the refresh");
+    // The same pods by waves, in the same run.
+    assert!(
+        r.ours_waves.duration_s > 0.0 && r.ours_waves.peak_disrupted > 0,
+        "{:?}",
+        r.ours_waves.name
+    );
+    assert!(
+        r.ours_waves.peak_disrupted <= r.batch,
+        "waves: peak {} > batch {}",
+        r.ours_waves.peak_disrupted,
+        r.batch
+    );
+    assert!(r.status_writes_per_pod > 0.0 && r.waves_status_writes_per_pod > 0.0);
     // Every figure is measured, not defaulted.
     assert!(r.minimum_s > 0.0 && r.ours.duration_s >= r.minimum_s);
     assert!(
