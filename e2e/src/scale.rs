@@ -109,6 +109,30 @@ pub struct Scenario {
     pub apiserver_p99_ms: f64,
 }
 
+impl Scenario {
+    /// A scenario from what was measured around it: its duration, the witness's curve and
+    /// peak, the tool's writes and the API server's metrics before and after.
+    fn measured(
+        name: String,
+        took: f64,
+        (curve, peak): (Vec<(f64, u32)>, u32),
+        writes: u64,
+        before: &ApiMetrics,
+        after: &ApiMetrics,
+    ) -> Scenario {
+        Scenario {
+            name,
+            duration_s: took,
+            peak_disrupted: peak,
+            curve,
+            tool_writes: writes,
+            apiserver_writes: (after.writes - before.writes) as u64,
+            apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
+            apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub size: usize,
@@ -840,19 +864,11 @@ spec:
         return Err(format!("the bench run ended {:?}: {}", status.phase, status.message).into());
     }
     let writes = calls.iter().filter(|c| c.is_write()).count() as u64;
-    let scenario = Scenario {
-        name: format!(
-            "armor-refresh, {pacing} of {}",
-            cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
-        ),
-        duration_s: took,
-        peak_disrupted: peak,
-        curve,
-        tool_writes: writes,
-        apiserver_writes: (after.writes - before.writes) as u64,
-        apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
-        apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
-    };
+    let name = format!(
+        "armor-refresh, {pacing} of {}",
+        cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
+    );
+    let scenario = Scenario::measured(name, took, (curve, peak), writes, &before, &after);
     Ok(Ours {
         status,
         scenario,
@@ -956,14 +972,12 @@ async fn baseline(
     log(&format!(
         "baseline {name}: {took:.1}s, peak disrupted {peak}"
     ));
-    Ok(Scenario {
-        name: name.to_string(),
-        duration_s: took,
-        peak_disrupted: peak,
-        curve,
-        tool_writes: writes,
-        apiserver_writes: (after.writes - before.writes) as u64,
-        apiserver_p50_ms: quantile(&before.latency, &after.latency, 0.5),
-        apiserver_p99_ms: quantile(&before.latency, &after.latency, 0.99),
-    })
+    Ok(Scenario::measured(
+        name.to_string(),
+        took,
+        (curve, peak),
+        writes,
+        &before,
+        &after,
+    ))
 }

@@ -1362,21 +1362,27 @@ fn pdb(app: &str, allowed: i32) -> Arc<k8s_openapi::api::policy::v1::PodDisrupti
     )
 }
 
-#[test]
-fn a_pdb_refusal_is_retried_as_soon_as_the_budget_allows_again() {
+/// web×3 under a PDB whose status says 1 while the API server refuses the first eviction
+/// (its status lags): the run with that refusal just applied, and the step that applied it.
+/// Waves, so no other pod takes the slot the refused one leaves.
+fn refused_once() -> (World, Run, ValidPolicy, Step) {
     let mut w = World::new(&[("web", 3)]);
     w.facts.pdbs = vec![pdb("web", 1)];
-    // Waves, so no other pod takes the slot the refused one leaves.
     let pol = policy("rollout: {pacing: Waves, batchSize: 1, interval: 0s}");
     let mut r = Run::new();
     shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     w.advance(Duration::from_secs(START_GUARD as u64));
-    // The PDB's status lags: the API server refuses although it said 1.
     w.answers
         .push_back(Answer::Refuse(Outcome::Refused("would violate".into())));
     let (st, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 1);
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    (w, r, pol, st)
+}
+
+#[test]
+fn a_pdb_refusal_is_retried_as_soon_as_the_budget_allows_again() {
+    let (mut w, mut r, pol, st) = refused_once();
     let p = &r.status.current_batch.as_ref().unwrap().pods[0];
     assert_eq!((p.state, p.pdb_refused), (PodState::Deferred, true));
     let backoff = p.retry_at.unwrap() - w.now;
@@ -1396,17 +1402,7 @@ fn a_pdb_refusal_is_retried_as_soon_as_the_budget_allows_again() {
 
 #[test]
 fn a_pdb_refusal_is_not_retried_within_a_second_and_a_busy_api_never_early() {
-    let mut w = World::new(&[("web", 3)]);
-    w.facts.pdbs = vec![pdb("web", 1)];
-    // Waves, so no other pod takes the slot the refused one leaves.
-    let pol = policy("rollout: {pacing: Waves, batchSize: 1, interval: 0s}");
-    let mut r = Run::new();
-    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
-    w.advance(Duration::from_secs(START_GUARD as u64));
-    w.answers
-        .push_back(Answer::Refuse(Outcome::Refused("would violate".into())));
-    let (_, out) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
-    shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &out);
+    let (mut w, mut r, pol, _) = refused_once();
     // The budget reads 1, but the refusal was this very second.
     let (st, _) = shell_step(&mut w, &mut r, PolicyView::Valid(&pol), &HashMap::new());
     assert_eq!(st.disruptions().count(), 0, "not within {REFUSAL_GAP:?}");
