@@ -315,6 +315,14 @@ pub struct BatchPod {
     pub message: String,
 }
 
+impl BatchPod {
+    /// Disrupted by this run now: evicted (or its eviction requested) and not back, or an
+    /// unanswered request may have evicted it.
+    pub fn is_disrupted(&self) -> bool {
+        self.state.is_disrupting() || (self.uncertain && !self.state.is_settled())
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

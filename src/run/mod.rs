@@ -293,11 +293,10 @@ fn finish(
     reason: &str,
     message: String,
 ) {
-    let in_flight = s.current_batch.as_ref().is_some_and(|b| {
-        b.pods
-            .iter()
-            .any(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
-    });
+    let in_flight = s
+        .current_batch
+        .as_ref()
+        .is_some_and(|b| b.pods.iter().any(|p| p.is_disrupted()));
     if in_flight {
         let message = format!("{message} (waiting for the batch in flight to settle)");
         set_phase(s, Phase::Paused, reason, message);

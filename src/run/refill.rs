@@ -297,7 +297,7 @@ pub(super) fn update_progress(s: &mut ArmorRefreshRunStatus, sel: &Selection, ot
         .current_batch
         .iter()
         .flat_map(|b| &b.pods)
-        .filter(|p| p.state.is_disrupting() || (p.uncertain && !p.state.is_settled()))
+        .filter(|p| p.is_disrupted())
         .count() as u32
         + s.unhealthy.len() as u32;
     s.progress.skipped = sel.skipped_total();
@@ -554,7 +554,7 @@ fn refill(
         .current_batch
         .iter()
         .flat_map(|b| &b.pods)
-        .filter(|q| q.state.is_disrupting() || (q.uncertain && !q.state.is_settled()))
+        .filter(|q| q.is_disrupted())
         .chain(&s.unhealthy)
     {
         *away.entry((&q.namespace, &q.owner)).or_default() += 1;

@@ -1607,15 +1607,7 @@ fn a_window_of_replacements_that_never_come_stays_under_the_status_budget() {
                 break;
             }
         }
-        let sel = select::select(&pol, &w.facts);
-        let obs = observe(
-            &r.spec,
-            PolicyView::Valid(&pol),
-            &w.facts,
-            &results,
-            Some(&sel),
-        );
-        let st = step(&r.status, &obs, w.now);
+        let st = w.step(&r, &pol, &results);
         // What the status may still grow to: every pod in flight at its largest, from its
         // size as planned (the fields that grow cleared).
         let reserved: usize = st
@@ -1851,6 +1843,19 @@ impl BigWorld {
         .unwrap()
     }
 
+    /// One step of `r` under `pol`, selecting over this cluster as the controller does.
+    fn step(&self, r: &Run, pol: &ValidPolicy, results: &HashMap<String, Outcome>) -> Step {
+        let sel = select::select(pol, &self.facts);
+        let obs = observe(
+            &r.spec,
+            PolicyView::Valid(pol),
+            &self.facts,
+            results,
+            Some(&sel),
+        );
+        step(&r.status, &obs, self.now)
+    }
+
     /// Evicts the pods of `actions` and replaces each with a compliant pod, Ready unless
     /// `stuck`.
     fn evict(&mut self, actions: &[Action]) -> HashMap<String, Outcome> {
@@ -1889,16 +1894,7 @@ fn status_bytes_at(n: usize, policy_yaml: &str) -> (usize, usize, usize, u32) {
     let mut results = HashMap::new();
     let (mut largest, mut batches, mut widest) = (0, 0, 0);
     for _ in 0..20_000 {
-        let sel = select::select(&pol, &w.facts);
-        let obs = observe(
-            &r.spec,
-            PolicyView::Valid(&pol),
-            &w.facts,
-            &results,
-            Some(&sel),
-        );
-        let st = step(&r.status, &obs, w.now);
-        drop(sel);
+        let st = w.step(&r, &pol, &results);
         largest = largest.max(json_len(&st.status));
         if st.status.current_batch.as_ref().map(|b| b.index)
             != r.status.current_batch.as_ref().map(|b| b.index)
