@@ -1,5 +1,5 @@
 //! An independent witness: watches pods (not the operator's status) and records every
-//! deletion and readiness change, so tests can assert DESIGN.md's invariants over a run.
+//! deletion and readiness change, so tests can assert the run's invariants over a run.
 //!
 //! Disruption is counted per workload as Kubernetes sees it: a Ready pod that is deleted
 //! opens a gap; the next pod of that workload that becomes Ready closes the oldest gap. The
@@ -257,7 +257,7 @@ pub struct Check {
 const DELIVERY_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Witness {
-    /// DESIGN.md's invariants over everything witnessed so far.
+    /// the run's invariants over everything witnessed so far.
     /// Pods of the watched namespaces stuck on a profile their node never loaded.
     pub fn stuck(&self) -> Vec<crate::standin::Stuck> {
         self.standin

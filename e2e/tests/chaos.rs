@@ -1,7 +1,7 @@
 //! Chaos on the local control plane: the operator killed at random instants, leaders killed
 //! and cut off from the API server, the API server restarted and etcd paused mid-run, the
 //! webhook killed, and policies and runs edited or deleted mid-run. Every trial ends with
-//! DESIGN.md's invariants checked by the independent witness (`INVARIANT trial=... pass`).
+//! the run's invariants checked by the independent witness (`INVARIANT trial=... pass`).
 //!
 //! The default test run is the short version. The long one (`make chaos`, CHAOS_LONG=1) runs
 //! at least 100 SIGKILLs over runs whose operators' clocks are true, 30 s ahead, 30 s behind,

@@ -1,6 +1,6 @@
 //! The operator on the local control plane: real API server, controllers, scheduler and
 //! webhook chain; pods simulated by kwok (Ready 1 s after scheduling). Each test runs
-//! `armor-refresh run` as a process and checks DESIGN.md's invariants with an independent
+//! `armor-refresh run` as a process and checks the run's invariants with an independent
 //! witness of pod deletions and readiness. Tests run one at a time (one operator at once).
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The two custom resources of `refresh.armor.dev/v1alpha1`: the API contract.
 //!
-//! Field paths follow DESIGN.md's example. Values the API server cannot check by
+//! Field paths follow the README's examples. Values the API server cannot check by
 //! schema (cron expressions, time zones, duration strings, selector syntax) are kept
 //! as strings here, so one bad object never breaks a watch; [`crate::policy`] parses
 //! them and the operator reports `Ready=False` with a message naming the field.

@@ -1,5 +1,6 @@
 //! The state machine driven through a small simulated cluster: every transition and
-//! reason, and a property test with random crashes that checks DESIGN.md's invariants.
+//! reason, and a property test with random crashes that checks the run's invariants
+//! (ARCHITECTURE.md lists them).
 
 use super::*;
 use crate::api::{ArmorRefreshRunSpec, ENFORCER_LABEL, PolicyRef};
