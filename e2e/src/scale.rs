@@ -355,14 +355,13 @@ fn workloads_yaml(cfg: &Config) -> String {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {WEBHOOK_NS}, labels: {{{NS_LABEL}: \"true\"}}}}\n---\n"
     ));
     for d in 0..cfg.size.div_ceil(cfg.per_deployment) {
-        let replicas = cfg.per_deployment.min(cfg.size - d * cfg.per_deployment);
         let n = ns(d % NAMESPACES);
         y.push_str(&format!(
             r#"apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: app-{d}, namespace: {n}}}
 spec:
-  replicas: {replicas}
+  replicas: 0
   selector: {{matchLabels: {{app: app-{d}}}}}
   template:
     metadata: {{labels: {{app: app-{d}, {POD_LABEL}: "true"}}}}
@@ -397,6 +396,28 @@ spec: {{maxUnavailable: 1, selector: {{matchLabels: {{app: db}}}}}}
         r = cfg.sts_replicas
     ));
     y
+}
+
+/// Scales every Deployment of `workloads_yaml` (created empty) to its pods. Apart from
+/// the apply: with 20,000 pods, applying workloads that already have pods competes with
+/// the controllers creating them, and the apply timed out.
+async fn scale_up(c: &Client, cfg: &Config) -> Result<()> {
+    let patches = (0..cfg.size.div_ceil(cfg.per_deployment)).map(|d| {
+        let replicas = cfg.per_deployment.min(cfg.size - d * cfg.per_deployment);
+        let api: Api<Deployment> = Api::namespaced(c.clone(), &ns(d % NAMESPACES));
+        async move {
+            let patch = json!({"spec": {"replicas": replicas}});
+            api.patch(&format!("app-{d}"), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(patches)
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect::<std::result::Result<(), _>>()?;
+    Ok(())
 }
 
 /// Pods per workload, to restart them the baselines' way: (namespace, kind, name).
@@ -572,6 +593,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
             log(&format!("applying workloads again ({e})"));
         }
     }
+    scale_up(c, cfg).await?;
     let witness = Witness::start(c).await?;
     settle(c, &witness, expected, cfg.timeout).await?;
 
