@@ -75,7 +75,7 @@ fn cluster(n: usize) -> ClusterFacts {
 fn planning(c: &mut Criterion) {
     let policy = validate(
         "p",
-        &serde_yaml::from_str("rollout: {batchSize: 50, maxPerZone: 20}").unwrap(),
+        &serde_saphyr::from_str("rollout: {batchSize: 50, maxPerZone: 20}").unwrap(),
     )
     .unwrap();
     let mut g = c.benchmark_group("plan");
@@ -112,7 +112,7 @@ fn planning(c: &mut Criterion) {
 }
 
 fn compliance(c: &mut Criterion) {
-    let policy = validate("p", &serde_yaml::from_str("{}").unwrap()).unwrap();
+    let policy = validate("p", &serde_saphyr::from_str("{}").unwrap()).unwrap();
     let facts = cluster(100);
     let pod = facts.pods[5].clone();
     let owner = owner_of(&pod, Some(&facts));
@@ -163,7 +163,7 @@ fn admission(c: &mut Criterion) {
     let policies = vec![
         validate(
             "p",
-            &serde_yaml::from_str("profile: {injectAt: Create}").unwrap(),
+            &serde_saphyr::from_str("profile: {injectAt: Create}").unwrap(),
         )
         .unwrap(),
     ];

@@ -468,11 +468,11 @@ pub(crate) mod tests {
     use crate::policy::validate;
 
     pub fn pod(yaml: &str) -> Pod {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     pub fn policy(yaml: &str) -> ValidPolicy {
-        validate("p", &serde_yaml::from_str(yaml).unwrap()).unwrap()
+        validate("p", &serde_saphyr::from_str(yaml).unwrap()).unwrap()
     }
 
     const DEPLOY_POD: &str = r#"
@@ -521,7 +521,8 @@ spec:
         facts.replicasets.insert(
             ("shop".into(), "web-7d9f8b6c5d".into()),
             std::sync::Arc::new(
-                serde_yaml::from_str("metadata: {name: web-7d9f8b6c5d, namespace: shop}").unwrap(),
+                serde_saphyr::from_str("metadata: {name: web-7d9f8b6c5d, namespace: shop}")
+                    .unwrap(),
             ),
         );
         assert_eq!(owner_of(&p, Some(&facts)).kind, "ReplicaSet");

@@ -235,7 +235,7 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> Result<(), SpecError> {
-        let v: Value = serde_yaml::from_str(yaml).unwrap();
+        let v: Value = serde_saphyr::from_str(yaml).unwrap();
         check_policy_spec(&v)
     }
 

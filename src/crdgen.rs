@@ -28,7 +28,7 @@ fn to_yaml<T: serde::Serialize>(v: &T) -> String {
         }
         reflow(schema);
     }
-    serde_yaml::to_string(&v).expect("CRD serialises")
+    serde_saphyr::to_string(&v).expect("CRD serialises")
 }
 
 /// Joins the lines of each paragraph of every description, so `kubectl explain` wraps

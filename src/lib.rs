@@ -19,3 +19,4 @@ pub mod run;
 pub mod schedule;
 pub mod select;
 pub mod webhook;
+pub mod yaml;

@@ -419,7 +419,10 @@ fn run(cli: Cli) -> Result<(), String> {
                     "{}",
                     serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
                 ),
-                Output::Yaml => print!("{}", serde_yaml::to_string(&r).map_err(|e| e.to_string())?),
+                Output::Yaml => print!(
+                    "{}",
+                    serde_saphyr::to_string(&r).map_err(|e| e.to_string())?
+                ),
             }
             Ok(())
         }

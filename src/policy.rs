@@ -616,7 +616,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn spec() -> ArmorRefreshPolicySpec {
-        serde_yaml::from_str("{}").unwrap()
+        serde_saphyr::from_str("{}").unwrap()
     }
 
     #[test]
@@ -891,12 +891,13 @@ mod label_tests {
         }
         assert!(label_value("").is_ok() && label_value("v1.2_3").is_ok());
         assert!(label_value("has space").is_err() && label_value(&"v".repeat(64)).is_err());
-        let sel: LabelSelector = serde_yaml::from_str("matchLabels: {\"bad key!\": x}").unwrap();
+        let sel: LabelSelector = serde_saphyr::from_str("matchLabels: {\"bad key!\": x}").unwrap();
         let e = parse_selector("spec.exclude.podSelector", &Some(sel)).unwrap_err();
         assert_eq!(e.field, "spec.exclude.podSelector.matchLabels");
-        let sel: LabelSelector =
-            serde_yaml::from_str("matchExpressions: [{key: app, operator: In, values: [\"a b\"]}]")
-                .unwrap();
+        let sel: LabelSelector = serde_saphyr::from_str(
+            "matchExpressions: [{key: app, operator: In, values: [\"a b\"]}]",
+        )
+        .unwrap();
         let e = parse_selector("spec.selector.podSelector", &Some(sel)).unwrap_err();
         assert_eq!(e.field, "spec.selector.podSelector.matchExpressions[0]");
     }

@@ -63,17 +63,19 @@ pub fn read_policy(path: &str, text: &str) -> Result<ArmorRefreshPolicy, PlanErr
         path: path.to_string(),
         error,
     };
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-            .map_err(|e| err(format!("not valid YAML: {e}")))?;
-        if v.get("kind").and_then(|k| k.as_str()) == Some("ArmorRefreshPolicy") {
+    let docs = crate::yaml::documents(text).map_err(|e| {
+        err(format!(
+            "not valid YAML (document {}): {}",
+            e.document, e.error
+        ))
+    })?;
+    for json in docs {
+        if json.get("kind").and_then(|k| k.as_str()) == Some("ArmorRefreshPolicy") {
             // What the API server would refuse is refused here too, with the same field.
-            let json: serde_json::Value =
-                serde_json::to_value(&v).map_err(|e| err(format!("not JSON-compatible: {e}")))?;
             let spec = json.get("spec").cloned().unwrap_or(serde_json::json!({}));
             crate::crdcheck::check_policy_spec(&spec)
                 .map_err(|error| err(format!("the API server would reject it: {error}")))?;
-            return serde_yaml::from_value(v).map_err(|e| err(e.to_string()));
+            return serde_json::from_value(json).map_err(|e| err(e.to_string()));
         }
     }
     Err(err("no document with kind: ArmorRefreshPolicy".into()))

@@ -1026,7 +1026,7 @@ mod tests {
         let mut f = facts(&[&p("", "")]);
         f.replicasets.insert(
             ("shop".into(), "web-abc".into()),
-            Arc::new(serde_yaml::from_str("metadata: {name: web-abc, namespace: shop}").unwrap()),
+            Arc::new(serde_saphyr::from_str("metadata: {name: web-abc, namespace: shop}").unwrap()),
         );
         assert_eq!(
             classify(&policy("{}"), &f, &f.pods[0]),
@@ -1064,7 +1064,7 @@ mod tests {
             "metadata: {name: other-namespace, namespace: data}\nspec: {selector: {matchLabels: {app: web}}}",
             "metadata: {name: other-app, namespace: shop}\nspec: {selector: {matchLabels: {app: api}}}",
         ] {
-            f.pdbs.push(Arc::new(serde_yaml::from_str(pdb).unwrap()));
+            f.pdbs.push(Arc::new(serde_saphyr::from_str(pdb).unwrap()));
         }
         let t = classify(&policy("{}"), &f, &f.pods[0]).unwrap();
         assert_eq!(t.pdbs, vec![0, 1, 3, 4]);
@@ -1075,17 +1075,19 @@ mod tests {
         let sts = "metadata: {name: db-2, namespace: data, uid: u2, ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: s, controller: true}]}\nspec: {nodeName: n-b, containers: [{name: c}], volumes: [{name: d, persistentVolumeClaim: {claimName: data-db-2}}]}";
         let mut f = facts(&[sts]);
         f.leases.push(Arc::new(
-            serde_yaml::from_str(
+            serde_saphyr::from_str(
                 "metadata: {name: db-leader, namespace: data}\nspec: {holderIdentity: db-2_4f1c}",
             )
             .unwrap(),
         ));
         f.pdbs.push(Arc::new(
-            serde_yaml::from_str("metadata: {name: other, namespace: shop}\nspec: {selector: {}}")
-                .unwrap(),
+            serde_saphyr::from_str(
+                "metadata: {name: other, namespace: shop}\nspec: {selector: {}}",
+            )
+            .unwrap(),
         ));
         f.pdbs.push(Arc::new(
-            serde_yaml::from_str("metadata: {name: db, namespace: data}\nspec: {selector: {}}")
+            serde_saphyr::from_str("metadata: {name: db, namespace: data}\nspec: {selector: {}}")
                 .unwrap(),
         ));
         let t = classify(&policy("{}"), &f, &f.pods[0]).unwrap();
@@ -1119,7 +1121,7 @@ mod tests {
     }
 
     fn with_sts(f: &mut ClusterFacts, strategy: &str) {
-        let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_yaml::from_str(&format!(
+        let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_saphyr::from_str(&format!(
             "metadata: {{name: db, namespace: shop}}\nspec: {{replicas: 1, selector: {{}}, serviceName: db, template: {{}}, updateStrategy: {strategy}}}\nstatus: {{replicas: 1, currentRevision: db-1, updateRevision: db-2}}"
         ))
         .unwrap();

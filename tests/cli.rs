@@ -97,7 +97,7 @@ fn plan_on_the_example_snapshot_in_every_format() {
         "yaml",
     );
     assert!(yaml.status.success());
-    let y: serde_json::Value = serde_yaml::from_slice(&yaml.stdout).unwrap();
+    let y: serde_json::Value = serde_saphyr::from_slice(&yaml.stdout).unwrap();
     assert_eq!(y["targets"], 11);
 
     let table = plan(

@@ -192,16 +192,9 @@ pub fn writes_by_kind(calls: &[Call]) -> BTreeMap<String, u64> {
 }
 
 /// The documents of a YAML stream (empty ones skipped).
-pub fn documents(yaml: &str) -> Result<Vec<serde_yaml::Value>> {
-    use serde::Deserialize;
-    let mut out = vec![];
-    for d in serde_yaml::Deserializer::from_str(yaml) {
-        let v = serde_yaml::Value::deserialize(d)?;
-        if !v.is_null() {
-            out.push(v);
-        }
-    }
-    Ok(out)
+pub fn documents(yaml: &str) -> Result<Vec<Value>> {
+    armor_refresh::yaml::documents(yaml)
+        .map_err(|e| format!("YAML document {}: {}", e.document, e.error).into())
 }
 
 /// One verb on one resource granted by a Role or ClusterRole.
@@ -216,17 +209,17 @@ pub struct Grant {
 }
 
 /// Every verb granted by the Roles and ClusterRoles among `docs`.
-pub fn grants(docs: &[serde_yaml::Value]) -> Vec<Grant> {
+pub fn grants(docs: &[Value]) -> Vec<Grant> {
     let mut out = vec![];
     for d in docs
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
     {
         let scope = d["kind"].as_str().unwrap_or_default();
-        for rule in d["rules"].as_sequence().into_iter().flatten() {
+        for rule in d["rules"].as_array().into_iter().flatten() {
             let list = |k: &str| -> Vec<String> {
                 rule[k]
-                    .as_sequence()
+                    .as_array()
                     .into_iter()
                     .flatten()
                     .map(|v| v.as_str().unwrap_or("?").to_string())

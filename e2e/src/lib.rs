@@ -88,7 +88,7 @@ pub async fn install_crds(client: &Client) -> Result<()> {
     let mut names = vec![];
     for entry in std::fs::read_dir(root().join("crds"))? {
         let text = std::fs::read_to_string(entry?.path())?;
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)?;
         let name = crd.name_any();
         api.patch(
             &name,

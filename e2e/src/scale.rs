@@ -407,16 +407,22 @@ async fn scale_up(c: &Client, cfg: &Config) -> Result<()> {
         let api: Api<Deployment> = Api::namespaced(c.clone(), &ns(d % NAMESPACES));
         async move {
             let patch = json!({"spec": {"replicas": replicas}});
-            api.patch(&format!("app-{d}"), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
+            api.patch(
+                &format!("app-{d}"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(|_| ())
         }
     });
     let results: Vec<_> = futures::stream::iter(patches)
         .buffer_unordered(8)
         .collect()
         .await;
-    results.into_iter().collect::<std::result::Result<(), _>>()?;
+    results
+        .into_iter()
+        .collect::<std::result::Result<(), _>>()?;
     Ok(())
 }
 
@@ -464,12 +470,23 @@ async fn all_rolled_out(c: &Client) -> Result<bool> {
 
 /// Waits until every workload is rolled out and every pod Ready (and no pod terminating).
 async fn settle(c: &Client, w: &Witness, expected: usize, timeout: Duration) -> Result<()> {
+    // A line a minute, so a slow settle at 20,000 pods shows where it stands.
+    let last_log = Mutex::new(Instant::now());
     wait_for("the bench workloads to settle", timeout, || async {
         let pods = w.store.state();
         let alive = pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .count();
+        if let Ok(mut at) = last_log.lock()
+            && at.elapsed() >= Duration::from_secs(60)
+        {
+            *at = Instant::now();
+            log(&format!(
+                "settling: {alive} pods of {expected}, {} Ready",
+                w.ready()
+            ));
+        }
         Ok((w.ready() == expected && alive == expected && all_rolled_out(c).await?).then_some(()))
     })
     .await

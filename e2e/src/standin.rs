@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn kubearmors_annotator_as_read_from_its_source() {
-        let pod: Pod = serde_yaml::from_str(
+        let pod: Pod = serde_saphyr::from_str(
             r#"
 metadata:
   name: web-5d8f-x

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use armor_refresh_e2e::chart::documents as docs;
 use armor_refresh_e2e::{Result, chart, client, install_crds, kubectl, root};
-use serde_yaml::Value;
+use serde_json::Value;
 
 const CHART: &str = "charts/armor-refresh";
 const NS: &str = "armor-refresh-system";
@@ -61,7 +61,7 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
 fn args_of(docs: &[Value]) -> Vec<String> {
     let d = find(docs, "Deployment").expect("a Deployment");
     d["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .map(|a| a.as_str().unwrap_or_default().to_string())
@@ -152,7 +152,7 @@ fn default_values_render_a_hardened_leader_elected_operator_with_its_webhook() -
     }
     // The leader's identity and Lease namespace come from the downward API.
     let env: Vec<&str> = c["env"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["name"].as_str())
@@ -168,7 +168,7 @@ fn default_values_render_a_hardened_leader_elected_operator_with_its_webhook() -
         Some("armor-refresh-webhook")
     );
     let skipped: Vec<&str> = wh["namespaceSelector"]["matchExpressions"][0]["values"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
@@ -178,7 +178,7 @@ fn default_values_render_a_hardened_leader_elected_operator_with_its_webhook() -
     // never get its profile, so refreshing it would only make another target.
     let policy = find(&d, "ArmorRefreshPolicy").expect("the default policy");
     let excluded: Vec<&str> = policy["spec"]["exclude"]["namespaces"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
@@ -228,7 +228,7 @@ fn seed_style_values_render_the_default_policy() -> Result<()> {
     assert_eq!(spec["trigger"].as_str(), Some("Automatic"));
     assert_eq!(spec["profile"]["format"].as_str(), Some("Both"));
     let ex: Vec<&str> = spec["exclude"]["namespaces"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
@@ -412,7 +412,7 @@ async fn rendered_chart_passes_a_server_side_dry_run() -> Result<()> {
         assert!(kinds(&rendered).contains("CustomResourceDefinition"));
         let yaml = rendered
             .iter()
-            .map(|d| Ok(format!("---\n{}", serde_yaml::to_string(d)?)))
+            .map(|d| Ok(format!("---\n{}", serde_saphyr::to_string(d)?)))
             .collect::<Result<String>>()?;
         server_dry_run(&format!("helm template --set {set}"), &yaml).await?;
     }
@@ -436,9 +436,7 @@ fn argocd_health_checks_pass_their_testdata_in_gopher_lua() -> Result<()> {
 fn argocd_cm_carries_exactly_the_health_scripts() -> Result<()> {
     let base = root().join("deploy/argocd");
     let cm = &docs(&std::fs::read_to_string(base.join("argocd-cm.yaml"))?)?[0];
-    let data = cm["data"]
-        .as_mapping()
-        .ok_or("argocd-cm.yaml has no data")?;
+    let data = cm["data"].as_object().ok_or("argocd-cm.yaml has no data")?;
     let mut n = 0;
     for kind in ["ArmorRefreshPolicy", "ArmorRefreshRun"] {
         let lua = std::fs::read_to_string(base.join(format!(

@@ -570,12 +570,12 @@ mod tests {
     #[test]
     fn null_counts_read_as_defaults() {
         let s: ArmorRefreshPolicySpec =
-            serde_yaml::from_str("{rollout: {batchSize: null}, health: {maxFailures: null}}")
+            serde_saphyr::from_str("{rollout: {batchSize: null}, health: {maxFailures: null}}")
                 .unwrap();
         assert_eq!(s.rollout.batch_size, IntOrString::Int(1));
         assert_eq!(s.health.max_failures, IntOrString::Int(0));
         let s: ArmorRefreshPolicySpec =
-            serde_yaml::from_str("{rollout: {batchSize: '10%'}}").unwrap();
+            serde_saphyr::from_str("{rollout: {batchSize: '10%'}}").unwrap();
         assert_eq!(s.rollout.batch_size, IntOrString::String("10%".into()));
     }
 }

@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn stripping_keeps_what_the_core_reads() {
-        let full: Pod = serde_yaml::from_str(
+        let full: Pod = serde_saphyr::from_str(
             r#"
 metadata:
   name: web-abc-1

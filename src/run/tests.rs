@@ -18,7 +18,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn policy(yaml: &str) -> ValidPolicy {
-    validate("pol", &serde_yaml::from_str(yaml).unwrap()).unwrap()
+    validate("pol", &serde_saphyr::from_str(yaml).unwrap()).unwrap()
 }
 
 /// A cluster where evicted pods are replaced by their workload with the profile injected

@@ -103,15 +103,18 @@ impl Certs {
 }
 
 fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Error> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Cert(format!("certificate PEM: {e}")))?;
     if certs.is_empty() {
         return Err(Error::Cert("no certificate in the PEM".into()));
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| Error::Cert(format!("key PEM: {e}")))?
-        .ok_or_else(|| Error::Cert("no private key in the PEM".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => Error::Cert("no private key in the PEM".into()),
+        e => Error::Cert(format!("key PEM: {e}")),
+    })?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(certs, key, &provider)
         .map_err(|e| Error::Cert(format!("certificate and key do not match: {e}")))
@@ -400,25 +403,35 @@ pub async fn write_webhook_config(
 const MAX_BUNDLE_CAS: usize = 8;
 
 /// `ours` appended to the PEM certificates of `current` (without it), keeping the newest
-/// `max` in all.
+/// `max` in all. Certificates are compared as DER, so a bundle re-encoded by someone else
+/// (other line length, CRLF) still holds ours once; sections that are not certificates or
+/// do not decode are dropped, and the others kept.
 pub fn merge_ca_bundle(current: &str, ours: &str, max: usize) -> String {
-    let ours = ours.trim();
-    let mut certs: Vec<&str> = current
-        .split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|c| {
-            c.find("-----BEGIN CERTIFICATE-----")
-                .map(|at| c[at..].trim())
-        })
-        .filter(|c| c.ends_with("-----END CERTIFICATE-----") && *c != ours)
+    let certs = |text: &str| -> Vec<Vec<u8>> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::pem_slice_iter(text.as_bytes())
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect()
+    };
+    let ours = certs(ours);
+    let mut kept: Vec<Vec<u8>> = certs(current)
+        .into_iter()
+        .filter(|c| !ours.contains(c))
         .collect();
-    let keep = max.saturating_sub(1);
-    if certs.len() > keep {
-        certs.drain(..certs.len() - keep);
+    let keep = max.saturating_sub(ours.len());
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
     }
-    certs.push(ours);
-    let mut out = certs.join("\n");
-    out.push('\n');
-    out
+    kept.extend(ours);
+    let blocks: Vec<_> = kept
+        .into_iter()
+        .map(|der| ::pem::Pem::new("CERTIFICATE", der))
+        .collect();
+    ::pem::encode_many_config(
+        &blocks,
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
 }
 
 /// Resolves once `rx` turns true (or its sender is gone).
@@ -637,23 +650,51 @@ mod tests {
         })
     }
 
-    fn pem(n: u32) -> String {
-        format!("-----BEGIN CERTIFICATE-----\nCA{n}\n-----END CERTIFICATE-----")
+    /// Distinct self-signed CA certificates, as PEM.
+    fn cas(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let key = rcgen::KeyPair::generate().unwrap();
+                rcgen::CertificateParams::new(vec![format!("ca-{i}")])
+                    .unwrap()
+                    .self_signed(&key)
+                    .unwrap()
+                    .pem()
+            })
+            .collect()
+    }
+
+    /// The certificates of a bundle, as DER, in order.
+    fn ders(bundle: &str) -> Vec<Vec<u8>> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::pem_slice_iter(bundle.as_bytes())
+            .map(|c| c.unwrap().to_vec())
+            .collect()
     }
 
     #[test]
     fn ca_bundle_keeps_other_replicas_cas_and_drops_the_oldest() {
+        let ca = cas(4);
+        let der: Vec<_> = ca.iter().map(|c| ders(c).remove(0)).collect();
         // Empty bundle: just ours.
-        assert_eq!(merge_ca_bundle("", &pem(1), 3), format!("{}\n", pem(1)));
+        assert_eq!(ders(&merge_ca_bundle("", &ca[0], 3)), vec![der[0].clone()]);
         // Another replica's CA stays; ours is not duplicated when written again.
-        let two = merge_ca_bundle(&pem(1), &pem(2), 3);
-        assert_eq!(two, format!("{}\n{}\n", pem(1), pem(2)));
-        assert_eq!(merge_ca_bundle(&two, &pem(2), 3), two);
-        // Beyond the cap the oldest falls off; garbage between certificates is dropped.
-        let full = format!("{}\njunk\n{}\n{}", pem(1), pem(2), pem(3));
+        let two = merge_ca_bundle(&ca[0], &ca[1], 3);
+        assert_eq!(ders(&two), vec![der[0].clone(), der[1].clone()]);
+        assert_eq!(merge_ca_bundle(&two, &ca[1], 3), two);
+        // Ours, re-encoded by someone else (CRLF line ends), is still recognised as ours.
+        let crlf = two.replace('\n', "\r\n");
+        assert_eq!(ders(&merge_ca_bundle(&crlf, &ca[1], 3)), ders(&two));
+        // Beyond the cap the oldest falls off; text between certificates, a section that
+        // is not a certificate and one that does not decode are dropped, the rest kept.
+        let full = format!(
+            "{}\njunk\n{}\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n\
+             -----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n{}",
+            ca[0], ca[1], ca[2]
+        );
         assert_eq!(
-            merge_ca_bundle(&full, &pem(4), 3),
-            format!("{}\n{}\n{}\n", pem(2), pem(3), pem(4))
+            ders(&merge_ca_bundle(&full, &ca[3], 3)),
+            vec![der[1].clone(), der[2].clone(), der[3].clone()]
         );
     }
 
@@ -678,7 +719,7 @@ mod tests {
     async fn the_router_answers_reviews_limits_bodies_and_reports_readiness() {
         let pol = crate::policy::validate(
             "p",
-            &serde_yaml::from_str("profile: {injectAt: Create}").unwrap(),
+            &serde_saphyr::from_str("profile: {injectAt: Create}").unwrap(),
         )
         .unwrap();
         let s = shared(vec![pol]);

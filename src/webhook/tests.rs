@@ -33,7 +33,7 @@ impl Lookup for Fixed {
 /// A policy that injects at creation (the explicit choice) into init containers too, for the
 /// tests of the patch itself.
 fn create(yaml: &str) -> ValidPolicy {
-    let mut spec: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    let mut spec: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
     let profile = spec
         .as_object_mut()
         .unwrap()
