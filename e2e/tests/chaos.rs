@@ -631,7 +631,15 @@ async fn policies_and_runs_edited_and_deleted_mid_run() -> Result<()> {
     )
     .await?;
     let failed_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A failed run ends both waits a user would write: Failed at once, Complete never.
+    let wait = |cond: &'static str, timeout: &'static str| {
+        kubectl(&["wait", cond, "armorrefreshrun/edit-1", timeout], None)
+    };
+    let (ok, out, err) = wait("--for=condition=Failed", "--timeout=10s").await?;
+    assert!(ok, "kubectl wait --for=condition=Failed: {out} {err}");
+    let (ok, _, _) = wait("--for=condition=Complete", "--timeout=1s").await?;
+    assert!(!ok, "a failed run is not Complete");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     quiet.push(("the policy deleted".to_string(), failed_at, Instant::now()));
     let refreshed_first = s.progress.refreshed;
     // A new policy and run, deleted mid-batch: the operator stops acting on it.

@@ -321,6 +321,9 @@ fn conclude(
     let g = cx.obs.generation;
     for (type_, on) in [
         ("Complete", s.phase == Phase::Completed),
+        // So `kubectl wait --for=condition=Failed` ends, and a wait for Complete can be
+        // paired with it instead of running into its timeout.
+        ("Failed", s.phase == Phase::Failed),
         (
             "Progressing",
             matches!(s.phase, Phase::Batching | Phase::Pending),

@@ -356,6 +356,7 @@ fn waves_refresh_everything_once_within_the_batch() {
             .unwrap()
             .is_true()
     );
+    assert!(!condition(&r.status.conditions, "Failed").unwrap().is_true());
     assert!(
         !condition(&r.status.conditions, "Progressing")
             .unwrap()
@@ -467,6 +468,19 @@ fn policy_not_found_waits_before_start_and_fails_mid_run() {
         (Phase::Failed, "PolicyNotFound")
     );
     assert_eq!(w.evictions.len(), 2);
+    let failed = condition(&r.status.conditions, "Failed").expect("a Failed condition");
+    assert!(failed.is_true());
+    assert_eq!(failed.reason, "PolicyNotFound");
+    assert!(
+        !condition(&r.status.conditions, "Complete")
+            .unwrap()
+            .is_true()
+    );
+    assert!(
+        !condition(&r.status.conditions, "Progressing")
+            .unwrap()
+            .is_true()
+    );
 }
 
 #[test]
