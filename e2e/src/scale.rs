@@ -191,7 +191,13 @@ impl Witness {
     async fn start(c: &Client) -> Result<Witness> {
         let (store, writer) = reflector::store();
         let api: Api<Pod> = Api::all(c.clone());
-        let stream = watcher(api, watcher::Config::default().labels(POD_LABEL))
+        // A streaming list (WatchList, on in 1.34): the initial state arrives over the
+        // watch, not as 40 pages that a busy API server serves slowly while it creates
+        // 20,000 pods.
+        let cfg = watcher::Config::default()
+            .labels(POD_LABEL)
+            .streaming_lists();
+        let stream = watcher(api, cfg)
             .default_backoff()
             .reflect(writer)
             .applied_objects();
@@ -199,9 +205,9 @@ impl Witness {
             futures::pin_mut!(stream);
             while stream.next().await.is_some() {}
         });
-        tokio::time::timeout(Duration::from_secs(60), store.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(300), store.wait_until_ready())
             .await
-            .map_err(|_| "the pod witness did not sync in 60s")??;
+            .map_err(|_| "the pod witness did not sync in 300s")??;
         Ok(Witness { store, task })
     }
 
