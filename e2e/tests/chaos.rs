@@ -632,8 +632,8 @@ async fn policies_and_runs_edited_and_deleted_mid_run() -> Result<()> {
     .await?;
     let failed_at = Instant::now();
     // A failed run ends both waits a user would write: Failed at once, Complete never.
-    let wait = |cond: &'static str, timeout: &'static str| {
-        kubectl(&["wait", cond, "armorrefreshrun/edit-1", timeout], None)
+    let wait = |cond: &'static str, timeout: &'static str| async move {
+        kubectl(&["wait", cond, "armorrefreshrun/edit-1", timeout], None).await
     };
     let (ok, out, err) = wait("--for=condition=Failed", "--timeout=10s").await?;
     assert!(ok, "kubectl wait --for=condition=Failed: {out} {err}");
