@@ -240,6 +240,18 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_optional_and_its_ttl_may_be_empty() {
+        for ok in [
+            "{}",
+            "{retention: {}}",
+            "{retention: {ttlAfterFinished: ''}}",
+            "{retention: {completedRuns: 0, failedRuns: 0, ttlAfterFinished: 168h}}",
+        ] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
     fn the_examples_pass() {
         check("{}").unwrap();
         // What the API server also accepts: nulls (defaults apply), µs, non-ASCII space.
@@ -321,6 +333,26 @@ mod tests {
                 "{health: {maxFailures: -1}}",
                 "spec.health.maxFailures",
                 "count from 0",
+            ),
+            (
+                "{retention: {ttlAfterFinished: 3000000000h}}",
+                "spec.retention.ttlAfterFinished",
+                "",
+            ),
+            (
+                "{retention: {ttlAfterFinished: 9000h}}",
+                "spec.retention.ttlAfterFinished",
+                "8760h",
+            ),
+            (
+                "{retention: {completedRuns: 1001}}",
+                "spec.retention.completedRuns",
+                "at most",
+            ),
+            (
+                "{retention: {failedRuns: -1}}",
+                "spec.retention.failedRuns",
+                "at least",
             ),
         ] {
             let e = check(yaml).expect_err(yaml);

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod select;

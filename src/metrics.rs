@@ -53,7 +53,19 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabel, Counter>,
     pub admission_requests: Family<AdmissionLabel, Counter>,
     pub admission_latency: Histogram,
+    /// Runs and policies that have series, so those of deleted ones can be removed
+    /// (a Family cannot list its labels).
+    exported: Mutex<Exported>,
 }
+
+#[derive(Default)]
+struct Exported {
+    runs: std::collections::BTreeSet<String>,
+    policies: std::collections::BTreeSet<String>,
+}
+
+/// The phases `run_phase` has a series for, per run.
+const PHASES: [&str; 5] = ["Pending", "Batching", "Paused", "Completed", "Failed"];
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -71,6 +83,7 @@ impl Metrics {
             api_writes: Family::default(),
             admission_requests: Family::default(),
             admission_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            exported: Mutex::new(Exported::default()),
         };
         {
             let mut r = m.registry.lock().expect("fresh mutex");
@@ -136,6 +149,63 @@ impl Metrics {
             .inc();
     }
 
+    /// 1 for `run`'s phase, 0 for the others.
+    pub fn set_run_phase(&self, run: &str, phase: &str) {
+        for p in PHASES {
+            self.run_phase
+                .get_or_create(&RunPhaseLabel {
+                    run: run.to_string(),
+                    phase: p.to_string(),
+                })
+                .set(i64::from(p == phase));
+        }
+        self.exported().runs.insert(run.to_string());
+    }
+
+    pub fn set_noncompliant(&self, policy: &str, pods: u32) {
+        self.noncompliant
+            .get_or_create(&PolicyLabel {
+                policy: policy.to_string(),
+            })
+            .set(i64::from(pods));
+        self.exported().policies.insert(policy.to_string());
+    }
+
+    /// Removes the series of runs and policies that no longer exist, so a deleted run does
+    /// not report its last phase forever.
+    pub fn forget_missing(
+        &self,
+        runs: &std::collections::HashSet<&str>,
+        policies: &std::collections::HashSet<&str>,
+    ) {
+        let mut e = self.exported();
+        e.runs.retain(|run| {
+            let keep = runs.contains(run.as_str());
+            if !keep {
+                for p in PHASES {
+                    self.run_phase.remove(&RunPhaseLabel {
+                        run: run.clone(),
+                        phase: p.to_string(),
+                    });
+                }
+            }
+            keep
+        });
+        e.policies.retain(|policy| {
+            let keep = policies.contains(policy.as_str());
+            if !keep {
+                self.noncompliant.remove(&PolicyLabel {
+                    policy: policy.clone(),
+                });
+            }
+            keep
+        });
+    }
+
+    fn exported(&self) -> std::sync::MutexGuard<'_, Exported> {
+        self.exported.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn write(&self, verb: &str) {
         self.api_writes
             .get_or_create(&WriteLabel {
@@ -174,8 +244,13 @@ pub fn router(health: Health) -> Router {
         .route(
             "/metrics",
             get(|| async {
+                // What prometheus-client's text encoder writes: OpenMetrics (`_total`
+                // counters, `# EOF`), so that is what the answer says it is.
                 (
-                    [("content-type", "text/plain; version=0.0.4")],
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     METRICS.encode(),
                 )
             }),
@@ -194,4 +269,50 @@ pub fn router(health: Health) -> Router {
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn series_of_deleted_runs_and_policies_are_removed() {
+        let m = Metrics::new();
+        m.set_run_phase("kept", "Batching");
+        m.set_run_phase("gone", "Completed");
+        m.set_noncompliant("pol-kept", 3);
+        m.set_noncompliant("pol-gone", 7);
+        let text = m.encode();
+        assert!(text.contains(r#"run="gone""#) && text.contains(r#"policy="pol-gone""#));
+        m.forget_missing(&HashSet::from(["kept"]), &HashSet::from(["pol-kept"]));
+        let text = m.encode();
+        assert!(!text.contains(r#"run="gone""#), "{text}");
+        assert!(!text.contains(r#"policy="pol-gone""#), "{text}");
+        assert!(text.contains(r#"armor_refresh_run_phase{run="kept",phase="Batching"} 1"#));
+        assert!(text.contains(r#"armor_refresh_noncompliant_pods{policy="pol-kept"} 3"#));
+        // A run that comes back gets its series again.
+        m.set_run_phase("gone", "Pending");
+        assert!(
+            m.encode()
+                .contains(r#"armor_refresh_run_phase{run="gone",phase="Pending"} 1"#)
+        );
+    }
+
+    #[test]
+    fn counters_end_in_total_and_the_exposition_is_openmetrics() {
+        let m = Metrics::new();
+        m.write("patch");
+        m.pods_refreshed.inc();
+        let text = m.encode();
+        for name in [
+            "armor_refresh_api_writes_total{verb=\"patch\"} 1",
+            "armor_refresh_pods_refreshed_total 1",
+            "# TYPE armor_refresh_breaker_trips counter",
+            "# TYPE armor_refresh_admission_duration_seconds histogram",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    }
 }

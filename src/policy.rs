@@ -488,6 +488,7 @@ pub struct ValidPolicy {
     pub max_per_node: Option<u32>,
     pub max_per_zone: Option<u32>,
     pub schedule: Schedule,
+    pub retention: crate::retention::Retention,
 }
 
 impl ValidPolicy {
@@ -589,7 +590,16 @@ pub fn validate(name: &str, spec: &ArmorRefreshPolicySpec) -> Result<ValidPolicy
             "must be longer than 0s, e.g. \"15m\" (0s would fail every pod with volumes at once)",
         ));
     }
+    let retention = crate::retention::Retention {
+        completed: spec.retention.completed_runs as usize,
+        failed: spec.retention.failed_runs as usize,
+        ttl: match spec.retention.ttl_after_finished.as_str() {
+            "" => None,
+            ttl => Some(parse_duration("spec.retention.ttlAfterFinished", ttl)?),
+        },
+    };
     Ok(ValidPolicy {
+        retention,
         name: name.to_string(),
         spec: spec.clone(),
         namespace_selector,

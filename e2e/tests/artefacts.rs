@@ -353,6 +353,7 @@ fn rbac_grants_exactly_the_listed_verbs() -> Result<()> {
         "ClusterRole refresh.armor.dev/armorrefreshruns list",
         "ClusterRole refresh.armor.dev/armorrefreshruns watch",
         "ClusterRole refresh.armor.dev/armorrefreshruns create",
+        "ClusterRole refresh.armor.dev/armorrefreshruns delete",
         "ClusterRole refresh.armor.dev/armorrefreshpolicies/status patch",
         "ClusterRole refresh.armor.dev/armorrefreshruns/status patch",
         "ClusterRole events.k8s.io/events create",

@@ -67,12 +67,63 @@ async fn run_phase(name: &str) -> Result<(String, String)> {
     Ok((p.to_string(), r.to_string()))
 }
 
+/// Runs of a policy with no targets finish at once: with `completedRuns: 1` the older of
+/// two goes, then a time to live takes the last one.
+async fn retention_deletes_finished_runs() -> Result<()> {
+    let policy = |retention: &str| {
+        format!(
+            "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {{name: c-retain}}\n\
+             spec: {{selector: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: rbac-retain}}}}}}, \
+             retention: {retention}}}\n"
+        )
+    };
+    let run = |name: &str| {
+        format!(
+            "apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshRun\nmetadata: {{name: {name}}}\n\
+             spec: {{policyRef: {{name: c-retain}}}}\n"
+        )
+    };
+    let exists = |name: &'static str| async move {
+        let (ok, _, err) = kubectl(&["get", "arr", name], None).await?;
+        Result::<bool>::Ok(ok || !err.contains("NotFound"))
+    };
+    apply(&policy("{completedRuns: 1}")).await?;
+    apply(&run("retain-1")).await?;
+    wait_for("retain-1 to finish", Duration::from_secs(60), || async {
+        Ok((run_phase("retain-1").await?.0 == "Completed").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    apply(&run("retain-2")).await?;
+    wait_for(
+        "retain-1 deleted, retain-2 kept",
+        Duration::from_secs(60),
+        || async {
+            let done = !exists("retain-1").await? && run_phase("retain-2").await?.0 == "Completed";
+            Ok(done.then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        exists("retain-2").await?,
+        "the newest completed run is kept"
+    );
+    apply(&policy("{completedRuns: 1, ttlAfterFinished: 2s}")).await?;
+    wait_for(
+        "retain-2 deleted after its time to live",
+        Duration::from_secs(60),
+        || async { Ok((!exists("retain-2").await?).then_some(())) },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_operator_needs_every_granted_verb_and_no_other() -> Result<()> {
     let c = client().await?;
     install_crds(&c).await?;
     clean(&c, MWC).await?;
-    for ns in [NS, "rbac-restart", "rbac-evict"] {
+    for ns in [NS, "rbac-restart", "rbac-evict", "rbac-retain"] {
         fresh_namespace(&c, ns).await?;
     }
     // The chart's configuration calls the in-cluster Service; here the webhook runs on
@@ -228,6 +279,7 @@ spec: {policyRef: {name: a-restart}, paused: true}
         }
         wait_completed(&c, "a-restart", Duration::from_secs(120)).await?;
         wait_completed(&c, "b-evict", Duration::from_secs(120)).await?;
+        retention_deletes_finished_runs().await?;
         Result::<()>::Ok(())
     }
     .await;

@@ -115,6 +115,52 @@ pub struct ArmorRefreshPolicySpec {
     /// whenever selected pods lack their profile and no run of this policy is active.
     #[serde(default)]
     pub trigger: Trigger,
+    /// How many finished runs of this policy are kept, and for how long. Runs are deleted
+    /// oldest first; a run that has not finished is never deleted.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+}
+
+/// Finished runs kept per policy (as a CronJob's history limits), and an optional time to
+/// live after finishing (as a Job's `ttlSecondsAfterFinished`). Manual and Automatic runs
+/// count alike.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Completed runs kept, the newest; older ones are deleted. 0 keeps none.
+    #[serde(default = "default_completed_runs")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub completed_runs: u32,
+    /// Failed runs kept, the newest; older ones are deleted. 0 keeps none.
+    #[serde(default = "default_failed_runs")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub failed_runs: u32,
+    /// Delete a finished run this long after it finished, however many are kept (at most
+    /// 8760h). Empty: runs stay until the counts above remove them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(
+        length(max = 20),
+        regex(pattern = r"^(([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)?$")
+    )]
+    #[x_kube(validation = Rule::new("self == '' || (!self.matches('[0-9]{7}') && duration(self) <= duration('8760h'))").message("spec.retention.ttlAfterFinished: must be empty or a duration of at most 8760h (one year), such as \"168h\""))]
+    pub ttl_after_finished: String,
+}
+
+fn default_completed_runs() -> u32 {
+    10
+}
+fn default_failed_runs() -> u32 {
+    3
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        RetentionSpec {
+            completed_runs: default_completed_runs(),
+            failed_runs: default_failed_runs(),
+            ttl_after_finished: String::new(),
+        }
+    }
 }
 
 /// Which pods a policy covers.

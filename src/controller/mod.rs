@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::Pod;
@@ -31,7 +31,7 @@ use crate::api::{
     Condition, FIELD_MANAGER, Phase, TargetCounts, Trigger, set_condition,
 };
 use crate::clock::ServerClock;
-use crate::metrics::{Health, METRICS, ResultLabel, RunPhaseLabel};
+use crate::metrics::{Health, METRICS, ResultLabel};
 use crate::policy::{SpecError, ValidPolicy, validate};
 use crate::run::{self, Action, Observations, Outcome, PolicyView};
 use crate::select::{self, Selection};
@@ -535,6 +535,13 @@ impl Operator {
         runs.sort_by(|a, b| {
             (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
         });
+        METRICS.forget_missing(
+            &runs
+                .iter()
+                .map(|r| r.metadata.name.as_deref().unwrap_or(""))
+                .collect(),
+            &policies.keys().map(String::as_str).collect(),
+        );
         let mut next = Duration::from_secs(30);
         // Facts are fixed for the pass: select once per policy, for its runs and its status.
         let selections: HashMap<&str, Selection> = policies
@@ -695,7 +702,9 @@ impl Operator {
                 }
             }
         }
-        self.reconcile_policies(&policies, &selections, &runs).await;
+        if let Some(wake) = self.reconcile_policies(&policies, &selections, &runs).await {
+            next = next.min(wake);
+        }
         if !self.overload.is_zero() {
             self.overload = (self.overload / 2).max(Duration::from_millis(1));
             if self.overload <= Duration::from_millis(1) {
@@ -715,21 +724,7 @@ impl Operator {
     }
 
     fn export_phase(&self, run: &str, phase: Phase) {
-        for p in [
-            Phase::Pending,
-            Phase::Batching,
-            Phase::Paused,
-            Phase::Completed,
-            Phase::Failed,
-        ] {
-            METRICS
-                .run_phase
-                .get_or_create(&RunPhaseLabel {
-                    run: run.to_string(),
-                    phase: format!("{p:?}"),
-                })
-                .set(i64::from(p == phase));
-        }
+        METRICS.set_run_phase(run, &format!("{phase:?}"));
     }
 
     fn record_metrics(&self, old: &ArmorRefreshRunStatus, new: &ArmorRefreshRunStatus) {
@@ -981,17 +976,24 @@ impl Operator {
         policies: &Policies,
         selections: &HashMap<&str, Selection>,
         runs: &[ArmorRefreshRun],
-    ) {
+    ) -> Option<Duration> {
         let now = self.now();
+        let mut wake: Option<Duration> = None;
         for (name, (obj, valid)) in policies {
             if !self.leading() {
-                return;
+                return wake;
             }
             let mine: Vec<(&ArmorRefreshRun, ArmorRefreshRunStatus)> = runs
                 .iter()
                 .filter(|r| r.spec.policy_ref.name == *name)
                 .map(|r| (r, self.status_of(r)))
                 .collect();
+            if let Ok(v) = valid
+                && let Some(at) = self.retire(v, &mine, now).await
+            {
+                let d = (at - now).to_std().unwrap_or_default();
+                wake = Some(wake.map_or(d, |w| w.min(d)));
+            }
             let active = mine
                 .iter()
                 .find(|(_, s)| !s.phase.is_terminal())
@@ -1025,12 +1027,7 @@ impl Operator {
                         pending: sel.targets.len() as u32,
                         skipped,
                     };
-                    METRICS
-                        .noncompliant
-                        .get_or_create(&crate::metrics::PolicyLabel {
-                            policy: name.clone(),
-                        })
-                        .set(i64::from(counts.pending));
+                    METRICS.set_noncompliant(name, counts.pending);
                     st.targets = Some(counts.clone());
                     set_condition(
                         &mut st.conditions,
@@ -1107,6 +1104,62 @@ impl Operator {
                 }
             }
         }
+        wake
+    }
+
+    /// Deletes the finished runs of `policy` that its retention no longer keeps; the time
+    /// the next kept run's time to live ends.
+    async fn retire(
+        &mut self,
+        policy: &ValidPolicy,
+        runs: &[(&ArmorRefreshRun, ArmorRefreshRunStatus)],
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let finished: Vec<_> = runs
+            .iter()
+            .filter(|(r, s)| s.phase.is_terminal() && r.metadata.deletion_timestamp.is_none())
+            .filter_map(|(r, s)| {
+                let created = r.metadata.creation_timestamp.as_ref().map(|t| {
+                    DateTime::<Utc>::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
+                });
+                Some(crate::retention::Finished {
+                    name: r.name_any(),
+                    failed: s.phase == Phase::Failed,
+                    at: s.completed_at.or(created)?,
+                })
+            })
+            .collect();
+        let sweep = crate::retention::sweep(&finished, &policy.retention, now);
+        for name in sweep.delete {
+            let uid = runs
+                .iter()
+                .find(|(r, _)| r.name_any() == name)
+                .and_then(|(r, _)| r.uid());
+            self.throttle().await;
+            METRICS.write("delete");
+            // Preconditioned on the uid: a run recreated under the same name is not ours to delete.
+            let dp = DeleteParams {
+                preconditions: uid.map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match Api::<ArmorRefreshRun>::all(self.client.clone())
+                .delete(&name, &dp)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(policy = %policy.name, run = %name, "deleted a finished run (retention)")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(policy = %policy.name, run = %name, error = %e, "deleting a finished run failed");
+                    METRICS.reconcile_error("delete_run");
+                }
+            }
+        }
+        sweep.next
     }
 
     /// `trigger: Automatic`: a run owned by the policy, unless one was created a moment
