@@ -23,6 +23,9 @@ pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, DocError> {
             max_events: 1_000_000 + text.len(),
             max_nodes: 250_000 + text.len(),
             max_documents: 1_024 + text.len() / 4,
+            // The text is in memory already: its size is no reason to refuse it.
+            max_reader_input_bytes: None,
+            max_total_scalar_bytes: 64 * 1024 * 1024 + text.len(),
         },
     };
     let mut reader = text.as_bytes();
