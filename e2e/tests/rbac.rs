@@ -67,8 +67,8 @@ async fn run_phase(name: &str) -> Result<(String, String)> {
     Ok((p.to_string(), r.to_string()))
 }
 
-/// Runs of a policy with no targets finish at once: with `completedRuns: 1` the older of
-/// two goes, then a time to live takes the last one.
+/// Runs of a policy with no targets finish at once: with `completedRuns: 0` only the last
+/// run stays; then, with a time to live, a run goes once it expires and is no longer last.
 async fn retention_deletes_finished_runs() -> Result<()> {
     let policy = |retention: &str| {
         format!(
@@ -87,35 +87,47 @@ async fn retention_deletes_finished_runs() -> Result<()> {
         let (ok, _, err) = kubectl(&["get", "arr", name], None).await?;
         Result::<bool>::Ok(ok || !err.contains("NotFound"))
     };
-    apply(&policy("{completedRuns: 1}")).await?;
+    let completed = |name: &'static str| async move {
+        Result::<bool>::Ok(run_phase(name).await?.0 == "Completed")
+    };
+    apply(&policy("{completedRuns: 0}")).await?;
     apply(&run("retain-1")).await?;
     wait_for("retain-1 to finish", Duration::from_secs(60), || async {
-        Ok((run_phase("retain-1").await?.0 == "Completed").then_some(()))
+        Ok(completed("retain-1").await?.then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        exists("retain-1").await?,
+        "the last run is kept, even with completedRuns: 0"
+    );
     apply(&run("retain-2")).await?;
     wait_for(
         "retain-1 deleted, retain-2 kept",
         Duration::from_secs(60),
         || async {
-            let done = !exists("retain-1").await? && run_phase("retain-2").await?.0 == "Completed";
+            let done = !exists("retain-1").await? && completed("retain-2").await?;
             Ok(done.then_some(()))
         },
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        exists("retain-2").await?,
-        "the newest completed run is kept"
-    );
-    apply(&policy("{completedRuns: 1, ttlAfterFinished: 2s}")).await?;
+    apply(&policy("{completedRuns: 5, ttlAfterFinished: 2s}")).await?;
+    apply(&run("retain-3")).await?;
     wait_for(
         "retain-2 deleted after its time to live",
         Duration::from_secs(60),
-        || async { Ok((!exists("retain-2").await?).then_some(())) },
+        || async {
+            let done = !exists("retain-2").await? && completed("retain-3").await?;
+            Ok(done.then_some(()))
+        },
     )
-    .await
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        exists("retain-3").await?,
+        "the last run outlives its time to live"
+    );
+    Ok(())
 }
 
 #[tokio::test]

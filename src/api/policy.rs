@@ -116,7 +116,8 @@ pub struct ArmorRefreshPolicySpec {
     #[serde(default)]
     pub trigger: Trigger,
     /// How many finished runs of this policy are kept, and for how long. Runs are deleted
-    /// oldest first; a run that has not finished is never deleted.
+    /// oldest first; a run that has not finished is never deleted, nor is the policy's last
+    /// run (the Automatic trigger reads it to hold off after a failure).
     #[serde(default)]
     pub retention: RetentionSpec,
 }
@@ -127,11 +128,11 @@ pub struct ArmorRefreshPolicySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
-    /// Completed runs kept, the newest; older ones are deleted. 0 keeps none.
+    /// Completed runs kept besides the last run, the newest; older ones are deleted.
     #[serde(default = "default_completed_runs")]
     #[schemars(range(min = 0, max = 1000))]
     pub completed_runs: u32,
-    /// Failed runs kept, the newest; older ones are deleted. 0 keeps none.
+    /// Failed runs kept besides the last run, the newest; older ones are deleted.
     #[serde(default = "default_failed_runs")]
     #[schemars(range(min = 0, max = 1000))]
     pub failed_runs: u32,

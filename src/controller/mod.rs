@@ -76,6 +76,8 @@ const LAZY_WRITE: Duration = Duration::from_secs(5);
 /// The label of a label-less event reason, for metrics.
 /// Workloads evicted from at once (each workload's pods one after another).
 const EVICTION_CONCURRENCY: usize = 16;
+/// Finished runs deleted per policy per pass (retention).
+const RETIRE_PER_PASS: usize = 20;
 
 fn eviction_label(o: &Outcome) -> &'static str {
     match o {
@@ -1107,7 +1109,8 @@ impl Operator {
         wake
     }
 
-    /// Deletes the finished runs of `policy` that its retention no longer keeps; the time
+    /// Deletes the finished runs of `policy` that its retention no longer keeps (at most
+    /// `RETIRE_PER_PASS`); the time
     /// the next kept run's time to live ends.
     async fn retire(
         &mut self,
@@ -1126,11 +1129,18 @@ impl Operator {
                     name: r.name_any(),
                     failed: s.phase == Phase::Failed,
                     at: s.completed_at.or(created)?,
+                    created: created?,
                 })
             })
             .collect();
         let sweep = crate::retention::sweep(&finished, &policy.retention, now);
-        for name in sweep.delete {
+        // A backlog (runs piled up before retention existed) goes a slice per pass, so the
+        // runs in flight keep stepping; the rest a second later.
+        let more = sweep.delete.len() > RETIRE_PER_PASS;
+        for name in sweep.delete.into_iter().take(RETIRE_PER_PASS) {
+            if !self.leading() {
+                return None;
+            }
             let uid = runs
                 .iter()
                 .find(|(r, _)| r.name_any() == name)
@@ -1158,6 +1168,9 @@ impl Operator {
                     METRICS.reconcile_error("delete_run");
                 }
             }
+        }
+        if more {
+            return Some(now + chrono::TimeDelta::seconds(1));
         }
         sweep.next
     }
