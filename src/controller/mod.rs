@@ -1110,8 +1110,7 @@ impl Operator {
     }
 
     /// Deletes the finished runs of `policy` that its retention no longer keeps (at most
-    /// `RETIRE_PER_PASS`); the time
-    /// the next kept run's time to live ends.
+    /// `RETIRE_PER_PASS`); the time the next kept run's time to live ends.
     async fn retire(
         &mut self,
         policy: &ValidPolicy,
@@ -1122,9 +1121,11 @@ impl Operator {
             .iter()
             .filter(|(r, s)| s.phase.is_terminal() && r.metadata.deletion_timestamp.is_none())
             .filter_map(|(r, s)| {
-                let created = r.metadata.creation_timestamp.as_ref().map(|t| {
-                    DateTime::<Utc>::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
-                });
+                let created = r
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
                 Some(crate::retention::Finished {
                     name: r.name_any(),
                     failed: s.phase == Phase::Failed,
