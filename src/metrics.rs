@@ -31,6 +31,10 @@ pub struct RunPhaseLabel {
     pub phase: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabel {
+    pub run: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabel {
     pub verb: String,
 }
@@ -47,12 +51,15 @@ pub struct Metrics {
     pub evictions: Family<ResultLabel, Counter>,
     pub breaker_trips: Counter,
     pub run_phase: Family<RunPhaseLabel, Gauge>,
+    pub run_breaker_open: Family<RunLabel, Gauge>,
+    pub run_pods_refreshed: Family<RunLabel, Gauge>,
     pub batch_duration: Histogram,
     pub noncompliant: Family<PolicyLabel, Gauge>,
     pub reconcile_errors: Family<ReasonLabel, Counter>,
     pub api_writes: Family<WriteLabel, Counter>,
     pub admission_requests: Family<AdmissionLabel, Counter>,
     pub admission_latency: Histogram,
+    pub object_events: Family<ResultLabel, Counter>,
     /// Runs and policies that have series, so those of deleted ones can be removed
     /// (a Family cannot list its labels).
     exported: Mutex<Exported>,
@@ -63,6 +70,43 @@ struct Exported {
     runs: std::collections::BTreeSet<String>,
     policies: std::collections::BTreeSet<String>,
 }
+
+/// Every `reason` of `reconcile_errors` and `verb` of `api_writes`, and every `result` of
+/// `evictions` and `object_events`: each series exists from the start at 0, so `rate()` and
+/// alerts see the first error (Prometheus's advice on missing metrics).
+pub const RECONCILE_ERRORS: [&str; 10] = [
+    "clock",
+    "create_run",
+    "delete_run",
+    "event",
+    "fence",
+    "fresh_read",
+    "invalid_object",
+    "overloaded",
+    "status_write",
+    "watch",
+];
+pub const WRITE_VERBS: [&str; 9] = [
+    "apply_webhook_config",
+    "create",
+    "delete",
+    "dry_run",
+    "event",
+    "evict",
+    "patch_status",
+    "patch_webhook_config",
+    "patch_workload",
+];
+pub const EVICTION_RESULTS: [&str; 7] = [
+    "ok",
+    "refused",
+    "not_found",
+    "retry",
+    "busy",
+    "unknown",
+    "rejected",
+];
+pub const OBJECT_EVENT_RESULTS: [&str; 4] = ["published", "failed", "throttled", "dropped"];
 
 /// The phases `run_phase` has a series for, per run.
 const PHASES: [&str; 5] = ["Pending", "Batching", "Paused", "Completed", "Failed"];
@@ -77,14 +121,34 @@ impl Metrics {
             evictions: Family::default(),
             breaker_trips: Counter::default(),
             run_phase: Family::default(),
+            run_breaker_open: Family::default(),
+            run_pods_refreshed: Family::default(),
             batch_duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             noncompliant: Family::default(),
             reconcile_errors: Family::default(),
             api_writes: Family::default(),
             admission_requests: Family::default(),
             admission_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            object_events: Family::default(),
             exported: Mutex::new(Exported::default()),
         };
+        let result = |r: &str| ResultLabel { result: r.into() };
+        for r in EVICTION_RESULTS {
+            let _ = m.evictions.get_or_create(&result(r));
+        }
+        for r in OBJECT_EVENT_RESULTS {
+            let _ = m.object_events.get_or_create(&result(r));
+        }
+        for reason in RECONCILE_ERRORS {
+            let _ = m.reconcile_errors.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for verb in WRITE_VERBS {
+            let _ = m
+                .api_writes
+                .get_or_create(&WriteLabel { verb: verb.into() });
+        }
         {
             let mut r = m.registry.lock().expect("fresh mutex");
             r.register(
@@ -106,6 +170,16 @@ impl Metrics {
                 "run_phase",
                 "1 for the phase each run is in",
                 m.run_phase.clone(),
+            );
+            r.register(
+                "run_breaker_open",
+                "1 while a run's circuit breaker holds it paused",
+                m.run_breaker_open.clone(),
+            );
+            r.register(
+                "run_pods_refreshed",
+                "Target pods a run has refreshed so far",
+                m.run_pods_refreshed.clone(),
             );
             r.register(
                 "batch_duration_seconds",
@@ -137,6 +211,11 @@ impl Metrics {
                 "Time to answer an admission request",
                 m.admission_latency.clone(),
             );
+            r.register(
+                "object_events",
+                "Events on evicted pods and their workloads by result (published, failed, throttled, dropped)",
+                m.object_events.clone(),
+            );
         }
         m
     }
@@ -149,8 +228,15 @@ impl Metrics {
             .inc();
     }
 
-    /// 1 for `run`'s phase, 0 for the others.
-    pub fn set_run_phase(&self, run: &str, phase: &str) {
+    /// 1 for `run`'s phase, 0 for the others; whether its breaker is open; its progress.
+    pub fn set_run(&self, run: &str, phase: &str, breaker_open: bool, refreshed: u32) {
+        let label = RunLabel { run: run.into() };
+        self.run_breaker_open
+            .get_or_create(&label)
+            .set(i64::from(breaker_open));
+        self.run_pods_refreshed
+            .get_or_create(&label)
+            .set(i64::from(refreshed));
         for p in PHASES {
             self.run_phase
                 .get_or_create(&RunPhaseLabel {
@@ -182,6 +268,9 @@ impl Metrics {
         e.runs.retain(|run| {
             let keep = runs.contains(run.as_str());
             if !keep {
+                let label = RunLabel { run: run.clone() };
+                self.run_breaker_open.remove(&label);
+                self.run_pods_refreshed.remove(&label);
                 for p in PHASES {
                     self.run_phase.remove(&RunPhaseLabel {
                         run: run.clone(),
@@ -279,8 +368,8 @@ mod tests {
     #[test]
     fn series_of_deleted_runs_and_policies_are_removed() {
         let m = Metrics::new();
-        m.set_run_phase("kept", "Batching");
-        m.set_run_phase("gone", "Completed");
+        m.set_run("kept", "Batching", false, 4);
+        m.set_run("gone", "Completed", true, 9);
         m.set_noncompliant("pol-kept", 3);
         m.set_noncompliant("pol-gone", 7);
         let text = m.encode();
@@ -290,13 +379,60 @@ mod tests {
         assert!(!text.contains(r#"run="gone""#), "{text}");
         assert!(!text.contains(r#"policy="pol-gone""#), "{text}");
         assert!(text.contains(r#"armor_refresh_run_phase{run="kept",phase="Batching"} 1"#));
+        assert!(text.contains(r#"armor_refresh_run_pods_refreshed{run="kept"} 4"#));
+        assert!(text.contains(r#"armor_refresh_run_breaker_open{run="kept"} 0"#));
         assert!(text.contains(r#"armor_refresh_noncompliant_pods{policy="pol-kept"} 3"#));
         // A run that comes back gets its series again.
-        m.set_run_phase("gone", "Pending");
+        m.set_run("gone", "Pending", false, 0);
         assert!(
             m.encode()
                 .contains(r#"armor_refresh_run_phase{run="gone",phase="Pending"} 1"#)
         );
+    }
+
+    /// The first string literal after each occurrence of `call` in the sources.
+    fn literals(call: &str) -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for part in text.split(call).skip(1) {
+                        found.insert(part.split('"').next().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_label_the_code_uses_is_exported_from_the_start() {
+        let reasons = literals("reconcile_error(\"");
+        assert!(reasons.len() >= 5, "{reasons:?}");
+        assert_eq!(
+            reasons,
+            RECONCILE_ERRORS.iter().map(|s| s.to_string()).collect()
+        );
+        let verbs = literals("METRICS.write(\"");
+        assert_eq!(verbs, WRITE_VERBS.iter().map(|s| s.to_string()).collect());
+        let results = literals("count(\"");
+        assert_eq!(
+            results,
+            OBJECT_EVENT_RESULTS.iter().map(|s| s.to_string()).collect()
+        );
+        let text = Metrics::new().encode();
+        assert!(text.contains(r#"armor_refresh_reconcile_errors_total{reason="watch"} 0"#));
+        assert!(text.contains(r#"armor_refresh_evictions_total{result="busy"} 0"#));
+        assert!(text.contains(r#"armor_refresh_object_events_total{result="dropped"} 0"#));
+        assert!(text.contains(r#"armor_refresh_api_writes_total{verb="evict"} 0"#));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! of what was written is authoritative while this process leads.
 
 mod cache;
+mod notice;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -149,6 +150,8 @@ struct Operator {
     caches: Caches,
     limiter: DefaultDirectRateLimiter,
     recorder: Recorder,
+    /// Events on evicted pods and their workloads, published in the background.
+    notifier: notice::Notifier,
     leader: watch::Receiver<bool>,
     /// Run UID → the status this process last wrote, or stepped to and keeps in memory
     /// (see `unwritten`).
@@ -251,6 +254,7 @@ pub async fn run(
         instance: Some(cfg.identity.clone()),
     };
     let mut op = Operator {
+        notifier: notice::Notifier::start(Recorder::new(client.clone(), reporter.clone())),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         cfg,
@@ -573,7 +577,7 @@ impl Operator {
             let uid = r.uid().unwrap_or_default();
             let name = r.name_any();
             let mut status = self.status_of(r);
-            self.export_phase(&name, status.phase);
+            self.export_run(&name, &status);
             if status.phase.is_terminal() {
                 continue;
             }
@@ -669,7 +673,7 @@ impl Operator {
                     next = next.min(LAZY_WRITE.saturating_sub(since.elapsed()));
                 }
                 status = st.status.clone();
-                self.export_phase(&name, status.phase);
+                self.export_run(&name, &status);
                 let mut outcomes = HashMap::new();
                 if !self.leading() {
                     return Duration::from_secs(1);
@@ -690,6 +694,7 @@ impl Operator {
                     }
                     self.execute(r, a, &mut outcomes).await;
                 }
+                self.notify_objects(r, &st.actions, &outcomes);
                 let acted = st.disruptions().count() > 0;
                 if !outcomes.is_empty() {
                     self.results.insert(uid.clone(), outcomes);
@@ -725,8 +730,14 @@ impl Operator {
             .unwrap_or_default()
     }
 
-    fn export_phase(&self, run: &str, phase: Phase) {
-        METRICS.set_run_phase(run, &format!("{phase:?}"));
+    fn export_run(&self, run: &str, s: &ArmorRefreshRunStatus) {
+        let breaker_open = s.phase == Phase::Paused && s.reason == "CircuitOpen";
+        METRICS.set_run(
+            run,
+            &format!("{:?}", s.phase),
+            breaker_open,
+            s.progress.refreshed,
+        );
     }
 
     fn record_metrics(&self, old: &ArmorRefreshRunStatus, new: &ArmorRefreshRunStatus) {
@@ -906,6 +917,38 @@ impl Operator {
                 .inc();
             outcomes.insert(uid.to_string(), outcome);
         }
+    }
+
+    /// Events on the pods evicted and the workloads evicted from or restarted.
+    fn notify_objects(
+        &self,
+        run: &ArmorRefreshRun,
+        actions: &[Action],
+        outcomes: &HashMap<String, Outcome>,
+    ) {
+        use kube::runtime::reflector::{ObjectRef, Store};
+        fn uid<K>(s: &Store<K>, namespace: &str, name: &str) -> Option<String>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            s.get(&ObjectRef::new(name).within(namespace))?.uid()
+        }
+        let c = &self.caches;
+        let uid_of = |kind: &str, namespace: &str, name: &str| match kind {
+            "Deployment" => uid(&c.deployments, namespace, name),
+            "StatefulSet" => uid(&c.statefulsets, namespace, name),
+            "DaemonSet" => uid(&c.daemonsets, namespace, name),
+            "ReplicaSet" => uid(&c.replicasets, namespace, name),
+            _ => None,
+        };
+        let notices = notice::notices(
+            &run.name_any(),
+            &run.spec.policy_ref.name,
+            actions,
+            outcomes,
+            uid_of,
+        );
+        self.notifier.send(notices);
     }
 
     async fn execute(
