@@ -36,6 +36,15 @@ pub struct Process {
 
 /// Plain-HTTP GET on loopback; returns (status, body).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let (code, _, body) = http_get_with_headers(port, path).await?;
+    Ok((code, body))
+}
+
+/// Plain-HTTP GET on loopback; returns (status, headers with lower-case names, body).
+pub async fn http_get_with_headers(
+    port: u16,
+    path: &str,
+) -> Result<(u16, Vec<(String, String)>, String)> {
     let mut s = tokio::time::timeout(
         Duration::from_secs(2),
         tokio::net::TcpStream::connect(("127.0.0.1", port)),
@@ -46,16 +55,18 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((code, headers, body.to_string()))
 }
 
 impl Process {
