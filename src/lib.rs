@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crdcheck;
 pub mod crdgen;
 pub mod metrics;
+pub mod ops;
 pub mod plan;
 pub mod policy;
 pub mod report;

@@ -4,17 +4,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use armor_refresh::{crdgen, report};
+
+mod ops_cli;
 
 #[derive(Parser)]
 #[command(
     name = "armor-refresh",
     version,
-    about = "Roll AppArmor/KubeArmor profiles out to running pods gradually and safely"
+    about = "Roll AppArmor/KubeArmor profiles out to running pods gradually and safely",
+    after_help = "Installed as `kubectl-armor` on PATH (a copy or a symlink), it is the kubectl plugin `kubectl armor`."
 )]
 struct Cli {
+    /// The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long, global = true)]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,11 +149,58 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum GetWhat {
+    Policies,
+    Runs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (and, unless --no-webhook, the admission webhook) against the
     /// cluster KUBECONFIG or the in-cluster config names.
+    #[command(
+        after_help = "Examples:\n  armor-refresh run --self-signed --webhook-config armor-refresh \\\n    --webhook-url https://127.0.0.1:8443/mutate --lease-namespace default"
+    )]
     Run(RunArgs),
+    /// List policies (selected, compliant and pending pods) and runs (phase, progress).
+    #[command(
+        after_help = "Examples:\n  armor-refresh get\n  armor-refresh get runs -o json\n  kubectl armor get policies --context prod"
+    )]
+    Get {
+        /// Only policies, or only runs.
+        what: Option<GetWhat>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Follow a run live until it finishes: phase, progress, pods in flight, deferrals and
+    /// failures with their reasons, ETA. Exits 0 when it completes, 1 when it fails.
+    #[command(
+        after_help = "Examples:\n  armor-refresh watch default-first\n  armor-refresh watch default-first --timeout 2h"
+    )]
+    Watch {
+        run: String,
+        /// How often to read the run (Go duration).
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Give up (exit 1) after this long (Go duration); default: until the run finishes.
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Pause a run: no eviction starts; pods in flight are still followed.
+    #[command(after_help = "Examples:\n  armor-refresh pause default-first")]
+    Pause { run: String },
+    /// Resume a paused run.
+    #[command(after_help = "Examples:\n  armor-refresh resume default-first")]
+    Resume { run: String },
+    /// Close a run's open circuit breaker (a new spec.resumeToken) once the cause is fixed.
+    #[command(after_help = "Examples:\n  armor-refresh reset-breaker default-first")]
+    ResetBreaker { run: String },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  armor-refresh completion bash > /etc/bash_completion.d/armor-refresh\n  armor-refresh completion zsh > \"${fpath[1]}/_armor-refresh\""
+    )]
+    Completion { shell: clap_complete::Shell },
     /// Run the admission webhook alone.
     Webhook {
         #[command(flatten)]
@@ -156,21 +212,37 @@ enum Command {
         log_format: LogFormat,
     },
     /// Print both CustomResourceDefinitions as YAML (or write them into a directory).
+    #[command(after_help = "Examples:\n  armor-refresh crd | kubectl apply --server-side -f -")]
     Crd {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long, value_name = "DIR")]
         write: Option<std::path::PathBuf>,
     },
-    /// Plan a policy against a snapshot of a cluster, without a cluster: targets, skips by
-    /// reason, batches and the estimated duration. Create the snapshot with
-    /// `kubectl get pods,nodes,pdb,leases,statefulsets,replicasets,deployments -A -o yaml`.
+    /// Plan a policy against a snapshot of a cluster, or the cluster itself (--live): targets,
+    /// skips by reason, batches and the estimated duration. Nothing is evicted. Create a
+    /// snapshot with
+    /// `kubectl get pods,nodes,namespaces,pdb,leases,statefulsets,replicasets,deployments,daemonsets -A -o yaml`.
+    #[command(
+        after_help = "Examples:\n  armor-refresh plan --policy examples/policy-default.yaml --snapshot cluster.yaml\n  armor-refresh plan --live --policy examples/policy-default.yaml\n  armor-refresh plan --live --policy-name default -o json"
+    )]
     Plan {
         /// A YAML file with an ArmorRefreshPolicy.
-        #[arg(long, value_name = "FILE")]
-        policy: String,
+        #[arg(long, value_name = "FILE", required_unless_present = "policy_name")]
+        policy: Option<String>,
+        /// The ArmorRefreshPolicy of this name in the cluster (with --live).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["policy", "snapshot"])]
+        policy_name: Option<String>,
         /// A YAML/JSON snapshot (a List, as kubectl prints it).
-        #[arg(long, value_name = "FILE")]
-        snapshot: String,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "live",
+            conflicts_with = "live"
+        )]
+        snapshot: Option<String>,
+        /// Read the cluster of the kubeconfig instead of a snapshot.
+        #[arg(long)]
+        live: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
         /// Assumed time per batch for the estimate (Go duration).
@@ -189,8 +261,22 @@ enum Command {
     },
 }
 
+/// The CLI as invoked: as `kubectl armor` when the binary is the plugin `kubectl-armor`.
+fn parse() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "kubectl-armor");
+    let mut cmd = Cli::command();
+    if plugin {
+        cmd = cmd.bin_name("kubectl armor");
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         Command::Run(args) => operate(args, true),
         Command::Webhook {
@@ -215,10 +301,21 @@ fn main() -> ExitCode {
             false,
         ),
         other => {
-            return match run(Cli { command: other }) {
-                Ok(()) => ExitCode::SUCCESS,
+            let cli = Cli {
+                command: other,
+                ..cli
+            };
+            let result = if ops_cli::handles(&cli.command) {
+                ops_cli::run(&cli)
+            } else {
+                run(cli).map(|()| true)
+            };
+            return match result {
+                Ok(true) => ExitCode::SUCCESS,
+                // `watch` of a run that failed: said on the screen already.
+                Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", one_line(&e));
                     ExitCode::FAILURE
                 }
             };
@@ -231,6 +328,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error on one line (parsers' messages may span several, with a caret under the column).
+fn one_line(e: &str) -> String {
+    e.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -365,9 +471,27 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
     })
 }
 
+fn cli_kube(kubeconfig: &Option<std::path::PathBuf>, context: &Option<String>) -> ops_cli::Kube {
+    ops_cli::Kube {
+        kubeconfig: kubeconfig.clone(),
+        context: context.clone(),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
+    let (cli_kubeconfig, cli_context) = (cli.kubeconfig, cli.context);
     match cli.command {
         Command::Run(_) | Command::Webhook { .. } => Err("internal: served by main".into()),
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "armor-refresh", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Get { .. }
+        | Command::Watch { .. }
+        | Command::Pause { .. }
+        | Command::Resume { .. }
+        | Command::ResetBreaker { .. } => Err("internal: served by ops_cli".into()),
         Command::Crd { write: None } => {
             print!("{}", crdgen::all_yaml());
             Ok(())
@@ -382,7 +506,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Plan {
             policy,
+            policy_name,
             snapshot,
+            live,
             output,
             batch_duration,
             now,
@@ -403,16 +529,31 @@ fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("--agent-selector: {e}"))?,
                 unhooked_namespaces: webhook_skip_namespaces,
             };
-            let r = report::plan_files_with(
-                &policy,
-                &read(&policy)?,
-                &snapshot,
-                &read(&snapshot)?,
-                now,
-                per_batch,
-                &env,
-            )
-            .map_err(|e| e.to_string())?;
+            let r = if live {
+                ops_cli::plan_live(
+                    &cli_kube(&cli_kubeconfig, &cli_context),
+                    policy.as_deref(),
+                    policy_name.as_deref(),
+                    now,
+                    per_batch,
+                    &env,
+                )?
+            } else {
+                let (policy, snapshot) = (
+                    policy.ok_or("--policy FILE is required")?,
+                    snapshot.ok_or("--snapshot FILE or --live is required")?,
+                );
+                report::plan_files_with(
+                    &policy,
+                    &read(&policy)?,
+                    &snapshot,
+                    &read(&snapshot)?,
+                    now,
+                    per_batch,
+                    &env,
+                )
+                .map_err(|e| e.to_string())?
+            };
             match output {
                 Output::Table => print!("{}", report::render_table(&r)),
                 Output::Json => println!(

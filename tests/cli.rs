@@ -218,3 +218,130 @@ fn broken_inputs_give_a_one_line_error_and_non_zero_exit() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+const OPERATING: [&str; 9] = [
+    "run",
+    "get",
+    "watch",
+    "pause",
+    "resume",
+    "reset-breaker",
+    "plan",
+    "crd",
+    "completion",
+];
+
+#[test]
+fn every_command_shows_an_example_in_its_help() {
+    for cmd in OPERATING {
+        let out = bin().args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let examples = help
+            .split_once("Examples:")
+            .unwrap_or_else(|| panic!("{cmd} --help has no Examples:\n{help}"))
+            .1;
+        assert!(
+            examples.contains(&format!("armor {cmd}"))
+                || examples.contains(&format!("armor-refresh {cmd}")),
+            "{cmd}'s example does not run it:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn completions_cover_every_command_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bin().args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for cmd in OPERATING {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let out = bin().args(["completion", "tcsh"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn as_kubectl_armor_it_calls_itself_kubectl_armor() {
+    let dir = std::env::temp_dir().join(format!("armor-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("kubectl-armor");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_armor-refresh"), &plugin).unwrap();
+    let out = Command::new(&plugin).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("Usage: kubectl armor"), "{help}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cluster_commands_fail_in_one_line_without_a_cluster() {
+    let dir = std::env::temp_dir().join(format!("armor-nocluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An API server that is not there (a loopback port nothing listens on).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let k = kubeconfig.display().to_string();
+    let garbage = dir.join("garbage");
+    std::fs::write(&garbage, "{ not: [yaml").unwrap();
+    let g = garbage.display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["get", "--kubeconfig", &k],
+        vec!["watch", "r1", "--kubeconfig", &k, "--timeout", "5s"],
+        vec!["pause", "r1", "--kubeconfig", &k],
+        vec!["resume", "r1", "--kubeconfig", &k],
+        vec!["reset-breaker", "r1", "--kubeconfig", &k],
+        vec!["plan", "--live", "--policy-name", "p", "--kubeconfig", &k],
+        vec!["get", "--kubeconfig", "/nonexistent/kubeconfig"],
+        vec!["get", "--kubeconfig", &g],
+        vec!["get", "--kubeconfig", &k, "--context", "nope"],
+        vec!["watch", "r1", "--kubeconfig", &k, "--interval", "soon"],
+    ];
+    for args in cases {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Usage errors: a snapshot and --live, or neither.
+    for args in [
+        vec!["plan", "--policy", "p.yaml"],
+        vec![
+            "plan",
+            "--policy",
+            "p.yaml",
+            "--snapshot",
+            "s.yaml",
+            "--live",
+        ],
+        vec!["plan", "--policy-name", "p", "--snapshot", "s.yaml"],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

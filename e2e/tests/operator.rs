@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use armor_refresh::api::{ArmorRefreshPolicy, ArmorRefreshRun, Phase, PodState};
+use armor_refresh::api::{ArmorRefreshPolicy, Phase, PodState};
 use armor_refresh_e2e::fixtures::{
     AGENT_NODE_LABEL, all_ready, deployment, merge_policy, policy, run, run_status, uids,
     wait_phase,
@@ -17,8 +17,7 @@ use armor_refresh_e2e::{
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, ListParams};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -198,6 +197,45 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         ok && out.contains("Started") && out.contains("Progress") && out.contains("Done"),
         "{out}"
     );
+    // An event on every evicted pod, and on the workloads, where `kubectl describe` finds
+    // them (by the object's uid).
+    let evicted_with_event = wait_for(
+        "an Evicted event on every evicted pod",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            let deleted = deleted.clone();
+            async move {
+                let mut seen = std::collections::BTreeSet::new();
+                for ns in ["e2e-shop", "e2e-data"] {
+                    let evs: Api<k8s_openapi::api::events::v1::Event> =
+                        Api::namespaced(c.clone(), ns);
+                    for e in evs.list(&ListParams::default()).await?.items {
+                        let about = e.regarding.unwrap_or_default();
+                        if e.reason.as_deref() == Some("Evicted")
+                            && about.kind.as_deref() == Some("Pod")
+                            && e.note
+                                .unwrap_or_default()
+                                .contains("run full-1 (policy full)")
+                        {
+                            seen.insert(about.uid.unwrap_or_default());
+                        }
+                    }
+                }
+                Ok((seen == deleted).then_some(seen))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(evicted_with_event.len(), 17);
+    for (ns, workload) in [("e2e-shop", "deploy/web"), ("e2e-data", "statefulset/db")] {
+        let (ok, out, err) = kubectl(&["describe", "-n", ns, workload], None).await?;
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("EvictingPods") && out.contains("armor-refresh run full-1"),
+            "kubectl describe {workload} shows why its pods were recreated:\n{out}"
+        );
+    }
     let m = op.metrics().await?;
     assert!(m.contains("armor_refresh_pods_refreshed_total 17"), "{m}");
     // The window's minimum: 17 pods through 3 slots.
@@ -422,13 +460,18 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
     let pods: Api<Pod> = Api::namespaced(c.clone(), "e2e-breaker");
     pods.delete("flaky-2", &DeleteParams::default()).await?;
     all_ready(&c, "e2e-breaker", 3).await?;
-    let runs: Api<ArmorRefreshRun> = Api::all(c.clone());
-    runs.patch(
-        "breaker-1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"resumeToken": "fixed-1"}})),
-    )
-    .await?;
+    // `armor-refresh reset-breaker` writes a new spec.resumeToken, as a GitOps change would.
+    let out = tokio::process::Command::new(armor_refresh_e2e::process::binary())
+        .args(["reset-breaker", "breaker-1"])
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), "run breaker-1: circuit breaker reset");
     let s = wait_phase(
         &c,
         "breaker-1",
@@ -437,7 +480,7 @@ async fn the_breaker_opens_on_unready_replacements_and_resumes_declaratively() -
         Duration::from_secs(120),
     )
     .await?;
-    assert_eq!(s.resume_token, "fixed-1");
+    assert!(s.resume_token.starts_with("reset-"), "{}", s.resume_token);
     assert_eq!(s.progress.refreshed, 2, "{:?}", s.progress);
     op.terminate().await?;
     clean(&c, WEBHOOK_CONFIG).await?;
