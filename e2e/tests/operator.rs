@@ -197,6 +197,23 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
         ok && out.contains("Started") && out.contains("Progress") && out.contains("Done"),
         "{out}"
     );
+    // Each tenth of the run has its own progress event, with its own counts (not one
+    // series repeating the first note).
+    let (ok, out, _) = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=full-1,reason=Progress",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ],
+        None,
+    )
+    .await?;
+    let notes: std::collections::BTreeSet<&str> = out.lines().collect();
+    assert!(ok && notes.len() >= 3, "{out}");
     // An event on every evicted pod, and on the workloads, where `kubectl describe` finds
     // them (by the object's uid).
     let evicted_with_event = wait_for(

@@ -148,8 +148,9 @@ struct Operator {
     client: Client,
     cfg: Config,
     caches: Caches,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Arc<DefaultDirectRateLimiter>,
     recorder: Recorder,
+    reporter: Reporter,
     /// Events on evicted pods and their workloads, published in the background.
     notifier: notice::Notifier,
     leader: watch::Receiver<bool>,
@@ -253,13 +254,19 @@ pub async fn run(
         controller: "armor-refresh".into(),
         instance: Some(cfg.identity.clone()),
     };
+    let limiter = Arc::new(RateLimiter::direct(quota));
     let mut op = Operator {
-        notifier: notice::Notifier::start(Recorder::new(client.clone(), reporter.clone())),
-        recorder: Recorder::new(client.clone(), reporter),
+        notifier: notice::Notifier::start(
+            Recorder::new(client.clone(), reporter.clone()),
+            limiter.clone(),
+            leader.clone(),
+        ),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client,
         cfg,
         caches,
-        limiter: RateLimiter::direct(quota),
+        limiter,
         leader,
         statuses: HashMap::new(),
         unwritten: HashMap::new(),
@@ -292,6 +299,11 @@ pub async fn run(
             op.fresh = false;
             op.fenced_until = None;
             was_leader = is_leader;
+            if !is_leader {
+                // Only the leader says what runs and policies are doing: a former leader's
+                // last values would keep alerts firing (rules take the max over replicas).
+                METRICS.forget_missing(&Default::default(), &Default::default());
+            }
         }
         let next = if is_leader {
             op.pass().await
@@ -684,6 +696,8 @@ impl Operator {
                     return Duration::from_secs(1);
                 }
                 self.evict_all(&st.actions, &mut outcomes).await;
+                // Before anything may return early: these pods are gone either way.
+                self.notify_objects(r, &st.actions, &outcomes);
                 for a in st
                     .actions
                     .iter()
@@ -693,8 +707,10 @@ impl Operator {
                         return Duration::from_secs(1);
                     }
                     self.execute(r, a, &mut outcomes).await;
+                    if matches!(a, Action::Restart { .. }) {
+                        self.notify_objects(r, std::slice::from_ref(a), &outcomes);
+                    }
                 }
-                self.notify_objects(r, &st.actions, &outcomes);
                 let acted = st.disruptions().count() > 0;
                 if !outcomes.is_empty() {
                     self.results.insert(uid.clone(), outcomes);
@@ -732,11 +748,19 @@ impl Operator {
 
     fn export_run(&self, run: &str, s: &ArmorRefreshRunStatus) {
         let breaker_open = s.phase == Phase::Paused && s.reason == "CircuitOpen";
+        // Waiting out `interval` (a wave's pause, a slot's rest) is not being stuck.
+        let next = s
+            .next_batch_at
+            .into_iter()
+            .chain(s.resting.iter().map(|r| r.until))
+            .max()
+            .map_or(0, |t| t.timestamp());
         METRICS.set_run(
             run,
             &format!("{:?}", s.phase),
             breaker_open,
             s.progress.refreshed,
+            next,
         );
     }
 
@@ -942,7 +966,7 @@ impl Operator {
             _ => None,
         };
         let notices = notice::notices(
-            &run.name_any(),
+            &run.object_ref(&()),
             &run.spec.policy_ref.name,
             actions,
             outcomes,
@@ -976,7 +1000,16 @@ impl Operator {
                     secondary: None,
                 };
                 METRICS.write("event");
-                if let Err(e) = self.recorder.publish(&ev, &run.object_ref(&())).await {
+                // The recorder folds events of one reason into a series that keeps its
+                // first note: progress events ("40 of 136 refreshed") are each their own.
+                let fresh;
+                let recorder = if reason == "Progress" {
+                    fresh = Recorder::new(self.client.clone(), self.reporter.clone());
+                    &fresh
+                } else {
+                    &self.recorder
+                };
+                if let Err(e) = recorder.publish(&ev, &run.object_ref(&())).await {
                     // Events are best effort; status has the facts.
                     tracing::debug!(error = %e, "publishing an event failed");
                     METRICS.reconcile_error("event");

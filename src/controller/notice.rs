@@ -2,18 +2,21 @@
 //! to, so `kubectl describe pod` and `kubectl describe deploy` say why pods were recreated
 //! (descheduler and Karpenter record an event on each pod they disrupt).
 //!
-//! Best effort and rate-limited: they go through a bounded queue to a task of their own,
-//! so they never delay an eviction, and the run's status keeps the facts. A workload gets
-//! at most one event a minute; the recorder folds repeats into its event's series count.
+//! Best effort and rate-limited: they go through a bounded queue to a task of their own
+//! (at most 10 a second, within the operator's write limit, only while it leads), so the
+//! reconcile loop never waits for them, and the run's status keeps the facts. A workload
+//! gets at most one event a minute; the recorder folds repeats into its event's series.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{METRICS, ResultLabel};
 use crate::run::{Action, Outcome};
@@ -41,13 +44,20 @@ fn api_version(kind: &str) -> Option<&'static str> {
     }
 }
 
-fn normal(reason: &str, note: String) -> Event {
+/// The recorder names an event `{object name}.{16 hex digits}`, and the API server refuses
+/// names over 253 characters: an object with a longer name gets no event.
+const MAX_NAME: usize = 253 - 17;
+
+/// An event about an object, related to the run that caused it (the run is part of the
+/// recorder's series key: a second run's events on a workload are not counted as the
+/// first's).
+fn normal(reason: &str, note: String, run: &ObjectReference) -> Event {
     Event {
         type_: EventType::Normal,
         reason: reason.into(),
         note: Some(note),
         action: "Evict".into(),
-        secondary: None,
+        secondary: Some(run.clone()),
     }
 }
 
@@ -55,15 +65,19 @@ fn normal(reason: &str, note: String) -> Event {
 /// one on each workload that had pods evicted or was restarted. `uid_of(kind, namespace,
 /// name)` is the workload's uid if known; a workload without one gets no event.
 pub fn notices(
-    run: &str,
+    run_ref: &ObjectReference,
     policy: &str,
     actions: &[Action],
     outcomes: &HashMap<String, Outcome>,
     uid_of: impl Fn(&str, &str, &str) -> Option<String>,
 ) -> Vec<Notice> {
+    let run = run_ref.name.as_deref().unwrap_or_default();
     let mut out = vec![];
     let mut workloads = BTreeSet::new();
     let workload = |kind: &str, namespace: &str, name: &str| {
+        if name.len() > MAX_NAME {
+            return None;
+        }
         Some(ObjectReference {
             api_version: Some(api_version(kind)?.into()),
             kind: Some(kind.into()),
@@ -81,6 +95,10 @@ pub fn notices(
                 uid,
                 owner,
             } if outcomes.get(uid) == Some(&Outcome::Done) => {
+                workloads.insert((namespace.as_str(), owner.as_str()));
+                if name.len() > MAX_NAME {
+                    continue;
+                }
                 out.push(Notice {
                     regarding: ObjectReference {
                         api_version: Some("v1".into()),
@@ -96,9 +114,9 @@ pub fn notices(
                             "Evicted by armor-refresh run {run} (policy {policy}) so that its \
                              replacement starts with its AppArmor profile"
                         ),
+                        run_ref,
                     ),
                 });
-                workloads.insert((namespace.as_str(), owner.as_str()));
             }
             Action::Restart {
                 namespace,
@@ -115,7 +133,7 @@ pub fn notices(
                         regarding,
                         event: Event {
                             action: "Restart".into(),
-                            ..normal("Restarted", note)
+                            ..normal("Restarted", note, run_ref)
                         },
                     });
                 }
@@ -136,7 +154,7 @@ pub fn notices(
             );
             out.push(Notice {
                 regarding,
-                event: normal("EvictingPods", note),
+                event: normal("EvictingPods", note, run_ref),
             });
         }
     }
@@ -188,7 +206,12 @@ fn count(result: &str) {
 }
 
 impl Notifier {
-    pub fn start(recorder: Recorder) -> Notifier {
+    /// Publishes through `writes`, the operator's own write limit, and only while `leader`.
+    pub fn start(
+        recorder: Recorder,
+        writes: Arc<DefaultDirectRateLimiter>,
+        leader: watch::Receiver<bool>,
+    ) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
         let rate = RateLimiter::direct(Quota::per_second(
             NonZeroU32::new(PER_SECOND).expect("non-zero"),
@@ -196,6 +219,13 @@ impl Notifier {
         tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
                 rate.until_ready().await;
+                writes.until_ready().await;
+                if !*leader.borrow() {
+                    // A former leader's queue: the next leader speaks for the cluster.
+                    count("dropped");
+                    continue;
+                }
+                METRICS.write("event");
                 match recorder.publish(&n.event, &n.regarding).await {
                     Ok(()) => count("published"),
                     Err(e) => {
@@ -235,6 +265,15 @@ mod tests {
             name: name.into(),
             uid: uid.into(),
             owner: owner.into(),
+        }
+    }
+
+    fn run_ref(name: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("ArmorRefreshRun".into()),
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
         }
     }
 
@@ -280,7 +319,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let got = notices("r1", "p1", &actions, &outcomes, uid_of);
+        let got = notices(&run_ref("r1"), "p1", &actions, &outcomes, uid_of);
         let seen: Vec<(String, String, String, String)> = got
             .iter()
             .map(|n| {
@@ -315,6 +354,34 @@ mod tests {
             "{note}"
         );
         assert_eq!(got[5].regarding.api_version.as_deref(), Some("apps/v1"));
+        // Every event names the run as its related object (and the recorder's series key).
+        assert!(
+            got.iter()
+                .all(|n| n.event.secondary.as_ref().and_then(|r| r.name.as_deref()) == Some("r1"))
+        );
+        // Notes stay far below the API server's 1 kB.
+        assert!(
+            got.iter()
+                .all(|n| n.event.note.as_ref().unwrap().len() < 400)
+        );
+    }
+
+    #[test]
+    fn an_object_whose_event_name_would_be_refused_gets_none() {
+        let long = "p".repeat(240);
+        let outcomes: HashMap<String, Outcome> = [("u1".to_string(), Outcome::Done)].into();
+        let got = notices(
+            &run_ref("r"),
+            "p",
+            &[evict("a", &long, "u1", "Deployment/web")],
+            &outcomes,
+            uid_of,
+        );
+        let kinds: Vec<_> = got
+            .iter()
+            .map(|n| n.regarding.kind.clone().unwrap())
+            .collect();
+        assert_eq!(kinds, ["Deployment"], "the workload still gets its event");
     }
 
     #[test]
@@ -322,7 +389,7 @@ mod tests {
         let t = Throttle::default();
         let outcomes: HashMap<String, Outcome> = [("u1".to_string(), Outcome::Done)].into();
         let ns = notices(
-            "r",
+            &run_ref("r"),
             "p",
             &[evict("a", "web-1", "u1", "Deployment/web")],
             &outcomes,
@@ -339,7 +406,7 @@ mod tests {
                 uid: Some("another".into()),
                 ..deploy.regarding.clone()
             },
-            event: normal("EvictingPods", String::new()),
+            event: normal("EvictingPods", String::new(), &run_ref("r")),
         };
         assert!(t.admit(&other), "workloads are throttled one by one");
     }
