@@ -53,6 +53,7 @@ pub struct Metrics {
     pub run_phase: Family<RunPhaseLabel, Gauge>,
     pub run_breaker_open: Family<RunLabel, Gauge>,
     pub run_pods_refreshed: Family<RunLabel, Gauge>,
+    pub run_next_batch: Family<RunLabel, Gauge>,
     pub batch_duration: Histogram,
     pub noncompliant: Family<PolicyLabel, Gauge>,
     pub reconcile_errors: Family<ReasonLabel, Counter>,
@@ -107,6 +108,9 @@ pub const EVICTION_RESULTS: [&str; 7] = [
     "rejected",
 ];
 pub const OBJECT_EVENT_RESULTS: [&str; 4] = ["published", "failed", "throttled", "dropped"];
+/// The `operation` (resource/subresource) and `result` of `admission_requests`.
+pub const ADMISSION_OPERATIONS: [&str; 2] = ["pods", "pods/binding"];
+pub const ADMISSION_RESULTS: [&str; 4] = ["patched", "unchanged", "skipped", "error"];
 
 /// The phases `run_phase` has a series for, per run.
 const PHASES: [&str; 5] = ["Pending", "Batching", "Paused", "Completed", "Failed"];
@@ -123,6 +127,7 @@ impl Metrics {
             run_phase: Family::default(),
             run_breaker_open: Family::default(),
             run_pods_refreshed: Family::default(),
+            run_next_batch: Family::default(),
             batch_duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             noncompliant: Family::default(),
             reconcile_errors: Family::default(),
@@ -143,6 +148,14 @@ impl Metrics {
             let _ = m.reconcile_errors.get_or_create(&ReasonLabel {
                 reason: reason.into(),
             });
+        }
+        for operation in ADMISSION_OPERATIONS {
+            for result in ADMISSION_RESULTS {
+                let _ = m.admission_requests.get_or_create(&AdmissionLabel {
+                    operation: operation.into(),
+                    result: result.into(),
+                });
+            }
         }
         for verb in WRITE_VERBS {
             let _ = m
@@ -180,6 +193,11 @@ impl Metrics {
                 "run_pods_refreshed",
                 "Target pods a run has refreshed so far",
                 m.run_pods_refreshed.clone(),
+            );
+            r.register(
+                "run_next_batch_timestamp_seconds",
+                "When a run's next wave or slot refill may start (Unix time; 0 when not waiting)",
+                m.run_next_batch.clone(),
             );
             r.register(
                 "batch_duration_seconds",
@@ -228,9 +246,18 @@ impl Metrics {
             .inc();
     }
 
-    /// 1 for `run`'s phase, 0 for the others; whether its breaker is open; its progress.
-    pub fn set_run(&self, run: &str, phase: &str, breaker_open: bool, refreshed: u32) {
+    /// 1 for `run`'s phase, 0 for the others; whether its breaker is open; its progress;
+    /// when it may next start a wave or refill a slot (Unix seconds, 0 if not waiting).
+    pub fn set_run(
+        &self,
+        run: &str,
+        phase: &str,
+        breaker_open: bool,
+        refreshed: u32,
+        next_batch: i64,
+    ) {
         let label = RunLabel { run: run.into() };
+        self.run_next_batch.get_or_create(&label).set(next_batch);
         self.run_breaker_open
             .get_or_create(&label)
             .set(i64::from(breaker_open));
@@ -271,6 +298,7 @@ impl Metrics {
                 let label = RunLabel { run: run.clone() };
                 self.run_breaker_open.remove(&label);
                 self.run_pods_refreshed.remove(&label);
+                self.run_next_batch.remove(&label);
                 for p in PHASES {
                     self.run_phase.remove(&RunPhaseLabel {
                         run: run.clone(),
@@ -368,8 +396,8 @@ mod tests {
     #[test]
     fn series_of_deleted_runs_and_policies_are_removed() {
         let m = Metrics::new();
-        m.set_run("kept", "Batching", false, 4);
-        m.set_run("gone", "Completed", true, 9);
+        m.set_run("kept", "Batching", false, 4, 0);
+        m.set_run("gone", "Completed", true, 9, 1_800_000_000);
         m.set_noncompliant("pol-kept", 3);
         m.set_noncompliant("pol-gone", 7);
         let text = m.encode();
@@ -383,7 +411,7 @@ mod tests {
         assert!(text.contains(r#"armor_refresh_run_breaker_open{run="kept"} 0"#));
         assert!(text.contains(r#"armor_refresh_noncompliant_pods{policy="pol-kept"} 3"#));
         // A run that comes back gets its series again.
-        m.set_run("gone", "Pending", false, 0);
+        m.set_run("gone", "Pending", false, 0, 0);
         assert!(
             m.encode()
                 .contains(r#"armor_refresh_run_phase{run="gone",phase="Pending"} 1"#)
@@ -433,6 +461,9 @@ mod tests {
         assert!(text.contains(r#"armor_refresh_evictions_total{result="busy"} 0"#));
         assert!(text.contains(r#"armor_refresh_object_events_total{result="dropped"} 0"#));
         assert!(text.contains(r#"armor_refresh_api_writes_total{verb="evict"} 0"#));
+        assert!(text.contains(
+            r#"armor_refresh_admission_requests_total{operation="pods/binding",result="error"} 0"#
+        ));
     }
 
     #[test]
