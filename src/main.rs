@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use armor_refresh::ops::watch::emit;
 use armor_refresh::{crdgen, report};
 
 mod ops_cli;
@@ -174,7 +175,8 @@ enum Command {
         output: Output,
     },
     /// Follow a run live until it finishes: phase, progress, pods in flight, deferrals and
-    /// failures with their reasons, ETA. Exits 0 when it completes, 1 when it fails.
+    /// failures with their reasons, ETA. Exits 0 when it completes, 3 when it fails, 1 on
+    /// an error or at --timeout (API errors after the first read are retried).
     #[command(
         after_help = "Examples:\n  armor-refresh watch default-first\n  armor-refresh watch default-first --timeout 2h"
     )]
@@ -278,7 +280,7 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     let cli = parse();
     let result = match cli.command {
-        Command::Run(args) => operate(args, true),
+        Command::Run(args) => operate(args, true, &cli_kube(&cli.kubeconfig, &cli.context)),
         Command::Webhook {
             webhook,
             metrics_addr,
@@ -299,6 +301,7 @@ fn main() -> ExitCode {
                 log_format,
             },
             false,
+            &cli_kube(&cli.kubeconfig, &cli.context),
         ),
         other => {
             let cli = Cli {
@@ -312,8 +315,9 @@ fn main() -> ExitCode {
             };
             return match result {
                 Ok(true) => ExitCode::SUCCESS,
-                // `watch` of a run that failed: said on the screen already.
-                Ok(false) => ExitCode::FAILURE,
+                // `watch` of a run that failed: said on the screen already; apart from
+                // errors (1) and usage errors (2).
+                Ok(false) => ExitCode::from(3),
                 Err(e) => {
                     eprintln!("error: {}", one_line(&e));
                     ExitCode::FAILURE
@@ -324,7 +328,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -343,7 +347,7 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
-fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
+fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_lease_manager=warn"));
@@ -360,9 +364,11 @@ fn operate(args: RunArgs, with_operator: bool) -> Result<(), String> {
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async move {
-        let mut config = kube::Config::infer().await.map_err(|e| {
-            format!("no Kubernetes configuration (set KUBECONFIG or run in a cluster): {e}")
-        })?;
+        let mut config = armor_refresh::ops::kube_config(
+            kube.kubeconfig.as_deref(),
+            kube.context.as_deref(),
+        )
+        .await?;
         // 429s are ours to handle: a PDB refusal must come back at once, overload slows us down.
         config.default_retry = false;
         let client =
@@ -555,15 +561,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
             };
             match output {
-                Output::Table => print!("{}", report::render_table(&r)),
-                Output::Json => println!(
-                    "{}",
+                Output::Table => emit(&report::render_table(&r)),
+                Output::Json => emit(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-                ),
-                Output::Yaml => print!(
-                    "{}",
-                    serde_saphyr::to_string(&r).map_err(|e| e.to_string())?
-                ),
+                )),
+                Output::Yaml => emit(&serde_saphyr::to_string(&r).map_err(|e| e.to_string())?),
             }
             Ok(())
         }

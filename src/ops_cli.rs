@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use armor_refresh::ops::watch::emit;
 use armor_refresh::ops::{self, Steer, view, watch};
 use armor_refresh::report::{self, PlanEnv, Report};
 
@@ -47,12 +48,12 @@ fn duration(flag: &str, v: &str) -> Result<Duration, String> {
 
 fn print_as<T: serde::Serialize>(output: Output, v: &T) -> Result<(), String> {
     match output {
-        Output::Json => println!(
-            "{}",
+        Output::Json => emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
-        ),
+        )),
         Output::Yaml | Output::Table => {
-            print!("{}", serde_saphyr::to_string(v).map_err(|e| e.to_string())?)
+            emit(&serde_saphyr::to_string(v).map_err(|e| e.to_string())?)
         }
     }
     Ok(())
@@ -78,13 +79,13 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
                 match output {
                     Output::Table => {
                         if p {
-                            print!("{}", view::policies_table(&policies, now));
+                            emit(&view::policies_table(&policies, now));
                         }
                         if p && r {
-                            println!();
+                            emit("\n");
                         }
                         if r {
-                            print!("{}", view::runs_table(&runs, now));
+                            emit(&view::runs_table(&runs, now));
                         }
                     }
                     o => {
@@ -131,7 +132,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
 }
 
 async fn steer(client: &kube::Client, run: &str, s: Steer) -> Result<bool, String> {
-    println!("{}", ops::steer(client, run, &s).await?);
+    emit(&format!("{}\n", ops::steer(client, run, &s).await?));
     Ok(true)
 }
 

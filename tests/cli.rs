@@ -314,6 +314,27 @@ fn cluster_commands_fail_in_one_line_without_a_cluster() {
         vec!["get", "--kubeconfig", &g],
         vec!["get", "--kubeconfig", &k, "--context", "nope"],
         vec!["watch", "r1", "--kubeconfig", &k, "--interval", "soon"],
+        // The operator honours them too: never the default cluster instead of the named.
+        vec![
+            "run",
+            "--no-webhook",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        vec![
+            "run",
+            "--no-webhook",
+            "--kubeconfig",
+            &k,
+            "--context",
+            "nope",
+        ],
+        vec![
+            "webhook",
+            "--self-signed",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
     ];
     for args in cases {
         let out = bin().args(&args).output().unwrap();

@@ -121,9 +121,12 @@ async fn an_on_call_engineer_follows_and_steers_a_run_from_the_terminal() -> Res
     assert!(out.contains("Completed, Done"), "{out}");
     assert!(out.contains("4/4 refreshed"), "{out}");
     assert!(out.contains("Finished"), "{out}");
-    // Every frame printed is a change (not a tick of the clock).
+    // Not a terminal: one frame per change of the run, never the same frame twice in a row.
     let frames: Vec<&str> = out.split("---\n").filter(|f| !f.is_empty()).collect();
     assert!(frames.len() >= 2, "{out}");
+    for pair in frames.windows(2) {
+        assert_ne!(pair[0], pair[1], "a frame repeated:\n{out}");
+    }
 
     // A finished run is not steered; runs as a JSON list; kubectl's plugin.
     let (code, out, err) = cli(&["pause", "operate-1"]).await?;

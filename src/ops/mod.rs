@@ -21,16 +21,19 @@ use serde::de::DeserializeOwned;
 use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
 use crate::cluster::ClusterFacts;
 
-/// A client for `--kubeconfig` (else KUBECONFIG, ~/.kube/config or the in-cluster config)
-/// and `--context` (else the current one), as kubectl picks them.
-pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, String> {
+/// The configuration for `--kubeconfig` (else KUBECONFIG, ~/.kube/config or the in-cluster
+/// config) and `--context` (else the current one), as kubectl picks them.
+pub async fn kube_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, String> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
     let none =
         |e: String| format!("no Kubernetes configuration (set KUBECONFIG or --kubeconfig): {e}");
-    let config = match kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
@@ -44,7 +47,12 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
         None => kube::Config::infer()
             .await
             .map_err(|e| none(e.to_string()))?,
-    };
+    })
+}
+
+/// A client for [`kube_config`].
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, String> {
+    let config = kube_config(kubeconfig, context).await?;
     Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
@@ -144,9 +152,17 @@ pub async fn steer(client: &Client, name: &str, steer: &Steer) -> Result<String,
     {
         return Err(message);
     }
-    api.patch(name, &PatchParams::default(), &Patch::Merge(steer.patch()))
+    // Only if the run is still as read, so the message describes what was changed.
+    let mut patch = steer.patch();
+    patch["metadata"] = serde_json::json!({"resourceVersion": before.metadata.resource_version});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(|e| api_error(&format!("armorrefreshrun {name:?}"), e))?;
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => {
+                format!("armorrefreshrun {name:?} changed meanwhile; run the command again")
+            }
+            e => api_error(&format!("armorrefreshrun {name:?}"), e),
+        })?;
     Ok(message)
 }
 
@@ -187,6 +203,12 @@ pub async fn live_facts(client: &Client, now: DateTime<Utc>) -> Result<ClusterFa
     list::<ReplicaSet>(client, &mut facts).await?;
     list::<Deployment>(client, &mut facts).await?;
     list::<DaemonSet>(client, &mut facts).await?;
+    // Which policy governs a pod is decided among every valid one, as the operator does.
+    let (policies, _) = list_all(client).await?;
+    facts.policies = policies
+        .iter()
+        .filter_map(|p| crate::policy::validate(p.metadata.name.as_deref()?, &p.spec).ok())
+        .collect();
     facts.now = Some(now);
     Ok(facts)
 }

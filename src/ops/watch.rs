@@ -72,7 +72,9 @@ fn eta(run: &ArmorRefreshRun, now: DateTime<Utc>) -> Option<String> {
         return None;
     }
     let p = &s.progress;
-    let left = p.total.saturating_sub(p.refreshed + p.failed + p.gone);
+    let left = p
+        .total
+        .saturating_sub(p.refreshed.saturating_add(p.failed).saturating_add(p.gone));
     let elapsed = (now - s.started_at?).num_seconds();
     if p.refreshed > 0 && elapsed > 0 {
         let per_pod = elapsed as f64 / f64::from(p.refreshed);
@@ -180,9 +182,56 @@ pub fn exit_ok(run: &ArmorRefreshRun) -> Option<bool> {
     phase.is_terminal().then_some(phase == Phase::Completed)
 }
 
-/// Redraws `frame` until the run finishes (true if Completed) or `timeout` passes (an
-/// error). On a terminal each frame is drawn over the previous one; otherwise each changed
-/// frame is printed after a separator line.
+/// Writes to stdout; a closed pipe (`watch RUN | head`) ends the process quietly.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// The terminal's alternate screen while a live view is drawn (as `watch(1)` and `top`
+/// do): each frame clears it, however its lines wrap; leaving restores what was there.
+struct Screen {
+    tty: bool,
+}
+
+impl Screen {
+    fn enter(tty: bool) -> Screen {
+        if tty {
+            emit("\x1b[?1049h");
+        }
+        Screen { tty }
+    }
+    fn draw(&self, frame: &str) {
+        if self.tty {
+            emit(&format!("\x1b[H\x1b[2J{frame}"));
+        }
+    }
+    /// Back to the normal screen, with the last frame printed there to stay.
+    fn leave(self, last: &str) {
+        if self.tty {
+            emit(&format!("\x1b[?1049l{last}"));
+        }
+    }
+}
+
+/// Errors worth another read: the API server or the network, not the request.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        _ => true,
+    }
+}
+
+/// Redraws `frame` until the run finishes (true if Completed, false if Failed) or `timeout`
+/// passes (an error). On a terminal the frame is redrawn on the alternate screen and the
+/// last one stays; otherwise each changed frame is printed after a separator line. Once the
+/// run was read, errors of the API server or the network are retried (with a note on
+/// stderr) until the timeout: a long run outlives an API server restart.
 pub async fn watch(
     client: &Client,
     name: &str,
@@ -190,52 +239,79 @@ pub async fn watch(
     timeout: Option<Duration>,
     now: impl Fn() -> DateTime<Utc>,
 ) -> Result<bool, String> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let api = kube::Api::<ArmorRefreshRun>::all(client.clone());
+    let mut run = super::get_run(client, name).await?;
+    let screen = Screen::enter(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let started = std::time::Instant::now();
     let mut last = String::new();
+    let mut retry = every;
     loop {
-        let run = super::get_run(client, name).await?;
         let f = frame(&run, now());
-        if tty {
-            // Over the previous frame, leaving what the terminal showed before it.
-            let up = last.lines().count();
-            if up > 0 {
-                print!("\x1b[{up}A\r\x1b[J");
-            }
-            print!("{f}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+        if screen.tty {
+            screen.draw(&f);
         } else if strip_times(&f) != strip_times(&last) {
-            print!("---\n{f}");
+            emit(&format!("---\n{f}"));
         }
         last = f;
         if let Some(ok) = exit_ok(&run) {
+            screen.leave(&last);
             return Ok(ok);
         }
-        if let Some(t) = timeout
-            && started.elapsed() >= t
-        {
-            return Err(format!(
-                "run {name} did not finish within {}",
-                fmt_duration(TimeDelta::from_std(t).unwrap_or(TimeDelta::MAX))
-            ));
+        loop {
+            if let Some(t) = timeout
+                && started.elapsed() >= t
+            {
+                screen.leave(&last);
+                return Err(format!(
+                    "run {name} did not finish within {}",
+                    fmt_duration(TimeDelta::from_std(t).unwrap_or(TimeDelta::MAX))
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    screen.leave(&last);
+                    return Err("interrupted".into());
+                }
+            }
+            match api.get(name).await {
+                Ok(r) => {
+                    run = r;
+                    retry = every;
+                    break;
+                }
+                Err(e) if transient(&e) => {
+                    eprintln!("reading run {name} failed ({e}); retrying");
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    screen.leave(&last);
+                    return Err(format!("armorrefreshrun {name:?}: {e}"));
+                }
+            }
         }
-        tokio::time::sleep(every).await;
     }
 }
 
 /// A frame without what changes every second (ages, countdowns, the ETA), to print only
 /// real changes.
 fn strip_times(f: &str) -> String {
+    // "10s", "3h2m", "1m5s," and "(in 4s)": a number with units, punctuation around it.
     let duration = |w: &str| {
-        w.starts_with(|c: char| c.is_ascii_digit())
-            && w.ends_with(['h', 'm', 's', ','])
-            && w.chars().all(|c| c.is_ascii_digit() || "hms,.".contains(c))
+        let core = w.trim_start_matches('(').trim_end_matches([',', ')', ';']);
+        core.starts_with(|c: char| c.is_ascii_digit())
+            && core.ends_with(['h', 'm', 's'])
+            && core.chars().any(|c| "hms".contains(c))
+            && core
+                .chars()
+                .all(|c| c.is_ascii_digit() || "hms".contains(c))
     };
     f.lines()
         .filter(|l| !l.starts_with("ETA:"))
         .map(|l| {
+            // "in 4s" becomes "now" with time: both go.
             l.split_whitespace()
-                .filter(|w| !duration(w))
+                .filter(|w| !duration(w) && !matches!(*w, "in" | "now" | "(in" | "now)"))
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -371,11 +447,50 @@ mod tests {
 
     #[test]
     fn only_real_changes_are_printed_again() {
-        let a = "Run r: Batching; started 10m ago\nETA: 3m\nDisrupted now: 2 of 3";
-        let b = "Run r: Batching; started 11m ago\nETA: 2m\nDisrupted now: 2 of 3";
-        assert_eq!(strip_times(a), strip_times(b));
-        let c = "Run r: Batching; started 11m ago\nETA: 2m\nDisrupted now: 3 of 3";
-        assert_ne!(strip_times(a), strip_times(c));
+        let t0 = at("2026-11-28T12:00:00Z");
+        let later = at("2026-11-28T12:01:07Z");
+        let r = run();
+        // The clock alone changes ages, countdowns and the ETA: not a change.
+        assert_eq!(strip_times(&frame(&r, t0)), strip_times(&frame(&r, later)));
+        // A slot more resting, a pod more in flight, one more refreshed: changes.
+        let mut more_resting = run();
+        more_resting.status.as_mut().unwrap().resting[0].slots = 2;
+        let mut refreshed = run();
+        refreshed.status.as_mut().unwrap().progress.refreshed = 41;
+        let mut deferred = run();
+        deferred
+            .status
+            .as_mut()
+            .unwrap()
+            .current_batch
+            .as_mut()
+            .unwrap()
+            .pods[0]
+            .state = PodState::Deferred;
+        for changed in [more_resting, refreshed, deferred] {
+            assert_ne!(
+                strip_times(&frame(&r, t0)),
+                strip_times(&frame(&changed, later))
+            );
+        }
+        let mut window = run();
+        window.status.as_mut().unwrap().next_window_at = Some(at("2026-11-28T15:00:00Z"));
+        assert_eq!(
+            strip_times(&frame(&window, t0)),
+            strip_times(&frame(&window, later)),
+            "a countdown to the next window is not a change"
+        );
+    }
+
+    #[test]
+    fn the_eta_saturates() {
+        let mut r = run();
+        let p = &mut r.status.as_mut().unwrap().progress;
+        (p.refreshed, p.failed, p.gone, p.total) = (u32::MAX, u32::MAX, u32::MAX, u32::MAX);
+        let _ = frame(&r, at("2026-11-28T12:00:00Z"));
+        // Started in the future (a skewed clock): no ETA from a negative pace, no panic.
+        r.status.as_mut().unwrap().started_at = Some(at("2027-01-01T00:00:00Z"));
+        let _ = frame(&r, at("2026-11-28T12:00:00Z"));
     }
 
     #[test]
