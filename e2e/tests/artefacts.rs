@@ -526,3 +526,32 @@ async fn every_yaml_in_the_docs_and_examples_passes_a_server_side_dry_run() -> R
     eprintln!("{} YAML sources accepted by the API server", sources.len());
     Ok(())
 }
+
+#[test]
+fn the_webhook_registers_only_what_its_injection_point_needs() -> Result<()> {
+    use armor_refresh::webhook::registration;
+    let webhook = |set: &str| -> Result<Value> {
+        let d = render(&["--set", set])?;
+        let mwc = find(&d, "MutatingWebhookConfiguration").ok_or("no webhook configuration")?;
+        Ok(mwc["webhooks"][0].clone())
+    };
+    // The chart says what the operator registers when it manages the configuration itself.
+    for (set, create, binding) in [
+        ("webhook.injectAt=", false, true),
+        ("defaultPolicy.profile.injectAt=Create", true, false),
+        ("webhook.injectAt=Create", true, false),
+        ("webhook.injectAt=Both", true, true),
+    ] {
+        let w = webhook(set)?;
+        let want = registration::rules(create, binding);
+        assert_eq!(w["rules"], want["rules"], "{set}");
+        let conditions = w["matchConditions"].clone();
+        let conditions = if conditions.is_null() {
+            serde_json::json!([])
+        } else {
+            conditions
+        };
+        assert_eq!(conditions, want["matchConditions"], "{set}");
+    }
+    Ok(())
+}

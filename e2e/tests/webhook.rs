@@ -196,6 +196,39 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
         m.contains("operation=\"pods/binding\",result=\"patched\""),
         "{m}"
     );
+    // Binding policies only: the API server skipped the creation of every unbound pod (the
+    // registration's CEL condition), so each pod cost one webhook call, not two.
+    let calls = |m: &str, op: &str| -> u64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("armor_refresh_admission_requests_total{")
+                    && l.contains(&format!("operation=\"{op}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(calls(&m, "pods"), 0, "{m}");
+    assert!(calls(&m, "pods/binding") >= 12, "{m}");
+    // A pod created already bound has no binding: its creation is sent, and profiled.
+    let enforcing = nodes
+        .list(&ListParams::default().labels(&format!("{AGENT_NODE_LABEL}=true")))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or("no enforcing node")?
+        .name_any();
+    apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: prebound, namespace: e2e-wh-b}}\nspec: {{nodeName: {enforcing}, containers: [{{name: app, image: example/app:1}}]}}\n"
+    ))
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "e2e-wh-b");
+    let prebound = pods.get("prebound").await?;
+    assert!(
+        prebound.annotations().contains_key(&format!("{PREFIX}app")),
+        "a pod created bound gets its profile at creation"
+    );
+    assert_eq!(calls(&wh.metrics().await?, "pods"), 1);
     wh.terminate().await?;
     clean(&c, CONFIG).await?;
     Ok(())

@@ -8,6 +8,7 @@
 //! Precedence when several policies select a pod: the first by name (alphabetical) that
 //! selects it at this admission point wins; documented in the README.
 
+pub mod registration;
 pub mod server;
 
 use std::collections::BTreeMap;

@@ -319,6 +319,7 @@ pub async fn write_webhook_config(
     url: Option<&str>,
     ca_pem: &str,
     skip_namespaces: &[String],
+    registration: &serde_json::Value,
 ) -> Result<(), Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     // ByteString serialises as the base64 the caBundle field holds.
@@ -332,7 +333,8 @@ pub async fn write_webhook_config(
             "webhooks": [{
                 "name": "pods.refresh.armor.dev",
                 "clientConfig": {"url": url, "caBundle": bundle},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods", "pods/binding"], "scope": "Namespaced"}],
+                "rules": registration["rules"],
+                "matchConditions": registration["matchConditions"],
                 "failurePolicy": "Ignore",
                 "matchPolicy": "Equivalent",
                 "sideEffects": "None",
@@ -450,6 +452,9 @@ pub async fn serve(
     });
     // Certificates first: a webhook without them is not ready.
     let mut renew_at: Option<Instant> = None;
+    // The CA this process wrote into its configuration, and what it registered for.
+    let ca_pem = Arc::new(RwLock::new(String::new()));
+    let registration = Arc::new(RwLock::new(super::registration::for_policies(&[])));
     let mut file_stamp: Option<(SystemTime, SystemTime)> = None;
     match &cfg.certs {
         CertSource::Files { cert, key } => {
@@ -460,8 +465,19 @@ pub async fn serve(
             let (k, ca) = self_signed(dns, ips, *validity)?;
             certs.set(k);
             if let Some(name) = &cfg.webhook_config {
-                write_webhook_config(&client, name, cfg.url.as_deref(), &ca, &cfg.skip_namespaces)
-                    .await?;
+                let reg = registration.read().map(|r| r.clone()).unwrap_or_default();
+                write_webhook_config(
+                    &client,
+                    name,
+                    cfg.url.as_deref(),
+                    &ca,
+                    &cfg.skip_namespaces,
+                    &reg,
+                )
+                .await?;
+            }
+            if let Ok(mut c) = ca_pem.write() {
+                *c = ca;
             }
             renew_at = Some(Instant::now() + validity.mul_f64(2.0 / 3.0));
         }
@@ -491,6 +507,8 @@ pub async fn serve(
         let shared = shared.clone();
         let store = policies_store.clone();
         let ready = ready.clone();
+        let (ca_pem, registration) = (ca_pem.clone(), registration.clone());
+        let (reg_cfg, reg_client) = (cfg.clone(), client.clone());
         tokio::spawn(async move {
             if store.wait_until_ready().await.is_err() {
                 return;
@@ -506,6 +524,35 @@ pub async fn serve(
                     .filter_map(|p| validate(&p.name_any(), &p.spec).ok())
                     .collect();
                 valid.sort_by(|a, b| a.name.cmp(&b.name));
+                // A configuration this process writes registers only what the policies
+                // need, updated before the webhook counts as ready.
+                if let (Some(name), Some(url)) = (&reg_cfg.webhook_config, &reg_cfg.url) {
+                    let want = super::registration::for_policies(&valid);
+                    let have = registration.read().map(|r| r.clone()).unwrap_or_default();
+                    let ca = ca_pem.read().map(|c| c.clone()).unwrap_or_default();
+                    if want != have && !ca.is_empty() {
+                        match write_webhook_config(
+                            &reg_client,
+                            name,
+                            Some(url),
+                            &ca,
+                            &reg_cfg.skip_namespaces,
+                            &want,
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                tracing::info!(registration = %want, "webhook registration updated for the policies");
+                                if let Ok(mut r) = registration.write() {
+                                    *r = want;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "updating the webhook registration failed; retried on the next policy change")
+                            }
+                        }
+                    }
+                }
                 if let Ok(mut g) = shared.policies.write() {
                     *g = Arc::new(valid);
                 }
@@ -549,11 +596,14 @@ pub async fn serve(
                             Ok((k, ca)) => {
                                 // The new CA goes into the configuration before the new certificate is served.
                                 let wrote = match &cfg.webhook_config {
-                                    Some(name) => write_webhook_config(&client, name, cfg.url.as_deref(), &ca, &cfg.skip_namespaces).await.map_err(|e| e.to_string()),
+                                    Some(name) => {
+                                        let reg = registration.read().map(|r| r.clone()).unwrap_or_default();
+                                        write_webhook_config(&client, name, cfg.url.as_deref(), &ca, &cfg.skip_namespaces, &reg).await.map_err(|e| e.to_string())
+                                    }
                                     None => Ok(()),
                                 };
                                 match wrote {
-                                    Ok(()) => { certs.set(k); renew_at = Some(Instant::now() + validity.mul_f64(2.0 / 3.0)); tracing::info!("renewed the self-signed certificate"); }
+                                    Ok(()) => { if let Ok(mut c) = ca_pem.write() { c.clone_from(&ca); } certs.set(k); renew_at = Some(Instant::now() + validity.mul_f64(2.0 / 3.0)); tracing::info!("renewed the self-signed certificate"); }
                                     Err(e) => tracing::warn!(error = %e, "could not write the new CA bundle; keeping the old certificate"),
                                 }
                             }
