@@ -77,17 +77,20 @@ pub fn policies_table(policies: &[ArmorRefreshPolicy], now: DateTime<Utc>) -> St
     text(t)
 }
 
+/// The columns of the runs' table.
+pub const RUN_COLUMNS: [&str; 8] = [
+    "RUN",
+    "POLICY",
+    "PHASE",
+    "PROGRESS",
+    "DISRUPTED",
+    "FAILED",
+    "REASON",
+    "AGE",
+];
+
 pub fn runs_table(runs: &[ArmorRefreshRun], now: DateTime<Utc>) -> String {
-    let mut t = table(&[
-        "RUN",
-        "POLICY",
-        "PHASE",
-        "PROGRESS",
-        "DISRUPTED",
-        "FAILED",
-        "REASON",
-        "AGE",
-    ]);
+    let mut t = table(&RUN_COLUMNS);
     let mut runs: Vec<&ArmorRefreshRun> = runs.iter().collect();
     // Oldest first, as the operator handles them.
     runs.sort_by_key(|r| {
@@ -167,19 +170,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        assert_eq!(
-            cells(lines[0]),
-            [
-                "RUN",
-                "POLICY",
-                "PHASE",
-                "PROGRESS",
-                "DISRUPTED",
-                "FAILED",
-                "REASON",
-                "AGE"
-            ]
-        );
+        assert_eq!(cells(lines[0]), RUN_COLUMNS);
         assert_eq!(
             cells(lines[1]),
             [
