@@ -500,6 +500,19 @@ async fn every_yaml_in_the_docs_and_examples_passes_a_server_side_dry_run() -> R
     assert!(files >= 4, "examples/ has its policies and runs");
     let cm = root().join("deploy/argocd/argocd-cm.yaml");
     sources.push((cm.display().to_string(), std::fs::read_to_string(&cm)?));
+    // The examples Artifact Hub shows for the chart's CRDs (a YAML list in an annotation).
+    let chart = docs(&std::fs::read_to_string(root().join(CHART).join("Chart.yaml"))?)?;
+    let examples = chart[0]["annotations"]["artifacthub.io/crdsExamples"]
+        .as_str()
+        .ok_or("Chart.yaml has no artifacthub.io/crdsExamples")?;
+    let listed = docs(examples)?;
+    assert_eq!(listed.len(), 1, "one YAML list");
+    for (i, o) in listed[0].as_array().ok_or("not a list")?.iter().enumerate() {
+        sources.push((
+            format!("Chart.yaml artifacthub.io/crdsExamples[{i}]"),
+            serde_json::to_string(o)?,
+        ));
+    }
     // Objects of the docs live in namespaces a real install has (argocd, the operator's).
     let mut namespaces = BTreeSet::new();
     for (_, yaml) in &sources {
