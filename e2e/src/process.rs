@@ -241,3 +241,15 @@ pub fn faketime(offset: &str) -> Result<Vec<(String, String)>> {
         ("FAKETIME_DONT_RESET".into(), "1".into()),
     ])
 }
+
+/// The value of one series in a `/metrics` text, e.g.
+/// `armor_refresh_evictions_total{result="ok"}`; `None` if it is not exported.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

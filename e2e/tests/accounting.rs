@@ -16,7 +16,7 @@ use armor_refresh_e2e::fixtures::{
     wait_phase,
 };
 use armor_refresh_e2e::invariants::{Expect, Witness, report};
-use armor_refresh_e2e::process::{Process, faketime, free_port, run_args};
+use armor_refresh_e2e::process::{Process, faketime, free_port, metric_value, run_args};
 use armor_refresh_e2e::{
     Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
 };
@@ -213,7 +213,14 @@ async fn an_eviction_webhook_answering_429_then_500_is_retried_and_slows_nothing
     );
     // A webhook's 429 is not the API server's overload: no write of the operator slowed.
     let m = op.metrics().await?;
-    assert!(!m.contains("overloaded"), "{m}");
+    assert_eq!(
+        metric_value(
+            &m,
+            "armor_refresh_reconcile_errors_total{reason=\"overloaded\"}"
+        ),
+        Some(0.0),
+        "{m}"
+    );
     assert!(faults.evictions_seen().len() >= 5);
     witnessed("eviction-webhook", &witness, 1, uids(&before))?;
     op.terminate().await?;

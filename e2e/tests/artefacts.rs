@@ -501,7 +501,9 @@ async fn every_yaml_in_the_docs_and_examples_passes_a_server_side_dry_run() -> R
     let cm = root().join("deploy/argocd/argocd-cm.yaml");
     sources.push((cm.display().to_string(), std::fs::read_to_string(&cm)?));
     // The examples Artifact Hub shows for the chart's CRDs (a YAML list in an annotation).
-    let chart = docs(&std::fs::read_to_string(root().join(CHART).join("Chart.yaml"))?)?;
+    let chart = docs(&std::fs::read_to_string(
+        root().join(CHART).join("Chart.yaml"),
+    )?)?;
     let examples = chart[0]["annotations"]["artifacthub.io/crdsExamples"]
         .as_str()
         .ok_or("Chart.yaml has no artifacthub.io/crdsExamples")?;
