@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures the admission webhook: throughput and p50/p99 latency under load on loopback
-# (wrk, installed from Debian's packages if missing), and pod-creation latency on the local
-# control plane with the webhook against without it. Writes bench/results/webhook.json.
+# (wrk, installed from Debian's packages if missing), pod-creation latency on the local
+# control plane with the webhook against without it, and creation-to-bound latency under the
+# registration by injection point, the former one (both operations) and none
+# (bench/bindlatency.py). Writes bench/results/webhook.json.
 # Usage: bench/webhook.sh [DURATION_SECONDS] [PODS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +44,22 @@ echo "   $with"
 patched="$(kubectl -n bench get pods -o json | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin)["items"] if "refresh.armor.dev/injected" in (p["metadata"].get("annotations") or {})))')"
 echo "   pods carrying the injected profile: $patched"
 
+echo "== pod creation and binding: registration by injection point, both operations (before), none"
+kubectl get mutatingwebhookconfiguration armor-refresh-bench -o json | python3 -c '
+import copy, json, sys
+d = json.load(sys.stdin)
+for k in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+    d["metadata"].pop(k, None)
+json.dump(d, open(sys.argv[1], "w"))
+d["webhooks"][0].pop("matchConditions", None)
+d["webhooks"][0]["rules"][0]["resources"] = ["pods", "pods/binding"]
+json.dump(d, open(sys.argv[2], "w"))' "$ARMOR_REFRESH_CLUSTER_DIR/hook-new.json" "$ARMOR_REFRESH_CLUSTER_DIR/hook-old.json"
+binding="$(python3 bench/bindlatency.py "$ARMOR_REFRESH_CLUSTER_DIR" bench "$ARMOR_REFRESH_CLUSTER_DIR/hook-new.json" "$ARMOR_REFRESH_CLUSTER_DIR/hook-old.json" 6 25)"
+echo "   $binding"
+# The webhook's own configuration back, for the load test.
+kubectl delete mutatingwebhookconfiguration armor-refresh-bench --ignore-not-found >/dev/null
+kubectl create -f "$ARMOR_REFRESH_CLUSTER_DIR/hook-new.json" >/dev/null
+
 echo "== webhook under load on loopback (wrk, 2 threads, 8 connections, ${secs}s)"
 out="$(wrk -t2 -c8 -d"${secs}s" --latency -s bench/review.lua "https://127.0.0.1:$port/mutate")"
 echo "$out" | sed 's/^/   /'
@@ -49,7 +67,7 @@ rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
 p50="$(echo "$out" | awk '$1=="50%" {print $2}')"
 p99="$(echo "$out" | awk '$1=="99%" {print $2}')"
 mkdir -p bench/results
-python3 - "$without" "$with" "$rps" "$p50" "$p99" "$patched" <<'PY' | tee bench/results/webhook.json
+python3 - "$without" "$with" "$rps" "$p50" "$p99" "$patched" "$binding" <<'PY' | tee bench/results/webhook.json
 import json, sys
 wo, w = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(json.dumps({
@@ -57,5 +75,6 @@ print(json.dumps({
     "pod_create_p50_ratio": round(w["p50_ms"] / wo["p50_ms"], 3),
     "webhook_requests_per_second": float(sys.argv[3]), "webhook_p50": sys.argv[4], "webhook_p99": sys.argv[5],
     "pods_injected": int(sys.argv[6]),
+    "create_and_bind_by_registration": json.loads(sys.argv[7]),
 }, indent=2))
 PY
