@@ -237,6 +237,29 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
         "a pod created bound gets its profile at creation"
     );
     assert_eq!(calls(&wh.metrics().await?, "pods"), 1);
+    // Under failurePolicy Fail, a condition that errors refuses the pod: an unbound pod's
+    // creation (no subresource in the request) must evaluate cleanly to "not sent".
+    let (ok, _, err) = armor_refresh_e2e::kubectl(
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            CONFIG,
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]"#,
+        ],
+        None,
+    )
+    .await?;
+    assert!(ok, "{err}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // the API server's informer
+    apply("apiVersion: v1\nkind: Pod\nmetadata: {name: unbound-strict, namespace: e2e-wh-b}\nspec: {containers: [{name: app, image: example/app:1}]}\n").await?;
+    assert_eq!(
+        calls(&wh.metrics().await?, "pods"),
+        1,
+        "not sent at creation"
+    );
     wh.terminate().await?;
     clean(&c, CONFIG).await?;
     Ok(())

@@ -15,9 +15,12 @@ use crate::policy::ValidPolicy;
 /// The name of the match condition of Binding-only registrations.
 pub const BOUND_OR_BINDING: &str = "bound-at-creation-or-binding";
 /// Its expression: a binding, or the creation of a pod that has its node already. For a
-/// binding, `object` is the Binding, so the subresource is tested first.
-pub const BOUND_OR_BINDING_EXPR: &str =
-    "request.subResource == 'binding' || (has(object.spec.nodeName) && object.spec.nodeName != '')";
+/// binding, `object` is the Binding, so the subresource is tested first. The request of a
+/// plain pod creation has no `subResource` key at all (it is omitted when empty), and
+/// reading a missing key is an error in CEL that `||` only forgives when the other side is
+/// true: an unbound pod would make the condition fail, which `failurePolicy: Fail` turns
+/// into a refused pod. Hence `has()` first.
+pub const BOUND_OR_BINDING_EXPR: &str = "(has(request.subResource) && request.subResource == 'binding') || (has(object.spec.nodeName) && object.spec.nodeName != '')";
 
 /// Which injection points `policies` use. Without any policy, Binding (the default a new
 /// policy gets) is registered, so the first policy's pods are not missed.

@@ -455,6 +455,9 @@ pub async fn serve(
     // The CA this process wrote into its configuration, and what it registered for.
     let ca_pem = Arc::new(RwLock::new(String::new()));
     let registration = Arc::new(RwLock::new(super::registration::for_policies(&[])));
+    // One writer of the configuration at a time: a renewal and a registration change each
+    // write both the CA and the rules, and must not undo each other.
+    let config_lock = Arc::new(tokio::sync::Mutex::new(()));
     let mut file_stamp: Option<(SystemTime, SystemTime)> = None;
     match &cfg.certs {
         CertSource::Files { cert, key } => {
@@ -508,6 +511,7 @@ pub async fn serve(
         let store = policies_store.clone();
         let ready = ready.clone();
         let (ca_pem, registration) = (ca_pem.clone(), registration.clone());
+        let config_lock = config_lock.clone();
         let (reg_cfg, reg_client) = (cfg.clone(), client.clone());
         tokio::spawn(async move {
             if store.wait_until_ready().await.is_err() {
@@ -526,7 +530,9 @@ pub async fn serve(
                 valid.sort_by(|a, b| a.name.cmp(&b.name));
                 // A configuration this process writes registers only what the policies
                 // need, updated before the webhook counts as ready.
+                let mut failed = false;
                 if let (Some(name), Some(url)) = (&reg_cfg.webhook_config, &reg_cfg.url) {
+                    let _one_writer = config_lock.lock().await;
                     let want = super::registration::for_policies(&valid);
                     let have = registration.read().map(|r| r.clone()).unwrap_or_default();
                     let ca = ca_pem.read().map(|c| c.clone()).unwrap_or_default();
@@ -548,7 +554,8 @@ pub async fn serve(
                                 }
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "updating the webhook registration failed; retried on the next policy change")
+                                tracing::warn!(error = %e, "updating the webhook registration failed; retrying in 5s");
+                                failed = true;
                             }
                         }
                     }
@@ -558,7 +565,11 @@ pub async fn serve(
                 }
                 shared.synced.store(true, Ordering::Relaxed);
                 ready.store(shared.certs.loaded(), Ordering::Relaxed);
-                wake.notified().await;
+                if failed {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+                } else {
+                    wake.notified().await;
+                }
             }
         });
     }
@@ -595,6 +606,7 @@ pub async fn serve(
                         match self_signed(dns, ips, *validity) {
                             Ok((k, ca)) => {
                                 // The new CA goes into the configuration before the new certificate is served.
+                                let _one_writer = config_lock.lock().await;
                                 let wrote = match &cfg.webhook_config {
                                     Some(name) => {
                                         let reg = registration.read().map(|r| r.clone()).unwrap_or_default();
