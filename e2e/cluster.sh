@@ -5,7 +5,7 @@
 # Everything listens on 127.0.0.1 only.
 #
 # Usage:
-#   e2e/cluster.sh up [--nodes N] [--ready-delay DURATION]   start (idempotent)
+#   e2e/cluster.sh up [--nodes N] [--ready-delay DURATION] [--real-node]   start (idempotent)
 #   e2e/cluster.sh down                                       stop what `up` started, remove its state
 #   e2e/cluster.sh status                                     what runs, and whether the API is ready
 #   e2e/cluster.sh kubeconfig                                 print the admin kubeconfig path
@@ -18,20 +18,24 @@
 # Ready; `heavy` draws it per pod from a heavy-tailed mix, as image pulls and warm-ups do
 # (89% 1-2 s, 10% 3-6 s, 1% 10-20 s: mean 1.9 s, p99 6 s; kwok's stage weights and jitter).
 # Pods labelled e2e.armor.dev/never-ready=true never become Ready.
+# --real-node adds a real node (containerd, runc, kubelet, kube-proxy: e2e/node/) where real
+# containers run; the API server then listens on that node's bridge (198.18.0.1) instead of
+# 127.0.0.1, so its pods reach it. Services get 198.19.0.0/24 either way.
 # State lives in $ARMOR_REFRESH_CLUSTER_DIR (default /tmp/armor-refresh-cluster).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="${ARMOR_REFRESH_CLUSTER_DIR:-${TMPDIR:-/tmp}/armor-refresh-cluster}"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+NODE_COMPONENTS=(containerd kubelet kube-proxy)
 
 log() { echo "[cluster] $*" >&2; }
 die() { echo "[cluster] error: $*" >&2; exit 1; }
 
 bin_dir() { "$HERE/cluster/build.sh"; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+free_port() { # [address]
+  python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
 }
 
 pid_alive() { # component
@@ -119,7 +123,7 @@ gen_certs() {
     openssl genrsa -out ca.key 2048 2>/dev/null
     openssl req -x509 -new -nodes -key ca.key -sha256 -days 2 -subj "/CN=armor-refresh-e2e-ca" -out ca.crt 2>/dev/null
     cat >apiserver.ext <<EOF
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:198.18.0.1,IP:198.19.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth
 EOF
     sign() { # name subject [extfile]
@@ -132,6 +136,11 @@ EOF
     sign admin "/O=system:masters/CN=admin" client.ext
     sign controller-manager "/CN=system:kube-controller-manager" client.ext
     sign scheduler "/CN=system:kube-scheduler" client.ext
+    sign kubelet "/O=system:nodes/CN=system:node:armor-real-node" client.ext
+    sign kube-proxy "/CN=system:kube-proxy" client.ext
+    # The API server's identity towards the real node's kubelet (logs, exec): kubelet asks
+    # the API server whether it may, and system:masters may.
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client.ext
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -144,7 +153,7 @@ kind: Config
 clusters:
 - name: armor-refresh-e2e
   cluster:
-    server: https://127.0.0.1:$(cat "$DIR/apiserver.port")
+    server: https://$(cat "$DIR/apiserver.host"):$(cat "$DIR/apiserver.port")
     certificate-authority: $DIR/pki/ca.crt
 users:
 - name: $1
@@ -204,11 +213,12 @@ EOF
 }
 
 cmd_up() {
-  local nodes=6 delay=1s
+  local nodes=6 delay=1s real_node=false
   while (($#)); do
     case "$1" in
       --nodes) nodes="${2:?--nodes needs a number}"; shift 2 ;;
       --ready-delay) delay="${2:?--ready-delay needs a duration}"; shift 2 ;;
+      --real-node) real_node=true; shift ;;
       *) die "unknown option $1 (see the header of $0)" ;;
     esac
   done
@@ -238,9 +248,16 @@ cmd_up() {
   local start_s=$SECONDS
   log "generating certificates"
   gen_certs
-  local etcd_port etcd_peer api_port
-  etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"
+  local etcd_port etcd_peer api_port api_host=127.0.0.1
+  if $real_node; then
+    [[ "$(id -u)" == 0 ]] || die "--real-node runs containers: it needs root"
+    log "creating the real node's bridge"
+    "$HERE/node/node.sh" net-up "$DIR"
+    api_host=198.18.0.1
+  fi
+  etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port "$api_host")"
   echo "$api_port" >"$DIR/apiserver.port"
+  echo "$api_host" >"$DIR/apiserver.host"
   echo "$bin" >"$DIR/bin.dir"
   echo "$delay_ms" >"$DIR/ready-delay-ms"
   echo "$profile" >"$DIR/ready-delay-profile"
@@ -253,8 +270,12 @@ cmd_up() {
     --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
   wait_for "etcd to serve" 30 etcd python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$etcd_port/health', timeout=1)"
 
-  log "starting kube-apiserver on https://127.0.0.1:$api_port"
-  local p="$DIR/pki"
+  log "starting kube-apiserver on https://$api_host:$api_port"
+  local p="$DIR/pki" kubelet_args=()
+  # The real node's kubelet is dialled (logs, exec) at its InternalIP on the bridge, never at
+  # a hostname the machine's resolver would be asked for.
+  $real_node && kubelet_args=(--kubelet-preferred-address-types InternalIP
+    --kubelet-client-certificate "$p/apiserver-kubelet-client.crt" --kubelet-client-key "$p/apiserver-kubelet-client.key")
   # Audit only ServiceAccounts of the namespace armor-refresh-rbac: e2e/tests/rbac.rs runs
   # the operator as one and reads which requests it made and which were denied.
   cat >"$DIR/audit-policy.yaml" <<'YAML'
@@ -268,22 +289,24 @@ rules:
 YAML
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$api_host" --advertise-address "$api_host" --secure-port "$api_port" \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range 198.19.0.0/24 \
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,PodSecurity \
     --allow-privileged=true --profiling=false --cert-dir "$DIR/apiserver-certs" \
     --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
     --event-ttl 1h --v 1 \
     --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
-    --audit-log-maxsize 200 --audit-log-maxbackup 1
+    --audit-log-maxsize 200 --audit-log-maxbackup 1 "${kubelet_args[@]}"
   kubeconfig_for admin admin
   kubeconfig_for controller-manager controller-manager
   kubeconfig_for scheduler scheduler
+  kubeconfig_for kubelet kubelet
+  kubeconfig_for kube-proxy kube-proxy
   local kubectl="$bin/kubectl"
   wait_for "kube-apiserver /readyz" 90 kube-apiserver "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz
 
@@ -306,7 +329,7 @@ YAML
   stages "$profile" "$delay_ms" >"$DIR/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.0.0.2 --server-address "127.0.0.1:$(free_port)"
+    --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 127.0.0.2 --server-address "127.0.0.1:$(free_port)"
 
   wait_for "the default ServiceAccount" 60 kube-controller-manager "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" -n default get serviceaccount default
   log "creating $nodes nodes across zone-a/b/c (a mixed KubeArmor fleet)"
@@ -319,12 +342,17 @@ YAML
   log "starting KubeArmor's agents on the $agents AppArmor nodes that run one"
   "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f "$HERE/cluster/kubearmor/kubearmor.yaml" >/dev/null
   wait_for "$agents KubeArmor agents to run" 120 kwok agents_running "$agents" "$kubectl"
+  if $real_node; then
+    log "starting the real node (containerd, kubelet, kube-proxy)"
+    "$HERE/node/node.sh" up "$DIR"
+  fi
   log "ready in $((SECONDS - start_s))s; kubeconfig: $DIR/admin.kubeconfig"
   trap - EXIT
 }
 
 cmd_down() {
   [[ -d "$DIR" ]] || { log "not running"; return 0; }
+  "$HERE/node/node.sh" down "$DIR" || log "the real node did not stop cleanly"
   local c pid
   for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     if pid_alive "$c"; then
@@ -343,13 +371,14 @@ cmd_down() {
 
 cmd_status() {
   [[ -d "$DIR" ]] || { echo "not running"; return 1; }
-  local c ok=0
-  for c in "${COMPONENTS[@]}"; do
+  local c ok=0 all=("${COMPONENTS[@]}")
+  [[ -f "$DIR/real-node" ]] && all+=("${NODE_COMPONENTS[@]}")
+  for c in "${all[@]}"; do
     if pid_alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(cat "$DIR/pids/$c")"; else printf '%-24s stopped\n' "$c"; ok=1; fi
   done
   local bin; bin="$(cat "$DIR/bin.dir")"
   if "$bin/kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then
-    echo "api server: ready at https://127.0.0.1:$(cat "$DIR/apiserver.port")"
+    echo "api server: ready at https://$(cat "$DIR/apiserver.host"):$(cat "$DIR/apiserver.port")"
   else
     echo "api server: not ready"; ok=1
   fi
