@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn crds_directories_match_the_types() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for dir in ["crds", "charts/armor-refresh/crds"] {
+        for dir in ["crds", "charts/armor-refresh/files/crds"] {
             for (name, yaml) in crds() {
                 let on_disk =
                     std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();

@@ -22,6 +22,20 @@ pub fn tool(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(dir).join(name))
 }
 
+/// Runs a tool of [`tool`] from the repository root: (success, stdout, stderr).
+pub fn run(name: &str, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = std::process::Command::new(tool(name)?)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// `helm template` of the chart for a release in [`AUDITED_NS`], only the given templates.
 pub fn template(show_only: &[&str]) -> Result<String> {
     let mut args = vec![
@@ -241,4 +255,19 @@ pub fn grants(docs: &[Value]) -> Vec<Grant> {
         }
     }
     out
+}
+
+/// `v` with every number as a float: YAML's `0.0` (the generated CRDs), Helm's `toYaml` and
+/// the API server's `0` are one JSON number, as the API server reads it.
+pub fn numbers_as_floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().map(Value::from).unwrap_or(Value::Null),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_floats).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }

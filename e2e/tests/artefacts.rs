@@ -2,9 +2,12 @@
 //! with default and other values, the values schema, the RBAC rules, and the rendered
 //! manifests accepted by the real API server with a server-side dry run), Argo CD's health
 //! scripts (gopher-lua, the VM Argo CD runs them in), and every YAML of the README, docs/ and
-//! examples/ (server-side dry run), so the docs cannot rot.
+//! examples/ (server-side dry run), so the docs cannot rot; the chart's `helm test` hook and
+//! KubeArmor gating values; the GitHub workflows (actionlint with shellcheck) and the release's
+//! version check.
 //!
-//! helm and luahealth come from `e2e/tools/build.sh`; run-tests.sh exports their directory.
+//! helm, luahealth and actionlint come from `e2e/tools/build.sh`; run-tests.sh exports their
+//! directory.
 
 use std::collections::BTreeSet;
 
@@ -15,22 +18,22 @@ use serde_json::Value;
 const CHART: &str = "charts/armor-refresh";
 const NS: &str = "armor-refresh-system";
 
-/// Runs a tool and returns (success, stdout, stderr).
-fn run(name: &str, args: &[&str]) -> Result<(bool, String, String)> {
-    let out = std::process::Command::new(chart::tool(name)?)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+use chart::run;
+
+/// What `helm upgrade` sees once the chart's CRDs are served; without it a first install
+/// renders no default policy (templates/_helpers.tpl, renderDefaultPolicy).
+const POLICY_SERVED: &str = "refresh.armor.dev/v1alpha1/ArmorRefreshPolicy";
+
+/// `helm template` with `--set`/`--set-string` style arguments, on an API server that serves
+/// the CRDs; the documents rendered.
+fn render(extra: &[&str]) -> Result<Vec<Value>> {
+    let mut args = vec!["--api-versions", POLICY_SERVED];
+    args.extend_from_slice(extra);
+    render_raw(&args)
 }
 
-/// `helm template` with `--set`/`--set-string` style arguments; the documents rendered.
-fn render(extra: &[&str]) -> Result<Vec<Value>> {
+/// `helm template` as on a cluster without the CRDs.
+fn render_raw(extra: &[&str]) -> Result<Vec<Value>> {
     let mut args = vec![
         "template",
         "armor-refresh",
@@ -289,6 +292,88 @@ fn cert_manager_and_optional_objects_render_when_enabled() -> Result<()> {
     Ok(())
 }
 
+/// The CRDs are templates made of files/crds/ (what `make crds` writes), unchanged but for
+/// the chart's labels and the keep annotation; off with crds.enabled=false.
+#[test]
+fn crds_render_from_files_with_the_chart_labels_and_the_keep_annotation() -> Result<()> {
+    let crds = |d: &[Value]| -> Vec<Value> {
+        d.iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .cloned()
+            .collect()
+    };
+    let files = root().join(CHART).join("files/crds");
+    let mut names = vec![];
+    for e in std::fs::read_dir(&files)? {
+        names.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "refresh.armor.dev_armorrefreshpolicies.yaml",
+            "refresh.armor.dev_armorrefreshruns.yaml"
+        ]
+    );
+    // A crds/ folder would be installed by Helm besides the templates, and never upgraded.
+    assert!(
+        !root().join(CHART).join("crds").exists(),
+        "{CHART}/crds/ is back"
+    );
+    let d = render(&[])?;
+    let rendered = crds(&d);
+    assert_eq!(rendered.len(), 2);
+    for name in &names {
+        let file = &docs(&std::fs::read_to_string(files.join(name))?)?[0];
+        let r = rendered
+            .iter()
+            .find(|r| r["metadata"]["name"] == file["metadata"]["name"])
+            .ok_or(format!("{name} not rendered"))?;
+        let meta = &r["metadata"];
+        assert_eq!(
+            meta["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/managed-by"], "Helm",
+            "{name}"
+        );
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/instance"],
+            "armor-refresh"
+        );
+        assert!(meta["labels"]["helm.sh/chart"].is_string());
+        // Everything else as generated: the CEL rules were not read as templates, no value
+        // changed through fromYaml/toYaml (only `0.0` is written `0`).
+        let mut stripped = r.clone();
+        let m = stripped["metadata"].as_object_mut().ok_or("no metadata")?;
+        m.remove("labels");
+        m.remove("annotations");
+        assert!(
+            chart::numbers_as_floats(&stripped) == chart::numbers_as_floats(file),
+            "{name} differs from what the chart renders"
+        );
+        let text = serde_json::to_string(file)?;
+        assert!(
+            text.contains("x-kubernetes-validations"),
+            "{name} has CEL rules"
+        );
+    }
+    let d = render(&["--set", "crds.keep=false"])?;
+    for c in crds(&d) {
+        assert!(c["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    }
+    // The CRDs are yours: none rendered, and the default policy needs no served kind.
+    let d = render_raw(&["--set", "crds.enabled=false"])?;
+    assert!(crds(&d).is_empty());
+    assert!(find(&d, "ArmorRefreshPolicy").is_some());
+    // A first install with the CRDs cannot create a policy in the same release.
+    let d = render_raw(&[])?;
+    assert_eq!(crds(&d).len(), 2);
+    assert!(find(&d, "ArmorRefreshPolicy").is_none());
+    Ok(())
+}
+
 #[test]
 fn values_schema_rejects_bad_values_with_the_key_named() -> Result<()> {
     for (set, key) in [
@@ -300,6 +385,8 @@ fn values_schema_rejects_bad_values_with_the_key_named() -> Result<()> {
         ("webhook.failurePolicy=Maybe", "failurePolicy"),
         ("replicaCount=0", "replicaCount"),
         ("controller.podRefreshr.batchSize=5", "podRefreshr"),
+        ("crds.enabled=maybe", "/crds/enabled"),
+        ("crds.kep=false", "kep"),
     ] {
         let args = [
             "template",
@@ -405,12 +492,19 @@ async fn rendered_chart_passes_a_server_side_dry_run() -> Result<()> {
         "webhook.enabled=false,defaultPolicy.enabled=false,networkPolicy.enabled=true",
         "controller.podRefresher.batchSize=10%,defaultPolicy.windows[0].schedule=0 1 * * *,defaultPolicy.windows[0].duration=4h,defaultPolicy.windows[0].timeZone=Europe/Berlin",
     ] {
-        let mut args = vec!["--include-crds"];
+        // The `helm test` pod is left out: a dry run creates no ServiceAccount for it to run
+        // as (helm_test_command_succeeds_with_the_charts_rbac_and_its_pod_is_accepted checks it).
+        let mut args = vec!["--skip-tests"];
         if !set.is_empty() {
             args.extend(["--set", set]);
         }
         let rendered = render(&args)?;
-        assert!(kinds(&rendered).contains("CustomResourceDefinition"));
+        // Both CRDs are templates now, checked by the API server with the rest.
+        let crds = rendered
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .count();
+        assert_eq!(crds, 2, "--set {set}: the CRDs");
         let yaml = rendered
             .iter()
             .map(|d| Ok(format!("---\n{}", serde_saphyr::to_string(d)?)))
@@ -568,5 +662,522 @@ fn the_webhook_registers_only_what_its_injection_point_needs() -> Result<()> {
         };
         assert_eq!(conditions, want["matchConditions"], "{set}");
     }
+    Ok(())
+}
+
+/// The chart's `helm test` Pod: a hook, so `helm template` prints it after the manifest.
+fn helm_test_pod(docs: &[Value]) -> Option<&Value> {
+    docs.iter().find(|d| {
+        d["kind"] == "Pod" && d["metadata"]["annotations"]["helm.sh/hook"].as_str() == Some("test")
+    })
+}
+
+/// Does a `matchLabels`-style map (or a Service's selector) select these labels?
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+}
+
+/// `helm test` runs the operator's own read-only `get` with the operator's image,
+/// ServiceAccount, hardening and scheduling; nothing of the operator's selects the pod.
+#[test]
+fn helm_test_hook_runs_the_operators_get_hardened_where_the_operator_runs() -> Result<()> {
+    let d = render(&[])?;
+    let pod = helm_test_pod(&d).ok_or(
+        "no `helm test` Pod rendered (templates/tests/test-operator.yaml; not in .helmignore?)",
+    )?;
+    assert_eq!(
+        pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].as_str(),
+        Some("before-hook-creation"),
+        "replaced by the next `helm test`, kept for `helm test --logs`"
+    );
+    let spec = &pod["spec"];
+    let dep = find(&d, "Deployment").unwrap();
+    let op = &dep["spec"]["template"]["spec"];
+    assert_eq!(spec["restartPolicy"].as_str(), Some("Never"));
+    assert_eq!(spec["serviceAccountName"], op["serviceAccountName"]);
+    assert_eq!(spec["serviceAccountName"].as_str(), Some("armor-refresh"));
+    assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
+    let c = &spec["containers"][0];
+    let chart = &docs(&std::fs::read_to_string(
+        root().join(CHART).join("Chart.yaml"),
+    )?)?[0];
+    let app_version = chart["appVersion"]
+        .as_str()
+        .ok_or("Chart.yaml: appVersion")?;
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("armor-refresh:{app_version}").as_str())
+    );
+    assert_eq!(c["image"], op["containers"][0]["image"]);
+    assert_eq!(c["imagePullPolicy"], op["containers"][0]["imagePullPolicy"]);
+    // The image's entrypoint is the binary; `get` lists policies and runs and writes nothing.
+    // No kubeconfig: the in-cluster config of the ServiceAccount.
+    assert!(c["command"].is_null(), "the image's entrypoint runs");
+    assert_eq!(c["args"], serde_json::json!(["get"]));
+    assert!(c["env"].is_null() && c["volumeMounts"].is_null(), "{c}");
+    // Hardened as the operator is.
+    assert_eq!(
+        spec["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(spec["securityContext"], op["securityContext"]);
+    assert_eq!(*sc, op["containers"][0]["securityContext"]);
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    // What `get` reads, the operator's ClusterRole grants (e2e/tests/rbac.rs covers the rest).
+    let grants = rbac(&d);
+    for g in [
+        "ClusterRole refresh.armor.dev/armorrefreshpolicies list",
+        "ClusterRole refresh.armor.dev/armorrefreshruns list",
+    ] {
+        assert!(grants.contains(g), "{g} not granted: `get` would fail");
+    }
+    // Not the operator's pod: its ReplicaSet would adopt it, its Service route to it, its PDB
+    // count it. Never injected nor refreshed, as the operator is not.
+    let labels = &pod["metadata"]["labels"];
+    assert!(!selects(&dep["spec"]["selector"]["matchLabels"], labels));
+    for s in d.iter().filter(|d| d["kind"] == "Service") {
+        assert!(!selects(&s["spec"]["selector"], labels), "{s}");
+    }
+    let pdb = find(&d, "PodDisruptionBudget").unwrap();
+    assert!(!selects(&pdb["spec"]["selector"]["matchLabels"], labels));
+    assert_eq!(labels["refresh.armor.dev/exclude"].as_str(), Some("true"));
+    // Default scheduling: anywhere (the operator's default affinity only spreads its replicas).
+    for k in ["nodeSelector", "tolerations", "affinity"] {
+        assert!(spec[k].is_null(), "{k}: {}", spec[k]);
+    }
+
+    // Where the operator is placed, the test goes, with the same image and pull secrets.
+    let d = render(&[
+        "--set",
+        "image.repository=team/armor-refresh,image.tag=1.2.3,imagePullSecrets[0].name=pull",
+        "--set",
+        "nodeSelector.kubernetes\\.io/os=linux,nodeSelector.pool=system",
+        "--set-json",
+        r#"tolerations=[{"key":"dedicated","operator":"Equal","value":"system","effect":"NoSchedule"}]"#,
+        "--set-json",
+        r#"affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"topology.kubernetes.io/zone","operator":"In","values":["zone-a"]}]}]}}}"#,
+    ])?;
+    let spec = &helm_test_pod(&d).ok_or("no helm test Pod")?["spec"];
+    let op = &find(&d, "Deployment").unwrap()["spec"]["template"]["spec"];
+    for k in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "imagePullSecrets",
+    ] {
+        assert!(!spec[k].is_null(), "{k} missing from the test pod");
+        assert_eq!(spec[k], op[k], "{k}: the test pod and the operator differ");
+    }
+    assert_eq!(
+        spec["containers"][0]["image"].as_str(),
+        Some("team/armor-refresh:1.2.3")
+    );
+
+    let d = render(&["--set", "tests.enabled=false"])?;
+    assert!(
+        helm_test_pod(&d).is_none(),
+        "tests.enabled=false renders no test"
+    );
+    assert!(!kinds(&d).contains("Pod"));
+    Ok(())
+}
+
+/// The test pod's command, run as the chart's ServiceAccount with exactly the chart's RBAC
+/// (a token instead of the in-cluster config), succeeds and shows both kinds; the pod itself
+/// passes a server-side dry run. The real `helm test` runs on real nodes elsewhere.
+#[tokio::test]
+async fn helm_test_command_succeeds_with_the_charts_rbac_and_its_pod_is_accepted() -> Result<()> {
+    use armor_refresh_e2e::chart::{AUDITED_NS, RELEASE};
+    let c = client().await?;
+    install_crds(&c).await?;
+    let rendered = chart::template(&[
+        "templates/serviceaccount.yaml",
+        "templates/rbac.yaml",
+        "templates/tests/test-operator.yaml",
+    ])?;
+    let all = docs(&rendered)?;
+    let pod = helm_test_pod(&all).ok_or("no helm test Pod")?.clone();
+    let rbac_yaml = all
+        .iter()
+        .filter(|d| d["kind"] != "Pod")
+        .map(|d| Ok(format!("---\n{}", serde_saphyr::to_string(d)?)))
+        .collect::<Result<String>>()?;
+    armor_refresh_e2e::apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {AUDITED_NS}}}\n{rbac_yaml}"
+    ))
+    .await?;
+    assert_eq!(pod["spec"]["serviceAccountName"].as_str(), Some(RELEASE));
+    server_dry_run("the helm test Pod", &serde_json::to_string(&pod)?).await?;
+
+    let args: Vec<&str> = pod["spec"]["containers"][0]["args"]
+        .as_array()
+        .ok_or("args")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let kubeconfig = chart::service_account_kubeconfig().await?;
+    let out = tokio::process::Command::new(armor_refresh_e2e::process::binary())
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&kubeconfig);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "`armor-refresh {}` as {RELEASE}: {stdout}{stderr}",
+        args.join(" ")
+    );
+    assert!(stderr.trim().is_empty(), "{stderr}");
+    eprintln!(
+        "`armor-refresh {}` as the chart's ServiceAccount:\n{stdout}",
+        args.join(" ")
+    );
+    Ok(())
+}
+
+/// The node gating of KubeArmor's rule, as chart values: the agents' labels are the
+/// operator's `--agent-selector` (with or without the webhook: the runs gate on it too), the
+/// enforcing nodes, the agent requirement and init containers are the default policy's fields,
+/// absent unless set so the operator's defaults apply. Read back by the operator's own code.
+#[test]
+fn kubearmor_node_gating_values_render_into_the_flag_and_the_policy() -> Result<()> {
+    use armor_refresh::cluster::{DEFAULT_AGENT_SELECTOR, parse_agent_selector};
+    use kube::core::SelectorExt;
+    use std::collections::BTreeMap;
+    const SERVED: &str = "refresh.armor.dev/v1alpha1/ArmorRefreshPolicy";
+    let labels = |l: &[(&str, &str)]| -> BTreeMap<String, String> {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let valid = |d: &[Value]| -> Result<armor_refresh::policy::ValidPolicy> {
+        let p = find(d, "ArmorRefreshPolicy").ok_or("no default policy rendered")?;
+        let p: armor_refresh::api::ArmorRefreshPolicy = serde_json::from_value(p.clone())?;
+        armor_refresh::policy::validate("default", &p.spec).map_err(|e| e.to_string().into())
+    };
+    let agent_flag = |d: &[Value]| -> Vec<String> {
+        args_of(d)
+            .into_iter()
+            .filter_map(|a| a.strip_prefix("--agent-selector=").map(str::to_string))
+            .collect()
+    };
+    let kubearmor_node = labels(&[("kubearmor.io/enforcer", "apparmor")]);
+
+    // Defaults: the operator's own agent selector; KubeArmor's rule left to the operator.
+    let d = render(&["--api-versions", SERVED])?;
+    assert_eq!(agent_flag(&d), [DEFAULT_AGENT_SELECTOR]);
+    let profile = &find(&d, "ArmorRefreshPolicy").ok_or("no policy")?["spec"]["profile"];
+    assert!(
+        profile.get("enforcingNodeSelector").is_none() && profile.get("requireAgent").is_none(),
+        "{profile}"
+    );
+    let v = valid(&d)?;
+    assert!(v.require_agent);
+    let nodes = v
+        .enforcing_nodes
+        .as_ref()
+        .ok_or("no enforcing-node selector")?;
+    assert!(nodes.matches(&kubearmor_node) && !nodes.matches(&labels(&[])));
+    assert!(!v.spec.profile.include_init_containers);
+
+    // Every value set: into the flag and the fields, read as the operator reads them.
+    let selector = "app.kubernetes.io/name=kubearmor-agent,app.kubernetes.io/part-of=kubearmor";
+    let d = render(&[
+        "--api-versions",
+        SERVED,
+        "--set-json",
+        &format!("kubearmor.agentSelector={selector:?}"),
+        "--set",
+        "defaultPolicy.profile.enforcingNodeSelector.matchLabels.apparmor-enforcing=yes",
+        "--set",
+        "defaultPolicy.profile.requireAgent=false,defaultPolicy.profile.includeInitContainers=true",
+    ])?;
+    assert_eq!(agent_flag(&d), [selector]);
+    let agents = parse_agent_selector(selector)?;
+    assert!(agents.matches(&labels(&[
+        ("app.kubernetes.io/name", "kubearmor-agent"),
+        ("app.kubernetes.io/part-of", "kubearmor")
+    ])));
+    assert!(!agents.matches(&labels(&[("kubearmor-app", "kubearmor")])));
+    let v = valid(&d)?;
+    assert!(!v.require_agent);
+    let nodes = v
+        .enforcing_nodes
+        .as_ref()
+        .ok_or("no enforcing-node selector")?;
+    assert!(nodes.matches(&labels(&[("apparmor-enforcing", "yes")])));
+    assert!(!nodes.matches(&kubearmor_node));
+    assert!(v.spec.profile.include_init_containers);
+    // Without the webhook the runs still gate on the agents.
+    let d = render(&[
+        "--set",
+        "webhook.enabled=false,kubearmor.agentSelector=kubearmor-app",
+    ])?;
+    assert_eq!(agent_flag(&d), ["kubearmor-app"]);
+    // An explicit {} is every node (as in the policy), unlike the default.
+    let d = render(&[
+        "--api-versions",
+        SERVED,
+        "--set-json",
+        "defaultPolicy.profile.enforcingNodeSelector={}",
+    ])?;
+    let v = valid(&d)?;
+    assert!(
+        v.enforcing_nodes
+            .as_ref()
+            .is_none_or(|s| s.matches(&labels(&[]))),
+        "{:?}",
+        v.enforcing_nodes
+    );
+
+    // The schema names the key of what the operator or the API server would refuse.
+    for (set, key) in [
+        (
+            "kubearmor.agentSelector=kubearmor-app==kubearmor",
+            "agentSelector",
+        ),
+        ("kubearmor.agentSelector=", "agentSelector"),
+        (
+            "defaultPolicy.profile.injectAt=Create,defaultPolicy.profile.requireAgent=true",
+            "requireAgent",
+        ),
+        (
+            "defaultPolicy.profile.injectAt=Create,defaultPolicy.profile.enforcingNodeSelector.matchLabels.a=b",
+            "enforcingNodeSelector",
+        ),
+        (
+            "defaultPolicy.profile.requireAgent=sometimes",
+            "requireAgent",
+        ),
+        ("tests.enabled=maybe", "tests"),
+    ] {
+        let (ok, _, err) = run(
+            "helm",
+            &[
+                "template",
+                "x",
+                CHART,
+                "--kube-version",
+                "1.34.4",
+                "--set",
+                set,
+            ],
+        )?;
+        assert!(!ok, "--set {set} was accepted");
+        assert!(
+            err.contains("values don't meet the specifications of the schema") && err.contains(key),
+            "--set {set}: {err}"
+        );
+    }
+    Ok(())
+}
+
+/// The policy with every gating value set passes the API server's schema and CEL rules.
+#[tokio::test]
+async fn kubearmor_node_gating_values_pass_a_server_side_dry_run() -> Result<()> {
+    let c = client().await?;
+    install_crds(&c).await?;
+    for set in [
+        "defaultPolicy.profile.enforcingNodeSelector.matchLabels.apparmor-enforcing=yes,defaultPolicy.profile.requireAgent=false,defaultPolicy.profile.includeInitContainers=true",
+        "defaultPolicy.profile.injectAt=Create,defaultPolicy.profile.requireAgent=false",
+    ] {
+        let d = render(&[
+            "--api-versions",
+            "refresh.armor.dev/v1alpha1/ArmorRefreshPolicy",
+            "--set",
+            set,
+        ])?;
+        let p = find(&d, "ArmorRefreshPolicy").ok_or("no default policy")?;
+        server_dry_run(
+            &format!("the default policy with {set}"),
+            &serde_json::to_string(p)?,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// actionlint (e2e/tools/build.sh) on every workflow: syntax, expressions, the inputs of the
+/// actions it knows, runner labels, permissions, and each `run:` script through shellcheck.
+#[test]
+fn github_workflows_pass_actionlint_and_shellcheck() -> Result<()> {
+    // actionlint silently skips the scripts when shellcheck is missing.
+    let sc = std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output();
+    assert!(
+        sc.is_ok_and(|o| o.status.success()),
+        "shellcheck is not on PATH (.ci/run installs it: apt-get install shellcheck)"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(root().join(".github/workflows"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .map(|p| p.strip_prefix(root()).unwrap_or(&p).display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [".github/workflows/ci.yml", ".github/workflows/release.yml"]
+    );
+    let mut args = vec!["-no-color", "-shellcheck=shellcheck"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = run("actionlint", &args)?;
+    assert!(
+        ok && out.trim().is_empty(),
+        "actionlint findings:\n{out}{err}"
+    );
+    Ok(())
+}
+
+/// The release's version check reads the files the repository keeps its version in (the
+/// `[package]` of Cargo.toml, the chart's version and appVersion), runs as GitHub runs it
+/// (bash -e -o pipefail), passes when they and the tag agree and names each disagreement.
+#[test]
+fn release_workflow_checks_the_tag_against_cargo_toml_and_chart_yaml() -> Result<()> {
+    let wf = &docs(&std::fs::read_to_string(
+        root().join(".github/workflows/release.yml"),
+    )?)?[0];
+    assert_eq!(wf["on"]["push"]["tags"], serde_json::json!(["v*"]));
+    let script = wf["jobs"]["versions"]["steps"]
+        .as_array()
+        .ok_or("release.yml: jobs.versions.steps")?
+        .iter()
+        .find(|s| s["id"] == "check")
+        .and_then(|s| s["run"].as_str())
+        .ok_or("release.yml: no step `check` in job `versions`")?
+        .to_string();
+    let chart_yaml = format!("{CHART}/Chart.yaml");
+    for f in ["Cargo.toml", chart_yaml.as_str()] {
+        assert!(script.contains(f), "the check does not read {f}");
+        assert!(root().join(f).is_file(), "{f} is not the repository's");
+    }
+    // Nothing is published before the check passed.
+    for job in ["image", "chart", "binaries", "release"] {
+        let needs = &wf["jobs"][job]["needs"];
+        let listed = needs == "versions"
+            || needs
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x == "versions"));
+        assert!(listed, "job {job} does not wait for the version check");
+    }
+
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml"))?;
+    let chart_text = std::fs::read_to_string(root().join(&chart_yaml))?;
+    let mut in_package = false;
+    let mut cargo = None;
+    for line in cargo_toml.lines() {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && cargo.is_none() {
+            cargo = line
+                .strip_prefix("version = \"")
+                .and_then(|v| v.strip_suffix('"'));
+        }
+    }
+    let cargo = cargo.ok_or("Cargo.toml: no [package] version")?;
+    let chart = &docs(&chart_text)?[0];
+    let scratch =
+        std::env::temp_dir().join(format!("armor-refresh-release-{}", std::process::id()));
+    std::fs::create_dir_all(scratch.join(CHART))?;
+    let check = |dir: &std::path::Path, tag: &str| -> Result<(bool, String, String)> {
+        let output = scratch.join("github-output");
+        let _ = std::fs::remove_file(&output);
+        let out = std::process::Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &script])
+            .current_dir(dir)
+            .env("GITHUB_REF_NAME", tag)
+            .env("GITHUB_OUTPUT", &output)
+            .output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            std::fs::read_to_string(&output).unwrap_or_default(),
+        ))
+    };
+
+    // The repository as it is: a tag of its crate's version passes exactly when the chart
+    // says the same.
+    let agree =
+        chart["version"].as_str() == Some(cargo) && chart["appVersion"].as_str() == Some(cargo);
+    let (ok, out, _) = check(&root(), &format!("v{cargo}"))?;
+    assert_eq!(ok, agree, "Cargo.toml {cargo}, Chart.yaml {chart}: {out}");
+
+    // A copy of both files with one version: passes, and hands the version to the other jobs.
+    let set_chart = |version: &str, app: &str| -> String {
+        chart_text
+            .lines()
+            .map(|l| {
+                if l.starts_with("version:") {
+                    format!("version: {version}")
+                } else if l.starts_with("appVersion:") {
+                    format!("appVersion: \"{app}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(scratch.join("Cargo.toml"), &cargo_toml)?;
+    let chart_copy = scratch.join(&chart_yaml);
+    std::fs::write(&chart_copy, set_chart(cargo, cargo))?;
+    let (ok, out, output) = check(&scratch, &format!("v{cargo}"))?;
+    assert!(ok, "{out}");
+    assert_eq!(output.trim(), format!("version={cargo}"));
+    // Each disagreement fails and is named.
+    let (ok, out, _) = check(&scratch, "v99.0.0")?;
+    assert!(!ok && out.contains("Cargo.toml version is"), "{out}");
+    std::fs::write(&chart_copy, set_chart(cargo, "99.0.0"))?;
+    let (ok, out, _) = check(&scratch, &format!("v{cargo}"))?;
+    assert!(
+        !ok && out.contains("Chart.yaml appVersion is '99.0.0'"),
+        "{out}"
+    );
+    assert!(!out.contains("Cargo.toml version is"), "{out}");
+    std::fs::write(&chart_copy, set_chart("99.0.0", cargo))?;
+    let (ok, out, _) = check(&scratch, &format!("v{cargo}"))?;
+    assert!(
+        !ok && out.contains("Chart.yaml version is '99.0.0'"),
+        "{out}"
+    );
+    // Only the [package] version counts (TOML tables come in any order), and a tag must be
+    // vMAJOR.MINOR.PATCH.
+    std::fs::write(&chart_copy, set_chart(cargo, cargo))?;
+    std::fs::write(
+        scratch.join("Cargo.toml"),
+        format!("[dependencies.other]\nversion = \"99.0.0\"\n\n{cargo_toml}"),
+    )?;
+    let (ok, out, _) = check(&scratch, &format!("v{cargo}"))?;
+    assert!(ok, "a dependency's version taken for the crate's: {out}");
+    std::fs::write(
+        scratch.join("Cargo.toml"),
+        cargo_toml.replacen(&format!("version = \"{cargo}\""), "version = \"99.0.0\"", 1),
+    )?;
+    let (ok, out, _) = check(&scratch, &format!("v{cargo}"))?;
+    assert!(
+        !ok && out.contains("Cargo.toml version is '99.0.0'"),
+        "{out}"
+    );
+    let (ok, out, _) = check(&scratch, cargo)?;
+    assert!(!ok && out.contains("is not vMAJOR.MINOR.PATCH"), "{out}");
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

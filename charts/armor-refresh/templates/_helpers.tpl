@@ -40,3 +40,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "armor-refresh.selfSigned" -}}
 {{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end }}
 {{- end }}
+
+{{/* The default policy is rendered when its kind can be created: the API server serves it,
+or the CRDs are not this release's (crds.enabled=false: installed beforehand). */}}
+{{- define "armor-refresh.renderDefaultPolicy" -}}
+{{- if and .Values.defaultPolicy.enabled (or (not .Values.crds.enabled) (.Capabilities.APIVersions.Has "refresh.armor.dev/v1alpha1/ArmorRefreshPolicy")) }}true{{ end }}
+{{- end }}
