@@ -53,7 +53,7 @@ if $helm; then
   # The demo's policy comes below; the node is tainted, so the operator tolerates it.
   "$HELM" install armor-refresh charts/armor-refresh -n armor-refresh --create-namespace \
     --set defaultPolicy.enabled=false --set image.pullPolicy=Never \
-    --set 'nodeSelector.armor\.dev/real-node=true' \
+    --set-string 'nodeSelector.armor\.dev/real-node=true' \
     --set 'tolerations[0].key=armor.dev/real-node,tolerations[0].operator=Exists,tolerations[0].effect=NoSchedule' \
     --wait --timeout 5m >/dev/null
   echo "  Ready in $((SECONDS - start))s:"

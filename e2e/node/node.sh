@@ -169,7 +169,9 @@ cmd_import() { # tar...
   local bin; bin="$(cat "$DIR/node-bin.dir")"
   local t
   for t in "$@"; do
-    "$bin/ctr" --address "$DIR/containerd.sock" -n k8s.io images import --no-unpack=false "$t" >&2
+    log "importing $t"
+    "$bin/ctr" --address "$DIR/containerd.sock" -n k8s.io images import "$t" >>"$DIR/logs/import.log" 2>&1 ||
+      { tail -5 "$DIR/logs/import.log" >&2; die "could not import $t"; }
   done
 }
 
