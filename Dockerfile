@@ -5,21 +5,23 @@
 ARG RUST_IMAGE=rust:1.95-bookworm
 
 FROM ${RUST_IMAGE} AS build
+ARG TARGETPLATFORM
 WORKDIR /src
 COPY . .
 # Statically linked against glibc (crt-static), so the final stage needs no libc. RUSTFLAGS
 # apply to the target only, since --target is given: build scripts stay dynamic.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
+    --mount=type=cache,target=/src/target,id=target-${TARGETPLATFORM} \
     triple="$(uname -m)-unknown-linux-gnu" \
  && env "CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C target-feature=+crt-static" \
     cargo build --release --locked --target "$triple" --bin armor-refresh \
- && cp "target/$triple/release/armor-refresh" /armor-refresh \
+ && strip -o /armor-refresh "target/$triple/release/armor-refresh" \
+ && if readelf -lW /armor-refresh | grep -q INTERP; then echo "not static" >&2; exit 1; fi \
  && printf 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >/passwd \
  && printf 'nonroot:x:65532:\n' >/group
 
 FROM scratch
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="armor-refresh" \
       org.opencontainers.image.description="Rolls AppArmor/KubeArmor profiles out to running pods gradually and safely" \

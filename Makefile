@@ -21,7 +21,7 @@ image:
 	deploy/image/build.sh
 
 # The operator as real pods: its image on a real node (containerd, runc, CNI, kubelet and
-# kube-proxy built from Go modules, ~15 min the first time) beside the kwok nodes, installed
+# kube-proxy built from Go modules, ~10 min the first time) beside the kwok nodes, installed
 # with `helm install`; a run completes and `helm test` passes. Needs root.
 e2e-node: control-plane
 	E2E_REAL_NODE=1 e2e/run-tests.sh --test node -- --ignored --nocapture --test-threads 1

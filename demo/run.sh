@@ -120,8 +120,8 @@ sampler=$!
 step "following the run: armor-refresh watch default-first (kubectl armor watch, as a kubectl plugin)"
 status=0
 $AR watch default-first --timeout 600s || status=$?
-max_disrupted="$(cat "$witness")"; rm -f "$witness"
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+max_disrupted="$(cat "$witness")"; rm -f "$witness"
 ((status == 0)) || { echo "the run did not complete"; kubectl describe arr default-first | tail -20; exit 1; }
 took=$((SECONDS - start))
 

@@ -233,6 +233,11 @@ cmd_up() {
 
   local c all=true
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all=false; done
+  local running_real=false
+  [[ -f "$DIR/real-node" ]] && running_real=true
+  if $all && [[ "$running_real" != "$real_node" ]]; then
+    die "already running $($running_real && echo with || echo without) a real node (state in $DIR): 'e2e/cluster.sh down' first"
+  fi
   if $all; then
     log "already running (state in $DIR); 'e2e/cluster.sh down' stops it"
     cmd_status
@@ -352,7 +357,9 @@ YAML
 
 cmd_down() {
   [[ -d "$DIR" ]] || { log "not running"; return 0; }
-  "$HERE/node/node.sh" down "$DIR" || log "the real node did not stop cleanly"
+  # The real node's pods are deleted through the API server, so it stops first; its network
+  # goes last, once nothing (the API server calling a webhook Service) can use it.
+  "$HERE/node/node.sh" stop "$DIR" || log "the real node did not stop cleanly"
   local c pid
   for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     if pid_alive "$c"; then
@@ -365,6 +372,7 @@ cmd_down() {
       fi
     fi
   done
+  "$HERE/node/node.sh" down "$DIR" || log "the real node's network was not removed cleanly"
   rm -rf "$DIR"
   log "stopped"
 }

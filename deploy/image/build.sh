@@ -9,14 +9,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-TRIPLE=x86_64-unknown-linux-gnu
+TRIPLE="$(uname -m)-unknown-linux-gnu"
 OUT="target/image/armor-refresh-$VERSION.tar"
 
 log() { echo "[image] $*" >&2; }
 
 start=$SECONDS
 # RUSTFLAGS for the target only (build scripts and proc macros stay dynamic).
-CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+env "CARGO_TARGET_$(echo "$TRIPLE" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C target-feature=+crt-static" \
   cargo build --release --locked --target "$TRIPLE" --bin armor-refresh >&2
 bin="target/$TRIPLE/release/armor-refresh"
 # No program interpreter: nothing for the dynamic loader to find on an empty base.

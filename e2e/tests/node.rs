@@ -112,6 +112,12 @@ fn the_image_built_here_is_the_one_the_dockerfile_describes() -> Result<()> {
     let version = c["Labels"]["org.opencontainers.image.version"]
         .as_str()
         .unwrap_or("");
+    // The Dockerfile's own default, for a build by hand, is the same version.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile"))?;
+    assert!(
+        dockerfile.contains(&format!("ARG VERSION={version}\n")),
+        "the Dockerfile's ARG VERSION is not {version}"
+    );
     let chart = std::fs::read_to_string(root().join("charts/armor-refresh/Chart.yaml"))?;
     assert!(
         chart.contains(&format!("appVersion: \"{version}\"")),
@@ -366,5 +372,82 @@ async fn helm_install_runs_the_operator_on_the_real_node_and_a_run_completes() -
             })
             .collect();
     assert!(restarts.values().all(|n| *n == 0), "restarts: {restarts:?}");
+    Ok(())
+}
+
+/// The drop counter of the real node's isolation rule for traffic leaving the bridge.
+fn isolation_drops() -> Result<u64> {
+    let out = std::process::Command::new("iptables")
+        .args([
+            "-t",
+            "mangle",
+            "-L",
+            "ARMOR-REFRESH-ISOLATE",
+            "-v",
+            "-x",
+            "-n",
+        ])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    // The first rule: -i armor0 ! -o armor0 -j DROP.
+    let line = text
+        .lines()
+        .find(|l| l.contains("DROP") && l.contains("armor0"))
+        .ok_or(format!("no isolation rule in:\n{text}"))?;
+    Ok(line.split_whitespace().next().unwrap_or("").parse()?)
+}
+
+/// Runs the sandbox image's probe on the real node and returns what it printed.
+async fn probe(c: &kube::Client, name: &str, address: &str, port: u16) -> Result<String> {
+    apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {APP_NS}}}\nspec:\n  restartPolicy: Never\n  nodeSelector: {{kubernetes.io/hostname: {NODE}}}\n  tolerations: [{{key: armor.dev/real-node, operator: Exists}}]\n  containers: [{{name: probe, image: 'localhost/armor-refresh-pause:1', imagePullPolicy: Never, command: [/probe, '{address}', '{port}']}}]\n"
+    ))
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), APP_NS);
+    wait_for(
+        &format!("probe {name} to finish"),
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get(name).await?;
+                let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+                Ok((phase == "Succeeded" || phase == "Failed").then_some(()))
+            }
+        },
+    )
+    .await?;
+    let (ok, out, err) = kubectl(&["-n", APP_NS, "logs", name], None).await?;
+    if !ok {
+        return Err(format!("kubectl logs {name}: {err}").into());
+    }
+    Ok(out.trim().to_string())
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: make e2e-node"]
+async fn pod_traffic_to_another_network_is_dropped_on_this_machine() -> Result<()> {
+    let c = client().await?;
+    fresh_namespace(&c, APP_NS).await?;
+    // The probe works: the API server on the bridge answers it.
+    let cluster = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")?;
+    let port: u16 = std::fs::read_to_string(format!("{cluster}/apiserver.port"))?
+        .trim()
+        .parse()?;
+    let host = std::fs::read_to_string(format!("{cluster}/apiserver.host"))?;
+    assert_eq!(
+        probe(&c, "probe-bridge", host.trim(), port).await?,
+        "connected"
+    );
+    // TEST-NET-1 (RFC 5737) is routed off this machine by its default route: the isolation
+    // rule drops it on the way out.
+    let before = isolation_drops()?;
+    let out = probe(&c, "probe-away", "192.0.2.1", 80).await?;
+    let after = isolation_drops()?;
+    assert_eq!(out, "timeout", "a pod reached another network");
+    assert!(
+        after > before,
+        "the isolation rule dropped nothing ({before} -> {after})"
+    );
     Ok(())
 }

@@ -148,7 +148,9 @@ pub fn frame(run: &ArmorRefreshRun, now: DateTime<Utc>) -> String {
     failed.extend(pick(&|p| p.state == PodState::Failed));
     section(&mut out, "Failed", failed);
     let resting: u32 = s.resting.iter().map(|r| r.slots).sum();
-    if let Some(r) = s.resting.iter().map(|r| r.until).min() {
+    // A finished run keeps its last resting slots in status; nothing will refill them.
+    let resting_until = s.resting.iter().map(|r| r.until).min();
+    if let Some(r) = resting_until.filter(|_| s.completed_at.is_none()) {
         let _ = writeln!(
             out,
             "Resting slots: {resting}, next refill {}",
@@ -435,6 +437,7 @@ mod tests {
         let f = frame(&r, now);
         assert!(f.contains("Finished 2m ago, took 8m"), "{f}");
         assert!(!f.contains("ETA"), "{f}");
+        assert!(!f.contains("Resting"), "{f}");
         assert_eq!(exit_ok(&r), Some(true));
         r.status.as_mut().unwrap().phase = Phase::Failed;
         assert_eq!(exit_ok(&r), Some(false));
