@@ -22,12 +22,14 @@ def main():
     cluster, ns, new, old = sys.argv[1:5]
     rounds, per = int(sys.argv[5]), int(sys.argv[6])
     port = int(open(f"{cluster}/apiserver.port").read().strip())
+    # 127.0.0.1, or the real node's bridge (e2e/cluster.sh up --real-node).
+    host = open(f"{cluster}/apiserver.host").read().strip()
     ctx = ssl.create_default_context(cafile=f"{cluster}/pki/ca.crt")
     ctx.load_cert_chain(f"{cluster}/pki/admin.crt", f"{cluster}/pki/admin.key")
     bound = {}
 
     def watch():
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=600)
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=600)
         conn.request("GET", f"/api/v1/namespaces/{ns}/pods?watch=1&labelSelector=app%3Dbind")
         resp = conn.getresponse()
         while True:
@@ -41,7 +43,7 @@ def main():
 
     threading.Thread(target=watch, daemon=True).start()
     time.sleep(1)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=30)
 
     def registration(mode):
         subprocess.run(["kubectl", "delete", "mutatingwebhookconfiguration", "armor-refresh-bench", "--ignore-not-found"],

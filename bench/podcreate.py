@@ -17,9 +17,11 @@ import time
 def main():
     cluster, ns, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     port = int(open(f"{cluster}/apiserver.port").read().strip())
+    # 127.0.0.1, or the real node's bridge (e2e/cluster.sh up --real-node).
+    host = open(f"{cluster}/apiserver.host").read().strip()
     ctx = ssl.create_default_context(cafile=f"{cluster}/pki/ca.crt")
     ctx.load_cert_chain(f"{cluster}/pki/admin.crt", f"{cluster}/pki/admin.key")
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=30)
     times = []
     for i in range(count):
         body = json.dumps({

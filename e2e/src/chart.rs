@@ -36,6 +36,15 @@ pub fn run(name: &str, args: &[&str]) -> Result<(bool, String, String)> {
     ))
 }
 
+/// `helm ARGS` from the repository root; its stdout, or an error with everything it printed.
+pub fn helm(args: &[&str]) -> Result<String> {
+    let (ok, out, err) = run("helm", args)?;
+    if !ok {
+        return Err(format!("helm {args:?}: {out}{err}").into());
+    }
+    Ok(out)
+}
+
 /// `helm template` of the chart for a release in [`AUDITED_NS`], only the given templates.
 pub fn template(show_only: &[&str]) -> Result<String> {
     let mut args = vec![

@@ -618,7 +618,16 @@ async fn jobs_and_a_staged_on_delete_statefulset_are_left_alone() -> Result<()> 
         .filter_map(|p| p.uid())
         .collect();
     let deleted: BTreeSet<String> = witness.deletions().iter().map(|d| d.uid.clone()).collect();
-    assert_eq!(deleted, db, "only the database's pods");
+    assert_eq!(
+        deleted,
+        db,
+        "only the database's pods; deleted: {:?}",
+        witness
+            .deletions()
+            .iter()
+            .map(|d| format!("{} ({}, {})", d.name, d.workload, d.uid))
+            .collect::<Vec<_>>()
+    );
     op.terminate().await?;
     clean(&c, WEBHOOK_CONFIG).await
 }

@@ -388,22 +388,28 @@ fn values_schema_rejects_bad_values_with_the_key_named() -> Result<()> {
         ("crds.enabled=maybe", "/crds/enabled"),
         ("crds.kep=false", "kep"),
     ] {
-        let args = [
-            "template",
-            "x",
-            CHART,
-            "--kube-version",
-            "1.34.4",
-            "--set",
-            set,
-        ];
-        let (ok, _, err) = run("helm", &args)?;
-        assert!(!ok, "--set {set} was accepted");
-        assert!(
-            err.contains("values don't meet the specifications of the schema") && err.contains(key),
-            "--set {set}: {err}"
-        );
+        schema_rejects(set, key)?;
     }
+    Ok(())
+}
+
+/// `helm template --set SET` fails on the values schema, naming `key`.
+fn schema_rejects(set: &str, key: &str) -> Result<()> {
+    let args = [
+        "template",
+        "x",
+        CHART,
+        "--kube-version",
+        "1.34.4",
+        "--set",
+        set,
+    ];
+    let (ok, _, err) = run("helm", &args)?;
+    assert!(!ok, "--set {set} was accepted");
+    assert!(
+        err.contains("values don't meet the specifications of the schema") && err.contains(key),
+        "--set {set}: {err}"
+    );
     Ok(())
 }
 
@@ -965,23 +971,7 @@ fn kubearmor_node_gating_values_render_into_the_flag_and_the_policy() -> Result<
         ),
         ("tests.enabled=maybe", "tests"),
     ] {
-        let (ok, _, err) = run(
-            "helm",
-            &[
-                "template",
-                "x",
-                CHART,
-                "--kube-version",
-                "1.34.4",
-                "--set",
-                set,
-            ],
-        )?;
-        assert!(!ok, "--set {set} was accepted");
-        assert!(
-            err.contains("values don't meet the specifications of the schema") && err.contains(key),
-            "--set {set}: {err}"
-        );
+        schema_rejects(set, key)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use armor_refresh::api::ArmorRefreshPolicy;
 use armor_refresh_e2e::chart::documents as docs;
+use armor_refresh_e2e::chart::helm;
 use armor_refresh_e2e::{Result, chart, client, fresh_namespace, kubectl, root, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams};
@@ -28,12 +29,9 @@ const CRDS: [&str; 2] = [
 /// The CRDs are cluster-wide: one test at a time in this binary.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn helm(args: &[&str]) -> Result<String> {
-    let (ok, out, err) = chart::run("helm", args)?;
-    if !ok {
-        return Err(format!("helm {args:?}: {err}").into());
-    }
-    Ok(out)
+/// `helm install RELEASE CHART -n NS --set SET`; returns what helm printed (its NOTES).
+fn install(release: &str, chart: &str, ns: &str, set: &str) -> Result<String> {
+    helm(&["install", release, chart, "-n", ns, "--set", set])
 }
 
 fn tempdir(what: &str) -> Result<PathBuf> {
@@ -245,15 +243,7 @@ async fn upgrade_from_0_1_0_after_the_migration_owns_upgrades_and_keeps_the_crds
     // The README's block names release armor-refresh in namespace armor-refresh.
     let (release, ns) = ("armor-refresh", "armor-refresh");
     fresh_namespace(&c, ns).await?;
-    helm(&[
-        "install",
-        release,
-        path(&previous),
-        "-n",
-        ns,
-        "--set",
-        "webhook.enabled=false",
-    ])?;
+    install(release, path(&previous), ns, "webhook.enabled=false")?;
     served().await?;
     let before: Vec<CustomResourceDefinition> = {
         let mut v = vec![];
@@ -413,15 +403,12 @@ async fn upgrade_from_0_1_0_without_the_migration_is_refused_by_helm() -> Result
     no_crds(&c).await?;
     let (release, ns) = ("unmigrated", "chart-upgrade-unmigrated");
     fresh_namespace(&c, ns).await?;
-    helm(&[
-        "install",
+    install(
         release,
         path(&previous),
-        "-n",
         ns,
-        "--set",
         "webhook.enabled=false,defaultPolicy.enabled=false",
-    ])?;
+    )?;
     served().await?;
     let (ok, _, err) = chart::run(
         "helm",
@@ -508,15 +495,7 @@ async fn first_install_creates_the_crds_and_the_next_upgrade_the_default_policy(
     no_crds(&c).await?;
     let (release, ns) = ("fresh", "chart-upgrade-fresh");
     fresh_namespace(&c, ns).await?;
-    let notes = helm(&[
-        "install",
-        release,
-        CHART,
-        "-n",
-        ns,
-        "--set",
-        "webhook.enabled=false",
-    ])?;
+    let notes = install(release, CHART, ns, "webhook.enabled=false")?;
     assert!(
         notes.contains("is not created yet") && notes.contains("--reset-then-reuse-values"),
         "{notes}"
@@ -558,15 +537,12 @@ async fn first_install_creates_the_crds_and_the_next_upgrade_the_default_policy(
     };
     let (release, ns) = ("own-crds", "chart-upgrade-own-crds");
     fresh_namespace(&c, ns).await?;
-    helm(&[
-        "install",
+    install(
         release,
         CHART,
-        "-n",
         ns,
-        "--set",
         "webhook.enabled=false,crds.enabled=false",
-    ])?;
+    )?;
     let manifest = helm(&["get", "manifest", release, "-n", ns])?;
     assert!(!manifest.contains("kind: CustomResourceDefinition"));
     assert!(

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use armor_refresh::api::Phase;
+use armor_refresh_e2e::chart::helm;
 use armor_refresh_e2e::{
     Result, apply, chart, client, fixtures, fresh_namespace, kubectl, root, wait_for,
 };
@@ -30,14 +31,6 @@ fn image_tar() -> Result<String> {
     std::env::var("ARMOR_REFRESH_IMAGE_TAR").map_err(|_| {
         "ARMOR_REFRESH_IMAGE_TAR is not set: run this suite with `make e2e-node`".into()
     })
-}
-
-fn helm(args: &[&str]) -> Result<String> {
-    let (ok, out, err) = chart::run("helm", args)?;
-    if !ok {
-        return Err(format!("helm {args:?}: {out}{err}").into());
-    }
-    Ok(out)
 }
 
 /// One file of the image tarball (`docker save` layout, as go-containerregistry writes it).
