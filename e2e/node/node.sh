@@ -17,6 +17,8 @@
 #                                        their networks down), stops kubelet, kube-proxy, containerd
 #   e2e/node/node.sh down DIR            stop, then removes mounts, namespaces, rules and the
 #                                        bridge, and puts back the sysctls and paths as they were
+#   e2e/node/node.sh host-state          what a real node may change on this machine (sysctls,
+#                                        iptables, links, paths, mounts), to compare around one
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -326,8 +328,20 @@ cmd_down() {
   rm -f "$DIR/real-node"
 }
 
+# The machine as a real node could change it: e2e/run-tests.sh compares this before `up` and
+# after `down`.
+cmd_host_state() {
+  local k t
+  for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k" 2>/dev/null)"; done
+  for t in filter nat mangle raw; do iptables -t "$t" -S 2>/dev/null; ip6tables -t "$t" -S 2>/dev/null; done
+  ip -o link show | awk -F': ' '{print "link " $2}' | sed 's/@.*//'
+  ls -d "${HOST_PATHS[@]}" /etc/cni /opt/cni 2>/dev/null || true
+  echo "mounts $(findmnt -rn -o TARGET | grep -c "armor-refresh" || true)"
+}
+
 cmd="${1:-}"; DIR="${2:-}"
-[[ -n "$cmd" && -n "$DIR" ]] || { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ "$cmd" == host-state ]] && { cmd_host_state; exit 0; }
+[[ -n "$cmd" && -n "$DIR" ]] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift 2
 case "$cmd" in
   net-up) cmd_net_up ;;

@@ -120,14 +120,7 @@ fn the_image_built_here_is_the_one_the_dockerfile_describes() -> Result<()> {
     let layers = m["Layers"].as_array().ok_or("no Layers")?;
     assert_eq!(layers.len(), 1, "layers: {layers:?}");
     let layer = tar_member(&tar, layers[0].as_str().unwrap_or(""))?;
-    let dir = tempdir()?;
-    let path = dir.join("layer.tar.gz");
-    std::fs::write(&path, &layer)?;
-    let out = std::process::Command::new("tar")
-        .arg("-tzf")
-        .arg(&path)
-        .output()?;
-    let files: BTreeSet<String> = String::from_utf8(out.stdout)?
+    let files: BTreeSet<String> = String::from_utf8(list_tar_gz(&layer)?)?
         .lines()
         .filter(|l| !l.ends_with('/'))
         .map(String::from)
@@ -142,14 +135,23 @@ fn the_image_built_here_is_the_one_the_dockerfile_describes() -> Result<()> {
         size / 1024,
         layer.len() / 1024
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
-fn tempdir() -> Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("armor-refresh-node-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
+/// `tar -tz` of a gzipped tarball given on stdin: its member names, one per line.
+fn list_tar_gz(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("tar")
+        .arg("-tz")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().ok_or("tar's stdin")?.write_all(bytes)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err("tar -tz could not read the image's layer".into());
+    }
+    Ok(out.stdout)
 }
 
 async fn pods_on(c: &kube::Client, ns: &str, selector: &str) -> Result<Vec<Pod>> {
