@@ -74,9 +74,10 @@ const EVENT_NOTE_MAX: usize = 1000;
 /// Longest a run's status stays ahead of what is written (see `Step::persist`).
 const LAZY_WRITE: Duration = Duration::from_secs(5);
 
-/// The label of a label-less event reason, for metrics.
-/// Workloads evicted from at once (each workload's pods one after another).
-const EVICTION_CONCURRENCY: usize = 16;
+/// Workloads evicted from at once (each workload's pods one after another). An eviction
+/// waits on its budget's status update and the pod's deletion: 1.7 s on average on a
+/// control plane busy with 20,000 pods, where 16 at a time capped a window at 6 pods a second.
+const EVICTION_CONCURRENCY: usize = 64;
 /// Finished runs deleted per policy per pass (retention).
 const RETIRE_PER_PASS: usize = 20;
 
@@ -170,6 +171,8 @@ struct Operator {
     /// Policy name → its validation, for the (uid, generation) it was made from: checking
     /// windows (a year of cron openings each) is not redone on every pass.
     validated: HashMap<String, PolicyKey>,
+    /// Policy name → when this process last wrote its status (counts wait for LAZY_WRITE).
+    policy_written: HashMap<String, Instant>,
     /// Policy name → the status this process last wrote for a policy it cannot decode
     /// (the cache has none for it): without it, every pass would write it again.
     undecodable_statuses: HashMap<String, ArmorRefreshPolicyStatus>,
@@ -186,6 +189,29 @@ struct Operator {
     /// Until when the last read of the Lease vouches for this replica's term (status writes
     /// need no new read before then; evictions always read it again).
     fenced_until: Option<Instant>,
+}
+
+/// Where a pass spent its time, logged at debug level (`RUST_LOG=armor_refresh=debug`) for
+/// the passes that wrote or evicted: what a window's refill waits for.
+#[derive(Debug, Default)]
+struct PassTimes {
+    total: Duration,
+    /// Reading the caches and selecting each policy's targets.
+    prepare: Duration,
+    step: Duration,
+    write: Duration,
+    /// Reading the Lease before a write or an eviction.
+    fence: Duration,
+    evict: Duration,
+    /// Policy statuses, retention and automatic runs.
+    policies: Duration,
+    evictions: usize,
+}
+
+impl PassTimes {
+    fn acted(&self) -> bool {
+        self.evictions > 0 || !self.write.is_zero()
+    }
 }
 
 /// The field of the error of a policy that does not decode (validation always names a
@@ -275,6 +301,7 @@ pub async fn run(
         overload: Duration::ZERO,
         validated: HashMap::new(),
         undecodable_statuses: HashMap::new(),
+        policy_written: HashMap::new(),
         versions: HashMap::new(),
         fresh: false,
         clock: ServerClock::default(),
@@ -531,6 +558,28 @@ impl Operator {
 
     /// Reconciles everything once; returns when to come back at the latest.
     async fn pass(&mut self) -> Duration {
+        let started = Instant::now();
+        let mut times = PassTimes::default();
+        let next = self.pass_timed(&mut times).await;
+        if times.acted() {
+            times.total = started.elapsed();
+            tracing::debug!(
+                total_ms = times.total.as_millis() as u64,
+                prepare_ms = times.prepare.as_millis() as u64,
+                step_ms = times.step.as_millis() as u64,
+                write_ms = times.write.as_millis() as u64,
+                fence_ms = times.fence.as_millis() as u64,
+                evict_ms = times.evict.as_millis() as u64,
+                policies_ms = times.policies.as_millis() as u64,
+                evictions = times.evictions,
+                "pass"
+            );
+        }
+        next
+    }
+
+    async fn pass_timed(&mut self, times: &mut PassTimes) -> Duration {
+        let started = Instant::now();
         if !self.fresh && !self.read_fresh().await {
             return Duration::from_secs(1);
         }
@@ -568,6 +617,7 @@ impl Operator {
                 Some((name.as_str(), select::select(v.as_ref().ok()?, &facts)))
             })
             .collect();
+        times.prepare = started.elapsed();
 
         // The run of each policy that may act: one already started, else the oldest.
         let mut active: HashMap<String, String> = HashMap::new();
@@ -635,17 +685,24 @@ impl Operator {
                     },
                     results: &results,
                 };
+                let at = Instant::now();
                 let st = run::step(&status, &obs, self.now());
+                times.step += at.elapsed();
                 let changed = st.status != status;
                 let behind = self.unwritten.get(&uid).map(Instant::elapsed);
                 let due = st.persist || behind.is_some_and(|d| d >= LAZY_WRITE);
                 if (changed || behind.is_some()) && due {
                     // A status write acts too (it records intent): only within a vouched term.
+                    let at = Instant::now();
                     if !self.leading() || !self.fenced_recently().await {
                         self.results.insert(uid.clone(), results);
                         return Duration::from_secs(1);
                     }
-                    if let Err(e) = self.write_run_status(&uid, r, &st.status).await {
+                    times.fence += at.elapsed();
+                    let at = Instant::now();
+                    let written = self.write_run_status(&uid, r, &st.status).await;
+                    times.write += at.elapsed();
+                    if let Err(e) = written {
                         // Nothing of this step is acted upon: intent first, or not at all.
                         // The outcomes of the last step's actions are kept for the next try.
                         self.results.insert(uid.clone(), results);
@@ -690,12 +747,17 @@ impl Operator {
                 if !self.leading() {
                     return Duration::from_secs(1);
                 }
+                let at = Instant::now();
                 if st.disruptions().next().is_some() && !self.fenced().await {
                     // Written ahead, not done: whoever leads next finds them Evicting, with
                     // their pods still there, and evicts them then.
                     return Duration::from_secs(1);
                 }
+                times.fence += at.elapsed();
+                let at = Instant::now();
                 self.evict_all(&st.actions, &mut outcomes).await;
+                times.evict += at.elapsed();
+                times.evictions += st.disruptions().count();
                 // Before anything may return early: these pods are gone either way.
                 self.notify_objects(r, &st.actions, &outcomes);
                 for a in st
@@ -725,9 +787,11 @@ impl Operator {
                 }
             }
         }
+        let at = Instant::now();
         if let Some(wake) = self.reconcile_policies(&policies, &selections, &runs).await {
             next = next.min(wake);
         }
+        times.policies = at.elapsed();
         if !self.overload.is_zero() {
             self.overload = (self.overload / 2).max(Duration::from_millis(1));
             if self.overload <= Duration::from_millis(1) {
@@ -1151,6 +1215,18 @@ impl Operator {
                 }
             }
             if st != old {
+                // Counts alone change with every pod a run refreshes: written at most once
+                // per LAZY_WRITE, so a run's passes are not slowed by a policy write each.
+                let counts_only = ArmorRefreshPolicyStatus {
+                    targets: old.targets.clone(),
+                    ..st.clone()
+                } == old;
+                let since = self.policy_written.get(name).map(Instant::elapsed);
+                if counts_only && let Some(since) = since.filter(|s| *s < LAZY_WRITE) {
+                    let d = LAZY_WRITE - since;
+                    wake = Some(wake.map_or(d, |w| w.min(d)));
+                    continue;
+                }
                 st.last_evaluated = Some(now);
                 self.throttle().await;
                 // Untyped: the answer carries the spec, which this version may not decode
@@ -1169,6 +1245,7 @@ impl Operator {
                     )
                     .await;
                 self.note_overload(&r);
+                let r_ok = r.is_ok();
                 match r {
                     Err(e) => {
                         tracing::warn!(policy = %name, error = %e, "writing policy status failed");
@@ -1179,6 +1256,9 @@ impl Operator {
                         self.undecodable_statuses.insert(name.clone(), st);
                     }
                     Ok(_) => {}
+                }
+                if r_ok {
+                    self.policy_written.insert(name.clone(), Instant::now());
                 }
             }
         }
