@@ -32,6 +32,17 @@ def delays(r):
 
 
 
+def terminate_text(runs):
+    ts = sorted({r.get("terminate_delay_s", 0.0) for r in runs.values()})
+    if ts == [0.0]:
+        return "A deleted pod goes at once."
+    return (f"A deleted pod takes {'/'.join(f'{t:g}' for t in ts)} s to go, as a kubelet stopping its containers: "
+            "with none, a StatefulSet's pod is mostly recreated under its name before the disruption controller sees "
+            "the old one terminating, and its PDB then counts the new pod as disrupted for two minutes "
+            "(`buildDisruptedPodMap` in Kubernetes' `pkg/controller/disruption/disruption.go`); with it, that happens "
+            "only while the controller is busy (see the notes below).")
+
+
 def sh(*cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root).stdout.strip()
@@ -149,7 +160,9 @@ w("Same cluster, same pods (Deployments of 50 with a PDB of `maxUnavailable: 10%
   "*rollout restart* patches every workload at once. Writes are requests with verb create, update, patch or delete.")
 w("")
 w("Sizes marked `-heavy` draw each pod's ready delay from a heavy-tailed mix (89% 1–2 s, 10% 3–6 s, 1% 10–20 s), "
-  "as image pulls and warm-ups do; the others make every pod Ready 2 s after scheduling. *Window* keeps up to "
+  "as image pulls and warm-ups do; the others make every pod Ready 2 s after scheduling. "
+  + terminate_text(runs) +
+  " *Window* keeps up to "
   "`batchSize` pods disrupted, refilling a slot the moment its pod is back; *Waves* disrupts `batchSize` pods and "
   "waits for the last of them before the next wave.")
 w("")
@@ -245,7 +258,7 @@ w(f"bench/scale.sh {' '.join(s.replace('-heavy', ':heavy') for s in sizes)}   # 
 w("```")
 w("")
 w("Each size gets a control plane of its own (`N/80 + 10` kwok nodes in three zones, pods Ready 2 s after "
-  "scheduling, or the heavy-tailed mix). The operator is the release build, run with `--write-qps 200 --write-burst 400` as the chart's "
+  "scheduling, or the heavy-tailed mix; `--terminate-delay 1s`). The operator is the release build, run with `--write-qps 200 --write-burst 400` as the chart's "
   "ServiceAccount. The e2e suite runs the same scenario at 42 pods (`e2e/tests/scale.rs`).")
 (docs / "benchmarks.md").write_text("\n".join(out) + "\n")
 print(f"wrote {docs / 'benchmarks.md'} and {docs / 'benchmarks.png'}")

@@ -10,6 +10,9 @@
 #            e2e/cluster.sh --ready-delay heavy)
 # Each size runs our run with pacing Window, then Waves, then the two baselines.
 # Results: bench/results/scale-N[-heavy].json (git-ignored), docs/benchmarks.md, docs/benchmarks.png
+# The operator logs to ${TMPDIR:-/tmp}/armor-refresh-e2e-logs/scale-*.log; with
+# ARMOR_REFRESH_OPERATOR_LOG=info,armor_refresh::controller=debug, one line per acting pass
+# says where its time went (prepare, step, status write, Lease read, evictions, policies).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 sizes=("$@"); ((${#sizes[@]})) || sizes=(1000 5000 1000:heavy)
@@ -42,7 +45,7 @@ for size in "${sizes[@]}"; do
   export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-scale-$name"
   nodes=$(( n / 80 + 10 ))
   log "size $size: a control plane with $nodes nodes, ready delay $delay"
-  e2e/cluster.sh up --nodes "$nodes" --ready-delay "$delay"
+  e2e/cluster.sh up --nodes "$nodes" --ready-delay "$delay" --terminate-delay 1s
   (
     eval "$(e2e/cluster.sh env)"
     target/release/scale --size "$n" --out "bench/results/scale-$name.json"

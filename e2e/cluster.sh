@@ -5,7 +5,8 @@
 # Everything listens on 127.0.0.1 only.
 #
 # Usage:
-#   e2e/cluster.sh up [--nodes N] [--ready-delay DURATION] [--real-node]   start (idempotent)
+#   e2e/cluster.sh up [--nodes N] [--ready-delay DURATION] [--terminate-delay DURATION] [--real-node]
+#                                                             start (idempotent)
 #   e2e/cluster.sh down                                       stop what `up` started, remove its state
 #   e2e/cluster.sh status                                     what runs, and whether the API is ready
 #   e2e/cluster.sh kubeconfig                                 print the admin kubeconfig path
@@ -18,6 +19,10 @@
 # Ready; `heavy` draws it per pod from a heavy-tailed mix, as image pulls and warm-ups do
 # (89% 1-2 s, 10% 3-6 s, 1% 10-20 s: mean 1.9 s, p99 6 s; kwok's stage weights and jitter).
 # Pods labelled e2e.armor.dev/never-ready=true never become Ready.
+# --terminate-delay (default 0): how long a pod being deleted takes to go, as a kubelet stops
+# its containers. With 0, a StatefulSet's pod is often recreated under its name before the
+# disruption controller saw the old one terminating, and its PDB then counts the new pod as
+# disrupted for two minutes (`buildDisruptedPodMap`, DeletionTimeout); the benchmark uses 1s.
 # --real-node adds a real node (containerd, runc, kubelet, kube-proxy: e2e/node/) where real
 # containers run; the API server then listens on that node's bridge (198.18.0.1) instead of
 # 127.0.0.1, so its pods reach it. Services get 198.19.0.0/24 either way.
@@ -87,17 +92,17 @@ to_ms() { # 2s | 500ms | 1.5s -> milliseconds
   case "$v" in
     *ms) echo "${v%ms}" ;;
     *s) python3 -c "print(int(float('${v%s}')*1000))" ;;
-    *) die "--ready-delay: $v is not a duration such as 2s or 500ms" ;;
+    *) die "$v is not a duration such as 2s or 500ms" ;;
   esac
 }
 
-stages() { # PROFILE DELAY_MS: kwok's stages; `heavy` splits pod-ready into three weighted ones
+stages() { # PROFILE DELAY_MS TERMINATE_MS: kwok's stages; `heavy` splits pod-ready into three
   local in="$HERE/cluster/stages/pod.yaml.in"
   if [[ "$1" != heavy ]]; then
-    sed "s/@READY_DELAY_MS@/$2/" "$in"
+    sed -e "s/@READY_DELAY_MS@/$2/" -e "s/@TERMINATE_DELAY_MS@/$3/" "$in"
     return
   fi
-  python3 - "$in" <<'PY'
+  python3 - "$in" <<'PY' | sed "s/@TERMINATE_DELAY_MS@/$3/"
 import sys
 docs = open(sys.argv[1]).read().split("\n---\n")
 fixed = "  delay:\n    durationMilliseconds: @READY_DELAY_MS@\n"
@@ -213,11 +218,12 @@ EOF
 }
 
 cmd_up() {
-  local nodes=6 delay=1s real_node=false
+  local nodes=6 delay=1s terminate=0ms real_node=false
   while (($#)); do
     case "$1" in
       --nodes) nodes="${2:?--nodes needs a number}"; shift 2 ;;
       --ready-delay) delay="${2:?--ready-delay needs a duration}"; shift 2 ;;
+      --terminate-delay) terminate="${2:?--terminate-delay needs a duration}"; shift 2 ;;
       --real-node) real_node=true; shift ;;
       *) die "unknown option $1 (see the header of $0)" ;;
     esac
@@ -230,6 +236,9 @@ cmd_up() {
     delay_ms="$(to_ms "$delay")"
   fi
   [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--ready-delay: $delay is not a duration such as 2s or 500ms, or heavy"
+  local terminate_ms
+  terminate_ms="$(to_ms "$terminate")"
+  [[ "$terminate_ms" =~ ^[0-9]+$ ]] || die "--terminate-delay: $terminate is not a duration such as 1s or 500ms"
 
   local c all=true
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all=false; done
@@ -266,6 +275,7 @@ cmd_up() {
   echo "$bin" >"$DIR/bin.dir"
   echo "$delay_ms" >"$DIR/ready-delay-ms"
   echo "$profile" >"$DIR/ready-delay-profile"
+  echo "$terminate_ms" >"$DIR/terminate-delay-ms"
 
   log "starting etcd on 127.0.0.1:$etcd_port"
   start etcd "$bin/etcd" --name default --data-dir "$DIR/etcd" \
@@ -331,7 +341,13 @@ YAML
     --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --kube-api-qps 200 --kube-api-burst 400 --v 1
 
   log "starting kwok (pods Ready after ${delay_ms}ms, $profile)"
-  stages "$profile" "$delay_ms" >"$DIR/kwok-stages.yaml"
+  {
+    stages "$profile" "$delay_ms" "$terminate_ms"
+    # Stages and node leases played at once: with kwok's default of 4, a busy API server
+    # (20,000 pods, 1.7 s an eviction) let pods become Ready only about 7 times a second and
+    # let node leases lapse, so the node controller marked nodes and their pods NotReady.
+    printf -- '---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  podPlayStageParallelism: 32\n  nodeLeaseParallelism: 16\n'
+  } >"$DIR/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 127.0.0.2 --server-address "127.0.0.1:$(free_port)"

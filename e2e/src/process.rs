@@ -102,7 +102,13 @@ impl Process {
         let file = std::fs::File::create(&log)?;
         let child = tokio::process::Command::new(binary())
             .args(&args)
-            .env("RUST_LOG", "info,kube_lease_manager=warn")
+            // ARMOR_REFRESH_OPERATOR_LOG=info,armor_refresh::controller=debug shows where each
+            // pass spends its time (the benchmark's operator too).
+            .env(
+                "RUST_LOG",
+                std::env::var("ARMOR_REFRESH_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
+            )
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))

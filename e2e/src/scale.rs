@@ -86,12 +86,20 @@ pub fn cluster_ready_profile() -> String {
 
 /// kwok's ready delay of the cluster e2e/cluster.sh started.
 pub fn cluster_ready_delay() -> Duration {
+    cluster_ms("ready-delay-ms").unwrap_or(Duration::from_secs(1))
+}
+
+/// How long a pod being deleted takes to go in the cluster e2e/cluster.sh started.
+pub fn cluster_terminate_delay() -> Duration {
+    cluster_ms("terminate-delay-ms").unwrap_or_default()
+}
+
+fn cluster_ms(file: &str) -> Option<Duration> {
     std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
         .ok()
-        .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join("ready-delay-ms")).ok())
+        .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join(file)).ok())
         .and_then(|s| s.trim().parse().ok())
         .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(1))
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -165,6 +173,8 @@ pub struct Report {
     pub waves_status_writes_per_pod: f64,
     /// kwok's ready delays: "fixed" or "heavy" (e2e/cluster.sh --ready-delay).
     pub ready_profile: String,
+    /// How long a deleted pod took to go (kwok's stand-in for a kubelet stopping it).
+    pub terminate_delay_s: f64,
     pub writes_by_kind: BTreeMap<String, u64>,
     pub reads_by_kind: BTreeMap<String, u64>,
     pub operator_peak_rss_mib: f64,
@@ -589,6 +599,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
         batch: cfg.batch,
         ready_delay_s: cfg.ready_delay.as_secs_f64(),
         ready_profile: cluster_ready_profile(),
+        terminate_delay_s: cluster_terminate_delay().as_secs_f64(),
         ..Report::default()
     };
     crate::install_crds(c).await?;
