@@ -71,7 +71,8 @@ pub struct Config {
 
 /// Longest note of an Event in bytes (events.k8s.io refuses notes over 1 KiB).
 const EVENT_NOTE_MAX: usize = 1000;
-/// Longest a run's status stays ahead of what is written (see `Step::persist`).
+/// Longest a run's status stays ahead of what is written (see `Step::persist`), and how
+/// often a policy's counts alone are written (see `policy_write_due`).
 const LAZY_WRITE: Duration = Duration::from_secs(5);
 
 /// Workloads evicted from at once (each workload's pods one after another). An eviction
@@ -211,6 +212,26 @@ struct PassTimes {
 impl PassTimes {
     fn acted(&self) -> bool {
         self.evictions > 0 || !self.write.is_zero()
+    }
+}
+
+/// Whether a policy's new status (different from `old`) is written now (`Ok`), or how long
+/// it may wait: counts alone change with every pod a run refreshes, and are written at most
+/// once per [`LAZY_WRITE`] (`since` the last write by this process), so a run's passes are
+/// not slowed by a policy write each. Anything else (conditions, the active or last run,
+/// the generation observed) is written at once, counts with it.
+fn policy_write_due(
+    old: &ArmorRefreshPolicyStatus,
+    new: &ArmorRefreshPolicyStatus,
+    since: Option<Duration>,
+) -> Result<(), Duration> {
+    let counts_only = ArmorRefreshPolicyStatus {
+        targets: old.targets.clone(),
+        ..new.clone()
+    } == *old;
+    match since {
+        Some(since) if counts_only && since < LAZY_WRITE => Err(LAZY_WRITE - since),
+        _ => Ok(()),
     }
 }
 
@@ -553,6 +574,7 @@ impl Operator {
         self.validated.retain(|name, _| out.contains_key(name));
         self.undecodable_statuses
             .retain(|name, _| out.contains_key(name));
+        self.policy_written.retain(|name, _| out.contains_key(name));
         out
     }
 
@@ -959,8 +981,11 @@ impl Operator {
             .map(|pods| async move {
                 let mut out = vec![];
                 for (namespace, name, uid) in pods {
-                    if !me.leading() {
-                        break; // the next leader finds them Evicting and follows up
+                    // Past the term the Lease vouched for (64 workloads at a time, behind the
+                    // write limiter, can outlast it): the rest go back to Planned and are
+                    // evicted after the next read of the Lease, by whoever leads then.
+                    if !me.leading() || me.fenced_until.is_some_and(|t| Instant::now() >= t) {
+                        break;
                     }
                     me.throttle().await;
                     let api: Api<Pod> = Api::namespaced(me.client.clone(), namespace);
@@ -1215,15 +1240,8 @@ impl Operator {
                 }
             }
             if st != old {
-                // Counts alone change with every pod a run refreshes: written at most once
-                // per LAZY_WRITE, so a run's passes are not slowed by a policy write each.
-                let counts_only = ArmorRefreshPolicyStatus {
-                    targets: old.targets.clone(),
-                    ..st.clone()
-                } == old;
                 let since = self.policy_written.get(name).map(Instant::elapsed);
-                if counts_only && let Some(since) = since.filter(|s| *s < LAZY_WRITE) {
-                    let d = LAZY_WRITE - since;
+                if let Err(d) = policy_write_due(&old, &st, since) {
                     wake = Some(wake.map_or(d, |w| w.min(d)));
                     continue;
                 }
@@ -1412,6 +1430,56 @@ impl Operator {
 mod tests {
     use super::*;
     use kube::core::Status;
+
+    #[test]
+    fn policy_counts_alone_wait_and_anything_else_is_written_at_once() {
+        let counts = |pending: u32| {
+            Some(TargetCounts {
+                total: 10,
+                compliant: 10 - pending,
+                pending,
+                skipped: Default::default(),
+            })
+        };
+        let old = ArmorRefreshPolicyStatus {
+            targets: counts(5),
+            active_run: Some("r1".into()),
+            ..Default::default()
+        };
+        let fewer = ArmorRefreshPolicyStatus {
+            targets: counts(4),
+            ..old.clone()
+        };
+        let second = Duration::from_secs(1);
+        // Counts alone, written a second ago: wait for the rest of LAZY_WRITE.
+        assert_eq!(
+            policy_write_due(&old, &fewer, Some(second)),
+            Err(LAZY_WRITE - second)
+        );
+        // ... and once LAZY_WRITE has passed, or when this process never wrote it.
+        assert_eq!(policy_write_due(&old, &fewer, Some(LAZY_WRITE)), Ok(()));
+        assert_eq!(policy_write_due(&old, &fewer, None), Ok(()));
+        // The run finished: the last run and the counts go out together, at once.
+        let finished = ArmorRefreshPolicyStatus {
+            active_run: None,
+            last_run: Some("r1".into()),
+            targets: counts(0),
+            ..old.clone()
+        };
+        assert_eq!(policy_write_due(&old, &finished, Some(second)), Ok(()));
+        // A condition changed with the counts (a spec made invalid): at once.
+        let mut invalid = fewer.clone();
+        invalid
+            .conditions
+            .push(Condition::new("Ready", false, "InvalidSpec", "spec.x: bad"));
+        assert_eq!(policy_write_due(&old, &invalid, Some(second)), Ok(()));
+        // A new generation observed: at once.
+        let observed = ArmorRefreshPolicyStatus {
+            observed_generation: Some(2),
+            ..fewer
+        };
+        assert_eq!(policy_write_due(&old, &observed, Some(second)), Ok(()));
+    }
 
     /// An error as the API server sends it.
     fn api(code: u16, message: &str, cause: Option<&str>) -> Result<(), kube::Error> {
