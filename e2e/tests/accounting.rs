@@ -466,7 +466,30 @@ async fn scale_downs_and_a_deleted_workload_mid_run_are_not_failures() -> Result
     })
     .await?;
     // One of each evicted (the planner spreads over workloads); now scale shrink to half
-    // (as an HPA would) and zero to 0, and delete gone.
+    // (as an HPA would) and zero to 0, and delete gone. Paused meanwhile: the first change
+    // frees a slot (its evicted pod is Gone) and the window would refill it at once, with
+    // a pod of a workload the next change removes, before the controllers have acted.
+    let runs: Api<armor_refresh::api::ArmorRefreshRun> = Api::all(c.clone());
+    let pause = |on: bool| {
+        let runs = runs.clone();
+        async move {
+            runs.patch(
+                "scale-1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"paused": on}})),
+            )
+            .await
+        }
+    };
+    pause(true).await?;
+    wait_phase(
+        &c,
+        "scale-1",
+        Phase::Paused,
+        Some("UserPaused"),
+        Duration::from_secs(30),
+    )
+    .await?;
     let deploys: Api<Deployment> = Api::namespaced(c.clone(), ns);
     deploys
         .patch(
@@ -483,8 +506,29 @@ async fn scale_downs_and_a_deleted_workload_mid_run_are_not_failures() -> Result
         )
         .await?;
     deploys.delete("gone", &DeleteParams::foreground()).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    wait_for(
+        "the scale-downs and the deletion",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let live: Vec<String> = pods
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .map(|p| p.name_any())
+                    .collect();
+                let done = live.len() == 2 && live.iter().all(|n| n.starts_with("shrink-"));
+                Ok(done.then_some(()))
+            }
+        },
+    )
+    .await?;
     faults.set(|r| r.deny_create.clear());
+    pause(false).await?;
     let s = wait_phase(
         &c,
         "scale-1",
