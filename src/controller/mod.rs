@@ -196,8 +196,8 @@ struct Operator {
 /// the passes that wrote or evicted: what a window's refill waits for.
 #[derive(Debug, Default)]
 struct PassTimes {
-    total: Duration,
-    /// Reading the caches and selecting each policy's targets.
+    /// Reading the runs afresh in a new term, asking the API server's clock, reading the
+    /// caches and selecting each policy's targets.
     prepare: Duration,
     step: Duration,
     write: Duration,
@@ -206,6 +206,7 @@ struct PassTimes {
     evict: Duration,
     /// Policy statuses, retention and automatic runs.
     policies: Duration,
+    /// Disruptions the steps planned (evictions and workload restarts).
     evictions: usize,
 }
 
@@ -584,9 +585,8 @@ impl Operator {
         let mut times = PassTimes::default();
         let next = self.pass_timed(&mut times).await;
         if times.acted() {
-            times.total = started.elapsed();
             tracing::debug!(
-                total_ms = times.total.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
                 prepare_ms = times.prepare.as_millis() as u64,
                 step_ms = times.step.as_millis() as u64,
                 write_ms = times.write.as_millis() as u64,
@@ -1263,7 +1263,9 @@ impl Operator {
                     )
                     .await;
                 self.note_overload(&r);
-                let r_ok = r.is_ok();
+                if r.is_ok() {
+                    self.policy_written.insert(name.clone(), Instant::now());
+                }
                 match r {
                     Err(e) => {
                         tracing::warn!(policy = %name, error = %e, "writing policy status failed");
@@ -1274,9 +1276,6 @@ impl Operator {
                         self.undecodable_statuses.insert(name.clone(), st);
                     }
                     Ok(_) => {}
-                }
-                if r_ok {
-                    self.policy_written.insert(name.clone(), Instant::now());
                 }
             }
         }
