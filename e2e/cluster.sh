@@ -120,6 +120,35 @@ print("\n---\n".join(out))
 PY
 }
 
+# A kubelet deletes a pod only once its deletion was asked for, and with the pod's UID as a
+# precondition. kwok v0.7.0 deletes by name alone (pkg/kwok/controllers/pod_controller.go,
+# deleteResource with NewDeleteOptions(0)), from a queue that may play a pod's delete stage
+# twice or retry it: that second delete removed the pod a StatefulSet had just recreated
+# under the same name, a deletion no real node makes. This admission policy refuses kwok's
+# deletion of a pod that is not terminating.
+kwok_policy() { # kubectl
+  "$1" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<'YAML'
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: kwok-deletes-only-terminating-pods}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {apiGroups: [""], apiVersions: [v1], operations: [DELETE], resources: [pods]}
+  validations:
+    - expression: "request.userInfo.username != 'kwok' || has(oldObject.metadata.deletionTimestamp)"
+      message: "kwok deletes only pods already terminating, as a kubelet does"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: kwok-deletes-only-terminating-pods}
+spec:
+  policyName: kwok-deletes-only-terminating-pods
+  validationActions: [Deny]
+YAML
+}
+
 gen_certs() {
   local d="$DIR/pki"
   mkdir -p "$d"
@@ -143,6 +172,8 @@ EOF
     sign scheduler "/CN=system:kube-scheduler" client.ext
     sign kubelet "/O=system:nodes/CN=system:node:armor-real-node" client.ext
     sign kube-proxy "/CN=system:kube-proxy" client.ext
+    # kwok as itself, so the API server can hold it to what a kubelet does (kwok_policy).
+    sign kwok "/O=system:masters/CN=kwok" client.ext
     # The API server's identity towards the real node's kubelet (logs, exec): kubelet asks
     # the API server whether it may, and system:masters may.
     sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client.ext
@@ -322,8 +353,11 @@ YAML
   kubeconfig_for scheduler scheduler
   kubeconfig_for kubelet kubelet
   kubeconfig_for kube-proxy kube-proxy
+  kubeconfig_for kwok kwok
   local kubectl="$bin/kubectl"
   wait_for "kube-apiserver /readyz" 90 kube-apiserver "$kubectl" --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz
+
+  kwok_policy "$kubectl"
 
   log "starting kube-controller-manager and kube-scheduler"
   start kube-controller-manager "$bin/kube-controller-manager" \
@@ -348,7 +382,7 @@ YAML
     # let node leases lapse, so the node controller marked nodes and their pods NotReady.
     printf -- '---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  podPlayStageParallelism: 32\n  nodeLeaseParallelism: 16\n'
   } >"$DIR/kwok-stages.yaml"
-  start kwok "$bin/kwok" --kubeconfig "$DIR/admin.kubeconfig" --config "$DIR/kwok-stages.yaml" \
+  start kwok "$bin/kwok" --kubeconfig "$DIR/kwok.kubeconfig" --config "$DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 127.0.0.2 --server-address "127.0.0.1:$(free_port)"
 

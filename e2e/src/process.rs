@@ -34,6 +34,33 @@ pub struct Process {
     pub env: Vec<(String, String)>,
 }
 
+/// Lines of a process's log shown when a test fails while it runs.
+const LOG_TAIL_ON_FAILURE: usize = 80;
+
+impl Drop for Process {
+    /// A test that fails while the operator runs shows the end of its log: CI keeps only the
+    /// test's output, and the log file is gone with the machine. A test that fails by an
+    /// error (a `wait_for` timing out) drops it still running, not panicking; libtest shows
+    /// what a passing test printed only with --nocapture.
+    fn drop(&mut self) {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        if !(std::thread::panicking() || running) {
+            return;
+        }
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+        eprintln!(
+            "--- last {} lines of {} ({}) ---\n{}\n--- end of {} ---",
+            tail.len(),
+            self.name,
+            self.log.display(),
+            tail.join("\n"),
+            self.name
+        );
+    }
+}
+
 /// Plain-HTTP GET on loopback; returns (status, body).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let (code, _, body) = http_get_with_headers(port, path).await?;

@@ -10,7 +10,7 @@ use armor_refresh_e2e::fixtures::{
     AGENT_NODE_LABEL, all_ready, deployment, merge_policy, policy, run, run_status, uids,
     wait_phase,
 };
-use armor_refresh_e2e::invariants::Witness;
+use armor_refresh_e2e::invariants::{Deletion, Witness};
 use armor_refresh_e2e::process::{Process, run_args};
 use armor_refresh_e2e::{
     Result, apply, clean, client, fresh_namespace, install_crds, kubectl, wait_for,
@@ -110,7 +110,16 @@ async fn a_run_refreshes_every_target_exactly_once_within_the_batch() -> Result<
     let deleted: std::collections::BTreeSet<String> =
         deletions.iter().map(|d| d.uid.clone()).collect();
     assert_eq!(deleted.len(), deletions.len(), "no pod deleted twice");
-    assert_eq!(deleted, targets, "exactly the targets were refreshed");
+    // Names, not uids: a failure must say which pod was deleted and whose it was.
+    let unexpected: Vec<&Deletion> = deletions
+        .iter()
+        .filter(|d| !targets.contains(&d.uid))
+        .collect();
+    let missed: Vec<&String> = targets.difference(&deleted).collect();
+    assert!(
+        unexpected.is_empty() && missed.is_empty(),
+        "exactly the targets were refreshed: unexpected deletions {unexpected:#?}, targets not deleted {missed:?}"
+    );
     assert!(
         deletions.iter().all(|d| !d.had_profile),
         "no replacement was evicted"

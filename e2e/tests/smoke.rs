@@ -481,3 +481,55 @@ async fn the_largest_status_the_operator_can_write_is_accepted() -> Result<()> {
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn kwok_deletes_a_pod_only_once_its_deletion_was_asked_for() -> Result<()> {
+    // A kubelet deletes only a terminating pod, with its UID as a precondition; kwok deletes
+    // by name, and once removed a StatefulSet's recreated pod. The cluster's admission policy
+    // holds kwok to the kubelet's rule: its own delete of a live pod is refused, while its
+    // delete of a pod whose deletion was asked for goes through.
+    let c = client().await?;
+    let ns = "smoke-kwok";
+    fresh_namespace(&c, ns).await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}))?,
+    )
+    .await?;
+    wait_for("pod p Ready", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { Ok(pods.get_opt("p").await?.filter(ready)) }
+    })
+    .await?;
+    let dir = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh")?;
+    let kwok = format!("--kubeconfig={dir}/kwok.kubeconfig");
+    let (ok, _, err) = kubectl(
+        &[
+            &kwok,
+            "delete",
+            "pod",
+            "p",
+            "-n",
+            ns,
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        !ok && err.contains("kwok deletes only pods already terminating"),
+        "kwok's delete of a live pod is refused: {err}"
+    );
+    assert!(pods.get_opt("p").await?.is_some(), "the pod is still there");
+    // Asked to go (gracefully, as an eviction does): kwok's pod-delete stage removes it.
+    pods.delete("p", &DeleteParams::default()).await?;
+    wait_for("kwok to remove the pod", Duration::from_secs(30), || {
+        let pods = pods.clone();
+        async move { Ok(pods.get_opt("p").await?.is_none().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
