@@ -70,7 +70,9 @@ struct WebhookArgs {
     #[arg(long)]
     webhook_config: Option<String>,
     /// Create or update --webhook-config to call this URL (for a webhook outside the cluster,
-    /// e.g. https://127.0.0.1:8443/mutate on the local control plane).
+    /// e.g. https://127.0.0.1:8443/mutate on the local control plane). Needs --self-signed:
+    /// the configuration must hold the CA that signed the served certificate, and only a
+    /// self-signed one is known to the operator.
     #[arg(long, requires = "webhook_config")]
     webhook_url: Option<String>,
     /// Namespaces the created webhook configuration skips.
@@ -101,6 +103,9 @@ impl WebhookArgs {
             },
             _ => return Err("the webhook needs --tls-cert and --tls-key, or --self-signed".into()),
         };
+        if self.webhook_url.is_some() && !self.self_signed {
+            return Err("--webhook-url needs --self-signed: the configuration it creates must hold the CA of the served certificate, and the operator knows only the one it signs".into());
+        }
         Ok(Config {
             addr: self.webhook_addr,
             certs,
@@ -363,6 +368,12 @@ fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(
             .init(),
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    // Arguments first: a wrong combination is refused before any connection is tried.
+    let webhook_cfg = if args.no_webhook {
+        None
+    } else {
+        Some(args.webhook.config()?)
+    };
     rt.block_on(async move {
         let mut config = armor_refresh::ops::kube_config(
             kube.kubeconfig.as_deref(),
@@ -373,11 +384,6 @@ fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(
         config.default_retry = false;
         let client =
             kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
-        let webhook_cfg = if args.no_webhook {
-            None
-        } else {
-            Some(args.webhook.config()?)
-        };
         let identity = args
             .identity
             .clone()

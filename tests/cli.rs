@@ -366,3 +366,31 @@ fn cluster_commands_fail_in_one_line_without_a_cluster() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_webhook_url_without_the_ca_to_register_is_refused_at_start() {
+    // With certificate files the operator does not know the CA that signed them, so it
+    // could not create a configuration the API server trusts: refused before any connection.
+    for cmd in ["run", "webhook"] {
+        let out = bin()
+            .args([
+                cmd,
+                "--tls-cert",
+                "tls.crt",
+                "--tls-key",
+                "tls.key",
+                "--webhook-config",
+                "wh",
+                "--webhook-url",
+                "https://127.0.0.1:8443/mutate",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: --webhook-url needs --self-signed"),
+            "{cmd}: {err}"
+        );
+    }
+}
