@@ -17,6 +17,12 @@ const PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
 /// `armor-refresh webhook` on a free port, writing its configuration.
 async fn webhook(name: &str, port: u16) -> Result<Process> {
+    webhook_behind(name, port, port).await
+}
+
+/// `armor-refresh webhook` on `port`, registering the address `url_port` (a load balancer's,
+/// in front of several replicas).
+async fn webhook_behind(name: &str, port: u16, url_port: u16) -> Result<Process> {
     let args: Vec<String> = [
         "webhook",
         "--self-signed",
@@ -25,7 +31,7 @@ async fn webhook(name: &str, port: u16) -> Result<Process> {
         "--webhook-config",
         CONFIG,
         "--webhook-url",
-        &format!("https://127.0.0.1:{port}/mutate"),
+        &format!("https://127.0.0.1:{url_port}/mutate"),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -305,6 +311,137 @@ async fn with_the_webhook_down_pods_are_still_created_and_a_run_fixes_them() -> 
         );
     }
     op.terminate().await?;
+    clean(&c, CONFIG).await?;
+    Ok(())
+}
+
+/// The certificates of the configuration's caBundle.
+async fn bundle_certs(c: &Client) -> Result<usize> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(c.clone());
+    let Some(cfg) = api.get_opt(CONFIG).await? else {
+        return Ok(0);
+    };
+    let bundle = cfg
+        .webhooks
+        .unwrap_or_default()
+        .first()
+        .and_then(|w| w.client_config.ca_bundle.clone())
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bundle.0)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count())
+}
+
+#[tokio::test]
+async fn replicas_behind_one_address_each_keep_their_ca_in_the_bundle() -> Result<()> {
+    // Two replicas with their own self-signed CAs register the same URL (a load balancer in
+    // front of both; here it sends every call to the first). The second one's write must not
+    // drop the first one's CA, or every call the first answers fails TLS and, with
+    // failurePolicy Ignore, pods come out without their profiles.
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, CONFIG).await?;
+    fresh_namespace(&c, "e2e-wh-lb").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-lb}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-lb}}}\n").await?;
+    let front = free_port();
+    // Two start at once: one creates the configuration, the other must merge into it.
+    let (a, b) = tokio::join!(
+        webhook_behind("webhook-lb-a", front, front),
+        webhook_behind("webhook-lb-b", free_port(), front)
+    );
+    let (mut a, mut b) = (a?, b?);
+    assert_eq!(bundle_certs(&c).await?, 2, "both replicas' CAs");
+    // A third joins later: it updates the configuration and keeps the others' CAs.
+    let mut third = webhook_behind("webhook-lb-c", free_port(), front).await?;
+    assert_eq!(bundle_certs(&c).await?, 3, "the three replicas' CAs");
+    // The first replica answers, with a certificate the bundle still vouches for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    apply(&deployment("e2e-wh-lb", "lb", 2)).await?;
+    for p in pods_of(&c, "e2e-wh-lb", 2).await? {
+        assert_eq!(
+            p.annotations()
+                .get(&format!("{PREFIX}app"))
+                .map(String::as_str),
+            Some("localhost/kubearmor-e2e-wh-lb-lb-app"),
+            "{} was admitted by the first replica: {:?}",
+            p.name_any(),
+            p.annotations()
+        );
+    }
+    third.terminate().await?;
+    b.terminate().await?;
+    a.terminate().await?;
+    clean(&c, CONFIG).await?;
+    Ok(())
+}
+
+/// Admission requests for pod creations the webhook has answered, whatever the answer.
+fn pod_creations(metrics: &str) -> f64 {
+    ["patched", "unchanged", "skipped", "error"]
+        .iter()
+        .filter_map(|r| {
+            metric_value(
+                metrics,
+                &format!(
+                    "armor_refresh_admission_requests_total{{operation=\"pods\",result=\"{r}\"}}"
+                ),
+            )
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn the_api_server_spares_the_call_for_pods_already_carrying_every_profile() -> Result<()> {
+    // The match condition is evaluated by the real API server: a pod whose every container
+    // has an AppArmor annotation it chose is admitted without calling the webhook; one
+    // without is sent, and gets its profile.
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, CONFIG).await?;
+    fresh_namespace(&c, "e2e-wh-skip").await?;
+    apply("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {name: wh-skip}\nspec:\n  selector: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: e2e-wh-skip}}}\n  profile: {injectAt: Create}\n").await?;
+    let mut wh = webhook("webhook-skip", free_port()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = pod_creations(&wh.metrics().await?);
+    let pod = |name: &str, annotations: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: e2e-wh-skip, annotations: {{{annotations}}}}}\nspec: {{initContainers: [{{name: init, image: example/init:1}}], containers: [{{name: app, image: example/app:1}}]}}\n---\n"
+        )
+    };
+    apply(&pod(
+        "chosen",
+        &format!("{PREFIX}app: localhost/theirs, {PREFIX}init: unconfined"),
+    ))
+    .await?;
+    apply(&pod("half", &format!("{PREFIX}init: unconfined"))).await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "e2e-wh-skip");
+    let chosen = pods.get("chosen").await?;
+    assert_eq!(
+        chosen
+            .annotations()
+            .get(&format!("{PREFIX}app"))
+            .map(String::as_str),
+        Some("localhost/theirs")
+    );
+    let half = pods.get("half").await?;
+    assert_eq!(
+        half.annotations()
+            .get(&format!("{PREFIX}app"))
+            .map(String::as_str),
+        Some("localhost/kubearmor-e2e-wh-skip-half-app"),
+        "the pod lacking a profile was sent and got it: {:?}",
+        half.annotations()
+    );
+    let after = pod_creations(&wh.metrics().await?);
+    assert_eq!(
+        after - before,
+        1.0,
+        "only the pod lacking a profile was sent"
+    );
+    wh.terminate().await?;
     clean(&c, CONFIG).await?;
     Ok(())
 }

@@ -6,6 +6,11 @@
 //! creation and no binding. Registering both for everything cost two webhook calls per pod.
 //! The creation of an unbound pod under Binding-only policies is skipped by a CEL
 //! `matchCondition`, evaluated in the API server (GA since Kubernetes 1.30).
+//!
+//! So is the creation of a pod whose every container already carries an AppArmor
+//! annotation that we did not write: the webhook would leave it unchanged (a profile the
+//! user or KubeArmor's own webhook set is respected, see [`crate::compliance::check`]), so
+//! the call is saved. A binding is never skipped by it: there `object` is the Binding.
 
 use serde_json::{Value, json};
 
@@ -21,6 +26,35 @@ pub const BOUND_OR_BINDING: &str = "bound-at-creation-or-binding";
 /// true: an unbound pod would make the condition fail, which `failurePolicy: Fail` turns
 /// into a refused pod. Hence `has()` first.
 pub const BOUND_OR_BINDING_EXPR: &str = "(has(request.subResource) && request.subResource == 'binding') || (has(object.spec.nodeName) && object.spec.nodeName != '')";
+
+/// The name of the match condition that skips pods already carrying every profile (in the
+/// configuration the operator writes with `--webhook-url`, and in the chart's).
+pub const LACKS_A_PROFILE: &str = "lacks-an-apparmor-annotation";
+
+/// Its expression: a binding, or a pod with a container (or init container) without an
+/// AppArmor annotation that parses as a profile (`runtime/default`, `unconfined`,
+/// `localhost/<name>`: [`crate::compliance::Profile::parse`]; any other value the webhook
+/// replaces), or with annotations we wrote (under an older policy they may be due for a
+/// change). `has()` guards every optional field, as in [`BOUND_OR_BINDING_EXPR`].
+pub fn lacks_a_profile_expr() -> String {
+    let unprofiled = |list: &str| {
+        let v = format!(
+            "object.metadata.annotations['{}' + c.name]",
+            crate::compliance::ANNOTATION_PREFIX
+        );
+        format!(
+            "object.spec.{list}.exists(c, !(('{prefix}' + c.name) in object.metadata.annotations) || !({v} == 'runtime/default' || {v} == 'unconfined' || ({v}.startsWith('localhost/') && size({v}) > {len})))",
+            prefix = crate::compliance::ANNOTATION_PREFIX,
+            len = "localhost/".len(),
+        )
+    };
+    format!(
+        "(has(request.subResource) && request.subResource == 'binding') || !has(object.metadata.annotations) || '{injected}' in object.metadata.annotations || {containers} || (has(object.spec.initContainers) && {init})",
+        injected = crate::compliance::INJECTED_ANNOTATION,
+        containers = unprofiled("containers"),
+        init = unprofiled("initContainers"),
+    )
+}
 
 /// Which injection points `policies` use. Without any policy, Binding (the default a new
 /// policy gets) is registered, so the first policy's pods are not missed.
@@ -43,12 +77,15 @@ pub fn rules(create: bool, binding: bool) -> Value {
             "scope": "Namespaced",
         }])
     };
+    let lacks = json!({"name": LACKS_A_PROFILE, "expression": lacks_a_profile_expr()});
     match (create, binding) {
-        (true, true) => json!({"rules": rule(&["pods", "pods/binding"]), "matchConditions": []}),
-        (true, false) => json!({"rules": rule(&["pods"]), "matchConditions": []}),
+        (true, true) => {
+            json!({"rules": rule(&["pods", "pods/binding"]), "matchConditions": [lacks]})
+        }
+        (true, false) => json!({"rules": rule(&["pods"]), "matchConditions": [lacks]}),
         (false, _) => json!({
             "rules": rule(&["pods", "pods/binding"]),
-            "matchConditions": [{"name": BOUND_OR_BINDING, "expression": BOUND_OR_BINDING_EXPR}],
+            "matchConditions": [{"name": BOUND_OR_BINDING, "expression": BOUND_OR_BINDING_EXPR}, lacks],
         }),
     }
 }
@@ -57,6 +94,24 @@ pub fn rules(create: bool, binding: bool) -> Value {
 pub fn for_policies(policies: &[ValidPolicy]) -> Value {
     let (create, binding) = needs(policies);
     rules(create, binding)
+}
+
+#[cfg(test)]
+/// Evaluates a match condition as the API server does: `object` and `request` bound,
+/// `request.subResource` absent on a plain creation.
+pub(crate) fn matches(expr: &str, object: Value, sub_resource: Option<&str>) -> bool {
+    use kube_cel::cel::{Context, Program, Value as Cel};
+    let mut request = json!({"operation": "CREATE", "resource": {"resource": "pods"}});
+    if let Some(s) = sub_resource {
+        request["subResource"] = json!(s);
+    }
+    let mut ctx = Context::default();
+    ctx.add_variable("object", object).unwrap();
+    ctx.add_variable("request", request).unwrap();
+    match Program::compile(expr).unwrap().execute(&ctx) {
+        Ok(Cel::Bool(b)) => b,
+        other => panic!("{expr} gave {other:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -87,19 +142,84 @@ mod tests {
     fn only_what_the_policies_need_is_registered() {
         let b = policy("b", InjectAt::Binding);
         let c = policy("c", InjectAt::Create);
+        let names = |r: &Value| -> Vec<String> {
+            r["matchConditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        };
         // Binding only (and no policy at all): bindings, and creations of bound pods.
         for ps in [vec![], vec![b.clone()]] {
             let r = for_policies(&ps);
             assert_eq!(resources(&r), ["pods", "pods/binding"]);
             assert_eq!(r["matchConditions"][0]["expression"], BOUND_OR_BINDING_EXPR);
+            assert_eq!(names(&r), [BOUND_OR_BINDING, LACKS_A_PROFILE]);
         }
-        // Create only: every creation, no binding.
+        // Create only: every creation that lacks a profile, no binding.
         let r = for_policies(std::slice::from_ref(&c));
         assert_eq!(resources(&r), ["pods"]);
-        assert_eq!(r["matchConditions"], json!([]));
-        // Both: everything, unconditionally (an empty list removes an earlier condition).
+        assert_eq!(names(&r), [LACKS_A_PROFILE]);
+        // Both: everything that lacks a profile (the list replaces an earlier one whole).
         let r = for_policies(&[b, c]);
         assert_eq!(resources(&r), ["pods", "pods/binding"]);
-        assert_eq!(r["matchConditions"], json!([]));
+        assert_eq!(names(&r), [LACKS_A_PROFILE]);
+    }
+
+    #[test]
+    fn pods_already_carrying_every_profile_are_not_sent() {
+        let expr = lacks_a_profile_expr();
+        let prefix = crate::compliance::ANNOTATION_PREFIX;
+        let pod = |annotations: Value| {
+            json!({"metadata": {"name": "p", "annotations": annotations},
+                   "spec": {"initContainers": [{"name": "init"}], "containers": [{"name": "app"}, {"name": "side"}]}})
+        };
+        let all = json!({format!("{prefix}app"): "localhost/x", format!("{prefix}side"): "runtime/default", format!("{prefix}init"): "unconfined"});
+        assert!(
+            !matches(&expr, pod(all.clone()), None),
+            "every container annotated: skipped"
+        );
+        // Sent: one container or one init container without, none at all, or ours.
+        let mut no_side = all.clone();
+        no_side
+            .as_object_mut()
+            .unwrap()
+            .remove(&format!("{prefix}side"));
+        assert!(matches(&expr, pod(no_side), None));
+        let mut no_init = all.clone();
+        no_init
+            .as_object_mut()
+            .unwrap()
+            .remove(&format!("{prefix}init"));
+        assert!(matches(&expr, pod(no_init), None));
+        assert!(matches(&expr, pod(json!({})), None));
+        let bare = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        assert!(matches(&expr, bare, None), "no annotations at all");
+        let mut ours = all.clone();
+        ours[crate::compliance::INJECTED_ANNOTATION] = json!("app");
+        assert!(
+            matches(&expr, pod(ours), None),
+            "written by us: maybe due a change"
+        );
+        // Values that are no profile (the webhook writes ours over them) are sent.
+        for bad in [
+            "",
+            "localhost/",
+            "docker-default",
+            "Localhost/x",
+            "runtime/default ",
+        ] {
+            let mut v = all.clone();
+            v[format!("{prefix}side")] = json!(bad);
+            assert!(matches(&expr, pod(v), None), "{bad:?} is no profile");
+        }
+        // A binding is always sent: its object is the Binding, with no containers.
+        let binding = json!({"metadata": {"name": "p", "annotations": all}, "target": {"kind": "Node", "name": "n"}});
+        assert!(matches(&expr, binding.clone(), Some("binding")));
+        // The binding condition beside it: a binding is sent, an unbound creation is not.
+        assert!(matches(BOUND_OR_BINDING_EXPR, binding, Some("binding")));
+        let unbound = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        assert!(!matches(BOUND_OR_BINDING_EXPR, unbound, None));
     }
 }

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -313,6 +313,12 @@ where
 
 /// Writes `ca_pem` into every webhook of the named configuration; with `url`, creates or
 /// updates the whole configuration first.
+///
+/// Several replicas each sign their own CA, so each adds its CA to the bundle instead of
+/// replacing it: the API server trusts any CA of the bundle, and the oldest ones (of
+/// replicas gone or renewed) fall off. That holds with `url` too, where replicas behind one
+/// address (a load balancer in front of them) answer the same calls. The resourceVersion
+/// precondition makes concurrent writers retry instead of dropping each other's CA.
 pub async fn write_webhook_config(
     client: &Client,
     name: &str,
@@ -322,83 +328,141 @@ pub async fn write_webhook_config(
     registration: &serde_json::Value,
 ) -> Result<(), Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    // ByteString serialises as the base64 the caBundle field holds.
-    let bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec()))
-        .map_err(|e| Error::Cert(e.to_string()))?;
-    if let Some(url) = url {
-        let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "armor-refresh"}},
-            "webhooks": [{
-                "name": "pods.refresh.armor.dev",
-                "clientConfig": {"url": url, "caBundle": bundle},
-                "rules": registration["rules"],
-                "matchConditions": registration["matchConditions"],
-                "failurePolicy": "Ignore",
-                "matchPolicy": "Equivalent",
-                "sideEffects": "None",
-                "timeoutSeconds": 5,
-                "reinvocationPolicy": "IfNeeded",
-                "admissionReviewVersions": ["v1"],
-                "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skip_namespaces}]},
-                // KubeArmor's pods (as its own webhook does) and pods opted out.
-                "objectSelector": {"matchExpressions": [
-                    {"key": crate::api::KUBEARMOR_APP_LABEL, "operator": "DoesNotExist"},
-                    {"key": crate::compliance::OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]}
-                ]},
-            }]
-        }))
-        .map_err(|e| Error::Cert(e.to_string()))?;
-        METRICS.write("apply_webhook_config");
-        api.patch(
-            name,
-            &PatchParams::apply(crate::api::FIELD_MANAGER).force(),
-            &Patch::Apply(&cfg),
-        )
-        .await?;
-        return Ok(());
-    }
-    // Several replicas each sign their own CA, so each adds its CA to the bundle instead of
-    // replacing it: the API server trusts any CA of the bundle, and the oldest ones (of
-    // replicas gone or renewed) fall off. The resourceVersion test makes concurrent writers
-    // retry instead of dropping each other's CA.
     for attempt in 0.. {
-        let Some(existing) = api.get_opt(name).await? else {
-            return Err(Error::Cert(format!(
-                "MutatingWebhookConfiguration {name:?} not found; create it (the Helm chart does) or pass --webhook-url"
-            )));
+        let existing = api.get_opt(name).await?;
+        // What a lost race answers: 409 for a stale resourceVersion or a creation beaten to
+        // it; 422 for the JSON patch's failed test op (elsewhere it is a real error).
+        let mut lost_race = vec![409];
+        let written = match (url, existing) {
+            (Some(url), None) => {
+                // Created, not applied: of two replicas starting at once, the second gets a
+                // 409 and merges into the first's bundle (an apply would overwrite it).
+                let cfg = url_config(name, url, ca_pem, skip_namespaces, registration, None)?;
+                METRICS.write("apply_webhook_config");
+                api.create(&field_manager(), &cfg).await
+            }
+            (Some(url), Some(existing)) => {
+                let cfg = url_config(
+                    name,
+                    url,
+                    ca_pem,
+                    skip_namespaces,
+                    registration,
+                    Some(&existing),
+                )?;
+                METRICS.write("apply_webhook_config");
+                // Replaced whole, at the version read: the configuration is all ours, and an
+                // apply would keep what the creation (an update, not an apply) wrote, such
+                // as a match condition the policies no longer need.
+                api.replace(name, &field_manager(), &cfg).await
+            }
+            (None, None) => {
+                return Err(Error::Cert(format!(
+                    "MutatingWebhookConfiguration {name:?} not found; create it (the Helm chart does) or pass --webhook-url"
+                )));
+            }
+            (None, Some(existing)) => {
+                let patch = ca_patch(&existing, ca_pem)?;
+                METRICS.write("patch_webhook_config");
+                lost_race.push(422);
+                api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+                    .await
+            }
         };
-        let webhooks = existing.webhooks.as_deref().unwrap_or_default();
-        let current = webhooks
-            .first()
-            .and_then(|w| w.client_config.ca_bundle.as_ref())
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .unwrap_or_default();
-        let merged = merge_ca_bundle(&current, ca_pem, MAX_BUNDLE_CAS);
-        let bundle = serde_json::to_value(k8s_openapi::ByteString(merged.into_bytes()))
-            .map_err(|e| Error::Cert(e.to_string()))?;
-        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
-            "value": existing.metadata.resource_version})];
-        ops.extend((0..webhooks.len()).map(|i| {
-            json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle})
-        }));
-        let patch: json_patch::Patch =
-            serde_json::from_value(json!(ops)).map_err(|e| Error::Cert(e.to_string()))?;
-        METRICS.write("patch_webhook_config");
-        match api
-            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-        {
+        match written {
             Ok(_) => return Ok(()),
-            // A failed test op is a 422 (or 409): someone wrote in between; read again.
-            Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 5 => {
+            // Someone wrote in between: read again.
+            Err(kube::Error::Api(s)) if lost_race.contains(&s.code) && attempt < 5 => {
                 tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
     unreachable!("the loop returns")
+}
+
+fn field_manager() -> PostParams {
+    PostParams {
+        field_manager: Some(crate::api::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
+/// The CA bundle of the configuration's first webhook, as PEM text.
+fn current_bundle(existing: Option<&MutatingWebhookConfiguration>) -> String {
+    existing
+        .and_then(|e| e.webhooks.as_deref()?.first())
+        .and_then(|w| w.client_config.ca_bundle.as_ref())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// The bundle `existing` holds with `ca_pem` added, as the caBundle field's base64.
+fn merged_bundle(
+    existing: Option<&MutatingWebhookConfiguration>,
+    ca_pem: &str,
+) -> Result<serde_json::Value, Error> {
+    let merged = merge_ca_bundle(&current_bundle(existing), ca_pem, MAX_BUNDLE_CAS);
+    // ByteString serialises as the base64 the caBundle field holds.
+    serde_json::to_value(k8s_openapi::ByteString(merged.into_bytes()))
+        .map_err(|e| Error::Cert(e.to_string()))
+}
+
+/// The whole configuration calling `url`, with `existing`'s CAs kept beside ours and its
+/// resourceVersion as the replacement's precondition.
+fn url_config(
+    name: &str,
+    url: &str,
+    ca_pem: &str,
+    skip_namespaces: &[String],
+    registration: &serde_json::Value,
+    existing: Option<&MutatingWebhookConfiguration>,
+) -> Result<MutatingWebhookConfiguration, Error> {
+    let bundle = merged_bundle(existing, ca_pem)?;
+    let mut metadata = json!({"name": name, "labels": {"app.kubernetes.io/name": "armor-refresh"}});
+    if let Some(rv) = existing.and_then(|e| e.metadata.resource_version.as_ref()) {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": metadata,
+        "webhooks": [{
+            "name": "pods.refresh.armor.dev",
+            "clientConfig": {"url": url, "caBundle": bundle},
+            "rules": registration["rules"],
+            "matchConditions": registration["matchConditions"],
+            "failurePolicy": "Ignore",
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "admissionReviewVersions": ["v1"],
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skip_namespaces}]},
+            // KubeArmor's pods (as its own webhook does) and pods opted out.
+            "objectSelector": {"matchExpressions": [
+                {"key": crate::api::KUBEARMOR_APP_LABEL, "operator": "DoesNotExist"},
+                {"key": crate::compliance::OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]}
+            ]},
+        }]
+    }))
+    .map_err(|e| Error::Cert(e.to_string()))
+}
+
+/// A JSON patch setting the merged bundle on every webhook of a configuration someone else
+/// created (the chart), if it is still at the version read.
+fn ca_patch(
+    existing: &MutatingWebhookConfiguration,
+    ca_pem: &str,
+) -> Result<json_patch::Patch, Error> {
+    let bundle = merged_bundle(Some(existing), ca_pem)?;
+    let webhooks = existing.webhooks.as_deref().unwrap_or_default();
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+        "value": existing.metadata.resource_version})];
+    ops.extend((0..webhooks.len()).map(|i| {
+        json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle})
+    }));
+    serde_json::from_value(json!(ops)).map_err(|e| Error::Cert(e.to_string()))
 }
 
 /// How many CAs the caBundle keeps: this replica's and the newest of the others.

@@ -763,3 +763,33 @@ proptest! {
         prop_assert_eq!(without_apparmor(patched), without_apparmor(pod));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    /// The match condition that spares the API server a call never spares one that would
+    /// have changed the pod: whenever it says skip, the webhook's answer is no patch.
+    #[test]
+    fn a_pod_the_match_condition_skips_would_get_no_patch(pod in arb_pod(), mask in proptest::collection::vec(any::<bool>(), 6), values in proptest::collection::vec(proptest::sample::select(vec!["localhost/theirs", "runtime/default", "unconfined", "localhost/default", "", "localhost/", "docker-default", "localhost/a/b"]), 6), ours in any::<bool>(), fmt in proptest::sample::select(vec!["Annotation", "Field", "Both"])) {
+        let mut pod = pod;
+        let names: Vec<String> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|l| pod["spec"][l].as_array().cloned().unwrap_or_default())
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            if mask.get(i).copied().unwrap_or(true) {
+                let v = values.get(i).copied().unwrap_or("localhost/theirs");
+                pod["metadata"]["annotations"][format!("{}{n}", crate::compliance::ANNOTATION_PREFIX)] = json!(v);
+            }
+        }
+        if ours && pod["metadata"].get("annotations").is_some() {
+            pod["metadata"]["annotations"][crate::compliance::INJECTED_ANNOTATION] = json!(names[0]);
+        }
+        let skipped = !super::registration::matches(&super::registration::lacks_a_profile_expr(), pod.clone(), None);
+        let pols = vec![create(&format!("profile: {{format: {fmt}}}"))];
+        let (code, body, _, _) = handle(&review_json("pods", None, "ns1", "", pod.clone()), &pols, &lookup());
+        prop_assert_eq!(code, 200);
+        let (_, patched) = apply(&body, &pod);
+        prop_assert!(!(skipped && patched), "skipped, yet the webhook would patch {}", pod);
+    }
+}
