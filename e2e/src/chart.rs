@@ -172,9 +172,7 @@ impl Call {
 /// Every resource request the chart's ServiceAccount made, from the audit log.
 pub fn audited_calls() -> Result<Vec<Call>> {
     let user = format!("system:serviceaccount:{AUDITED_NS}:{RELEASE}");
-    let dir = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
-        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh")?;
-    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("audit.log"))?;
+    let text = std::fs::read_to_string(crate::cluster_dir()?.join("audit.log"))?;
     let mut out = vec![];
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<Value>(line) else {

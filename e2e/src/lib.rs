@@ -14,6 +14,14 @@ use kube::{Client, ResourceExt};
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The directory of the local control plane e2e/run-tests.sh started (its kubeconfigs,
+/// audit log and settings).
+pub fn cluster_dir() -> Result<PathBuf> {
+    std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh".into())
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -77,9 +77,9 @@ impl Config {
 
 /// kwok's ready-delay profile of the cluster e2e/cluster.sh started: fixed or heavy.
 pub fn cluster_ready_profile() -> String {
-    std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
+    crate::cluster_dir()
         .ok()
-        .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join("ready-delay-profile")).ok())
+        .and_then(|d| std::fs::read_to_string(d.join("ready-delay-profile")).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "fixed".into())
 }

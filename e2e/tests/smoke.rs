@@ -502,9 +502,12 @@ async fn kwok_deletes_a_pod_only_once_its_deletion_was_asked_for() -> Result<()>
         async move { Ok(pods.get_opt("p").await?.filter(ready)) }
     })
     .await?;
-    let dir = std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
-        .map_err(|_| "ARMOR_REFRESH_CLUSTER_DIR is not set: run with e2e/run-tests.sh")?;
-    let kwok = format!("--kubeconfig={dir}/kwok.kubeconfig");
+    let kwok = format!(
+        "--kubeconfig={}",
+        armor_refresh_e2e::cluster_dir()?
+            .join("kwok.kubeconfig")
+            .display()
+    );
     let (ok, _, err) = kubectl(
         &[
             &kwok,

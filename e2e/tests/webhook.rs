@@ -379,7 +379,7 @@ async fn replicas_behind_one_address_each_keep_their_ca_in_the_bundle() -> Resul
 
 /// Admission requests for pod creations the webhook has answered, whatever the answer.
 fn pod_creations(metrics: &str) -> f64 {
-    ["patched", "unchanged", "skipped", "error"]
+    armor_refresh::metrics::ADMISSION_RESULTS
         .iter()
         .filter_map(|r| {
             metric_value(

@@ -37,14 +37,11 @@ pub const LACKS_A_PROFILE: &str = "lacks-an-apparmor-annotation";
 /// replaces), or with annotations we wrote (under an older policy they may be due for a
 /// change). `has()` guards every optional field, as in [`BOUND_OR_BINDING_EXPR`].
 pub fn lacks_a_profile_expr() -> String {
+    let key = format!("'{}' + c.name", crate::compliance::ANNOTATION_PREFIX);
+    let v = format!("object.metadata.annotations[{key}]");
     let unprofiled = |list: &str| {
-        let v = format!(
-            "object.metadata.annotations['{}' + c.name]",
-            crate::compliance::ANNOTATION_PREFIX
-        );
         format!(
-            "object.spec.{list}.exists(c, !(('{prefix}' + c.name) in object.metadata.annotations) || !({v} == 'runtime/default' || {v} == 'unconfined' || ({v}.startsWith('localhost/') && size({v}) > {len})))",
-            prefix = crate::compliance::ANNOTATION_PREFIX,
+            "object.spec.{list}.exists(c, !(({key}) in object.metadata.annotations) || !({v} == 'runtime/default' || {v} == 'unconfined' || ({v}.startsWith('localhost/') && size({v}) > {len})))",
             len = "localhost/".len(),
         )
     };
@@ -181,18 +178,13 @@ mod tests {
             "every container annotated: skipped"
         );
         // Sent: one container or one init container without, none at all, or ours.
-        let mut no_side = all.clone();
-        no_side
-            .as_object_mut()
-            .unwrap()
-            .remove(&format!("{prefix}side"));
-        assert!(matches(&expr, pod(no_side), None));
-        let mut no_init = all.clone();
-        no_init
-            .as_object_mut()
-            .unwrap()
-            .remove(&format!("{prefix}init"));
-        assert!(matches(&expr, pod(no_init), None));
+        for missing in ["side", "init"] {
+            let mut v = all.clone();
+            v.as_object_mut()
+                .unwrap()
+                .remove(&format!("{prefix}{missing}"));
+            assert!(matches(&expr, pod(v), None), "{missing} unannotated");
+        }
         assert!(matches(&expr, pod(json!({})), None));
         let bare = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
         assert!(matches(&expr, bare, None), "no annotations at all");

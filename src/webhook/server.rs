@@ -330,31 +330,26 @@ pub async fn write_webhook_config(
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     for attempt in 0.. {
         let existing = api.get_opt(name).await?;
-        // What a lost race answers: 409 for a stale resourceVersion or a creation beaten to
-        // it; 422 for the JSON patch's failed test op (elsewhere it is a real error).
-        let mut lost_race = vec![409];
         let written = match (url, existing) {
-            (Some(url), None) => {
-                // Created, not applied: of two replicas starting at once, the second gets a
-                // 409 and merges into the first's bundle (an apply would overwrite it).
-                let cfg = url_config(name, url, ca_pem, skip_namespaces, registration, None)?;
-                METRICS.write("apply_webhook_config");
-                api.create(&field_manager(), &cfg).await
-            }
-            (Some(url), Some(existing)) => {
+            (Some(url), existing) => {
                 let cfg = url_config(
                     name,
                     url,
                     ca_pem,
                     skip_namespaces,
                     registration,
-                    Some(&existing),
+                    existing.as_ref(),
                 )?;
                 METRICS.write("apply_webhook_config");
-                // Replaced whole, at the version read: the configuration is all ours, and an
-                // apply would keep what the creation (an update, not an apply) wrote, such
-                // as a match condition the policies no longer need.
-                api.replace(name, &field_manager(), &cfg).await
+                match existing {
+                    // Created, not applied: of two replicas starting at once, the second
+                    // gets a 409 and merges into the first's bundle.
+                    None => api.create(&field_manager(), &cfg).await,
+                    // Replaced whole, at the version read: the configuration is all ours,
+                    // and an apply would keep what the creation (an update, not an apply)
+                    // wrote, such as a match condition the policies no longer need.
+                    Some(_) => api.replace(name, &field_manager(), &cfg).await,
+                }
             }
             (None, None) => {
                 return Err(Error::Cert(format!(
@@ -364,15 +359,17 @@ pub async fn write_webhook_config(
             (None, Some(existing)) => {
                 let patch = ca_patch(&existing, ca_pem)?;
                 METRICS.write("patch_webhook_config");
-                lost_race.push(422);
                 api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
                     .await
             }
         };
+        // A lost race: 409 for a stale resourceVersion or a creation beaten to it; 422 for
+        // the JSON patch's failed test op (for a creation or replacement, a real error).
+        let lost_race = |code: u16| code == 409 || (code == 422 && url.is_none());
         match written {
             Ok(_) => return Ok(()),
             // Someone wrote in between: read again.
-            Err(kube::Error::Api(s)) if lost_race.contains(&s.code) && attempt < 5 => {
+            Err(kube::Error::Api(s)) if lost_race(s.code) && attempt < 5 => {
                 tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
             }
             Err(e) => return Err(e.into()),
