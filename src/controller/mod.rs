@@ -7,6 +7,7 @@
 //! of what was written is authoritative while this process leads.
 
 mod cache;
+mod evict;
 mod notice;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,10 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -75,10 +75,6 @@ const EVENT_NOTE_MAX: usize = 1000;
 /// often a policy's counts alone are written (see `policy_write_due`).
 const LAZY_WRITE: Duration = Duration::from_secs(5);
 
-/// Workloads evicted from at once (each workload's pods one after another). An eviction
-/// waits on its budget's status update and the pod's deletion: 1.7 s on average on a
-/// control plane busy with 20,000 pods, where 16 at a time capped a window at 6 pods a second.
-const EVICTION_CONCURRENCY: usize = 64;
 /// Finished runs deleted per policy per pass (retention).
 const RETIRE_PER_PASS: usize = 20;
 
@@ -91,6 +87,7 @@ fn eviction_label(o: &Outcome) -> &'static str {
         Outcome::Busy(_) => "busy",
         Outcome::Unknown(_) => "unknown",
         Outcome::Rejected(_) => "rejected",
+        Outcome::NotSent => "not_sent",
     }
 }
 
@@ -187,9 +184,10 @@ struct Operator {
     clock: ServerClock,
     /// When the API server's clock was last asked (whatever the answer): once a minute.
     clock_asked: Option<Instant>,
-    /// Until when the last read of the Lease vouches for this replica's term (status writes
-    /// need no new read before then; evictions always read it again).
-    fenced_until: Option<Instant>,
+    /// Evictions sent beside the passes, and until when the last read of the Lease vouches
+    /// for this replica's term (status writes need no new read before then; a step that
+    /// evicts always reads it again).
+    evictor: evict::Evictor,
 }
 
 /// Where a pass spent its time, logged at debug level (`RUST_LOG=armor_refresh=debug`) for
@@ -303,6 +301,13 @@ pub async fn run(
         instance: Some(cfg.identity.clone()),
     };
     let limiter = Arc::new(RateLimiter::direct(quota));
+    let evictor = evict::Evictor::new(
+        client.clone(),
+        limiter.clone(),
+        cfg.eviction_timeout,
+        cfg.leader_election,
+        wake.clone(),
+    );
     let mut op = Operator {
         notifier: notice::Notifier::start(
             Recorder::new(client.clone(), reporter.clone()),
@@ -328,7 +333,7 @@ pub async fn run(
         fresh: false,
         clock: ServerClock::default(),
         clock_asked: None,
-        fenced_until: None,
+        evictor,
     };
     let mut was_leader = false;
     // Set when the loop saw the leadership flag change (`changed()` marks it seen).
@@ -346,7 +351,7 @@ pub async fn run(
             op.undecodable_statuses.clear();
             op.versions.clear();
             op.fresh = false;
-            op.fenced_until = None;
+            op.evictor.new_term();
             was_leader = is_leader;
             if !is_leader {
                 // Only the leader says what runs and policies are doing: a former leader's
@@ -375,6 +380,8 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    // Evictions still queued are not sent.
+    op.evictor.new_term();
     drop(op); // closes the lease channel: the manager releases the Lease
     if let Some(t) = lease_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -457,7 +464,6 @@ impl Operator {
     /// fail, so every step that evicts asks first: a replica whose renewals fail stops
     /// acting before its Lease expires and another may take it.
     async fn fenced(&mut self) -> bool {
-        self.fenced_until = None;
         if !self.cfg.leader_election {
             return true;
         }
@@ -467,6 +473,7 @@ impl Operator {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot confirm the Lease: not acting");
+                self.evictor.expire();
                 return false;
             }
         };
@@ -482,9 +489,11 @@ impl Operator {
         });
         if holder && left > margin {
             let until = u64::try_from(left - margin).unwrap_or(0);
-            self.fenced_until = Some(Instant::now() + Duration::from_millis(until));
+            self.evictor
+                .vouch_until(Instant::now() + Duration::from_millis(until));
             return true;
         }
+        self.evictor.expire();
         tracing::warn!(holder = ?spec.holder_identity, valid_for_ms = left, "the Lease is not held with a fresh renewal: not acting");
         METRICS.reconcile_error("fence");
         false
@@ -492,7 +501,11 @@ impl Operator {
 
     /// [`Operator::fenced`], without a new read while the last one still vouches.
     async fn fenced_recently(&mut self) -> bool {
-        if self.fenced_until.is_some_and(|t| Instant::now() < t) {
+        if self
+            .evictor
+            .fenced_until()
+            .is_some_and(|t| Instant::now() < t)
+        {
             return true;
         }
         self.fenced().await
@@ -605,6 +618,7 @@ impl Operator {
         if !self.fresh && !self.read_fresh().await {
             return Duration::from_secs(1);
         }
+        self.take_answers();
         self.calibrate().await;
         let mut facts = self.caches.facts(&self.cfg.agent_selector);
         facts.unhooked_namespaces = self.cfg.webhook_skip_namespaces.iter().cloned().collect();
@@ -631,6 +645,16 @@ impl Operator {
                 .collect(),
             &policies.keys().map(String::as_str).collect(),
         );
+        // Evictions queued for a run paused, finished or deleted since are not sent.
+        let acting = runs
+            .iter()
+            .filter(|r| {
+                let phase = self.status_of(r).phase;
+                !r.spec.paused && !phase.is_terminal() && phase != Phase::Paused
+            })
+            .filter_map(|r| r.uid())
+            .collect();
+        self.evictor.acting(acting);
         let mut next = Duration::from_secs(30);
         // Facts are fixed for the pass: select once per policy, for its runs and its status.
         let selections: HashMap<&str, Selection> = policies
@@ -693,6 +717,7 @@ impl Operator {
             let selection = selections.get(r.spec.policy_ref.name.as_str());
             for _ in 0..8 {
                 let results = self.results.remove(&uid).unwrap_or_default();
+                let pending = self.evictor.pending(&uid);
                 let obs = Observations {
                     selection,
                     generation: r.metadata.generation,
@@ -706,6 +731,7 @@ impl Operator {
                         None
                     },
                     results: &results,
+                    pending: &pending,
                 };
                 let at = Instant::now();
                 let st = run::step(&status, &obs, self.now());
@@ -736,7 +762,7 @@ impl Operator {
                             self.unwritten.remove(&uid);
                             self.versions.remove(&uid);
                             // Maybe another leader: ask the Lease again before any write.
-                            self.fenced_until = None;
+                            self.evictor.expire();
                             next = next.min(Duration::from_secs(1));
                         } else if is_too_large(&e) {
                             // Retrying the same write cannot succeed: say so where users look.
@@ -777,11 +803,15 @@ impl Operator {
                 }
                 times.fence += at.elapsed();
                 let at = Instant::now();
-                self.evict_all(&st.actions, &mut outcomes).await;
+                let sender = evict::Sender {
+                    run_uid: &uid,
+                    run_ref: r.object_ref(&()),
+                    policy: &r.spec.policy_ref.name,
+                    overload: self.overload,
+                };
+                self.evictor.send(sender, &st.actions);
                 times.evict += at.elapsed();
                 times.evictions += st.disruptions().count();
-                // Before anything may return early: these pods are gone either way.
-                self.notify_objects(r, &st.actions, &outcomes);
                 for a in st
                     .actions
                     .iter()
@@ -792,7 +822,13 @@ impl Operator {
                     }
                     self.execute(r, a, &mut outcomes).await;
                     if matches!(a, Action::Restart { .. }) {
-                        self.notify_objects(r, std::slice::from_ref(a), &outcomes);
+                        let policy = &r.spec.policy_ref.name;
+                        self.notify_objects(
+                            &r.object_ref(&()),
+                            policy,
+                            std::slice::from_ref(a),
+                            &outcomes,
+                        );
                     }
                 }
                 let acted = st.disruptions().count() > 0;
@@ -951,91 +987,62 @@ impl Operator {
         }
     }
 
-    /// The evictions of a step, concurrently across workloads and one after another within a
-    /// workload: a PDB covers pods of one workload, and evictions under one budget conflict on
-    /// its status (the API server refuses all but one). Sequential evictions took most of a
-    /// batch's time at 50 pods (about 50 ms each).
-    async fn evict_all(&mut self, actions: &[Action], outcomes: &mut HashMap<String, Outcome>) {
-        // (namespace, owner) → the (namespace, name, uid) of its pods to evict.
-        type Pods<'a> = Vec<(&'a str, &'a str, &'a str)>;
-        let mut groups: BTreeMap<(&str, &str), Pods> = BTreeMap::new();
-        for a in actions {
-            if let Action::Evict {
+    /// The answers to evictions sent since the last pass, as outcomes for the runs' next
+    /// steps, with their events (one workload event per run and workload for all of them).
+    fn take_answers(&mut self) {
+        type Answers = (
+            Arc<ObjectReference>,
+            Arc<str>,
+            Vec<Action>,
+            HashMap<String, Outcome>,
+        );
+        let mut by_run: BTreeMap<String, Answers> = BTreeMap::new();
+        for a in self.evictor.answered() {
+            let Action::Evict {
                 namespace,
                 name,
                 uid,
-                owner,
-            } = a
-            {
-                groups
-                    .entry((namespace, owner))
-                    .or_default()
-                    .push((namespace, name, uid));
-            }
-        }
-        if groups.is_empty() {
-            return;
-        }
-        let me = &*self;
-        let results: Vec<Vec<_>> = futures::stream::iter(groups.into_values())
-            .map(|pods| async move {
-                let mut out = vec![];
-                for (namespace, name, uid) in pods {
-                    // Past the term the Lease vouched for (64 workloads at a time, behind the
-                    // write limiter, can outlast it): the rest go back to Planned and are
-                    // evicted after the next read of the Lease, by whoever leads then.
-                    if !me.leading() || me.fenced_until.is_some_and(|t| Instant::now() >= t) {
-                        break;
-                    }
-                    me.throttle().await;
-                    let api: Api<Pod> = Api::namespaced(me.client.clone(), namespace);
-                    let ep = EvictParams {
-                        delete_options: Some(DeleteParams {
-                            preconditions: Some(Preconditions {
-                                uid: Some(uid.to_string()),
-                                resource_version: None,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
-                    METRICS.write("evict");
-                    let r =
-                        match tokio::time::timeout(me.cfg.eviction_timeout, api.evict(name, &ep))
-                            .await
-                        {
-                            Ok(r) => r.map(|_| ()),
-                            // Dropped unanswered: classified as unknown, like any lost answer.
-                            Err(_) => Err(kube::Error::Service(
-                                format!("no answer within {}s", me.cfg.eviction_timeout.as_secs())
-                                    .into(),
-                            )),
-                        };
-                    out.push((namespace, name, uid, r));
+                ..
+            } = &a.action
+            else {
+                continue;
+            };
+            let outcome = match &a.result {
+                Some(r) => {
+                    self.note_overload(r);
+                    let outcome = classify_eviction(r);
+                    let label = eviction_label(&outcome);
+                    tracing::info!(pod = %format!("{namespace}/{name}"), result = label, "eviction");
+                    METRICS
+                        .evictions
+                        .get_or_create(&ResultLabel {
+                            result: label.into(),
+                        })
+                        .inc();
+                    outcome
                 }
-                out
-            })
-            .buffer_unordered(EVICTION_CONCURRENCY)
-            .collect()
-            .await;
-        for (namespace, name, uid, r) in results.into_iter().flatten() {
-            self.note_overload(&r);
-            let outcome = classify_eviction(&r);
-            tracing::info!(pod = %format!("{namespace}/{name}"), result = eviction_label(&outcome), "eviction");
-            METRICS
-                .evictions
-                .get_or_create(&ResultLabel {
-                    result: eviction_label(&outcome).into(),
-                })
-                .inc();
-            outcomes.insert(uid.to_string(), outcome);
+                None => {
+                    tracing::debug!(pod = %format!("{namespace}/{name}"), "eviction not sent: the term or the run stopped first");
+                    Outcome::NotSent
+                }
+            };
+            let entry = by_run
+                .entry(a.run_uid)
+                .or_insert_with(|| (a.run_ref, a.policy, vec![], HashMap::new()));
+            entry.3.insert(uid.clone(), outcome);
+            entry.2.push(a.action);
+        }
+        for (run_uid, (run_ref, policy, actions, outcomes)) in by_run {
+            self.notify_objects(&run_ref, &policy, &actions, &outcomes);
+            self.results.entry(run_uid).or_default().extend(outcomes);
         }
     }
 
     /// Events on the pods evicted and the workloads evicted from or restarted.
     fn notify_objects(
         &self,
-        run: &ArmorRefreshRun,
+        run_ref: &ObjectReference,
+        policy: &str,
         actions: &[Action],
         outcomes: &HashMap<String, Outcome>,
     ) {
@@ -1054,13 +1061,7 @@ impl Operator {
             "ReplicaSet" => uid(&c.replicasets, namespace, name),
             _ => None,
         };
-        let notices = notice::notices(
-            &run.object_ref(&()),
-            &run.spec.policy_ref.name,
-            actions,
-            outcomes,
-            uid_of,
-        );
+        let notices = notice::notices(run_ref, policy, actions, outcomes, uid_of);
         self.notifier.send(notices);
     }
 

@@ -9,7 +9,7 @@
 //! have disrupted, and the cluster says what became of them: a pod still there and not
 //! terminating was not evicted, so evicting it again cannot evict it twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -91,6 +91,9 @@ pub enum Outcome {
     Unknown(String),
     /// Refused for good (a 4xx other than 404, 409 and 429): the pod is Failed.
     Rejected(String),
+    /// Not sent after all (the shell's term ended, or the run was paused first): nothing
+    /// happened, and the pod is planned again.
+    NotSent,
 }
 
 /// What the run observes besides its own status.
@@ -111,6 +114,9 @@ pub struct Observations<'a> {
     /// Outcomes of the previous step's actions, by pod UID (or `namespace/Kind/name` for a
     /// workload restart).
     pub results: &'a HashMap<String, Outcome>,
+    /// Requests sent and not answered yet (same keys as `results`): their pods stay
+    /// Evicting. The shell evicts beside its passes, so an answer may come steps later.
+    pub pending: &'a HashSet<String>,
 }
 
 /// An action for the shell, as data.

@@ -403,7 +403,12 @@ fn take_budgets(p: &BatchPod, f: &mut Follow) {
 fn follow_evicting(p: &mut BatchPod, s: &mut ArmorRefreshRunStatus, cx: &mut Ctx, f: &Follow) {
     let workload = p.uid.is_empty();
     let gone = live(p, f).is_some_and(|pod| pod.is_none());
-    let result = cx.obs.results.get(&result_key(p));
+    let key = result_key(p);
+    let result = cx.obs.results.get(&key);
+    if result.is_none() && cx.obs.pending.contains(&key) {
+        // Asked, not answered yet: the answer decides, not a guess from the cluster.
+        return;
+    }
     if on_outcome(p, cx, result, workload, gone) {
         s.progress.failed += 1;
         if !p.uid.is_empty() {
@@ -604,6 +609,8 @@ pub(super) fn on_outcome(
             defer(p, cx, backoff(ERROR_BASE, n, ERROR_MAX), why);
             cx.event(true, "EvictionFailed", format!("{who}: {}", p.message));
         }
+        // What became of it, if anything, is seen next step as for any planned pod.
+        Some(Outcome::NotSent) => p.state = PodState::Planned,
         Some(Outcome::Rejected(msg)) => {
             return fail(p, cx, format!("the Eviction API refused it: {msg}"));
         }

@@ -11,6 +11,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// No request unanswered: these tests' shell answers every eviction within its step.
+static NONE_PENDING: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
+
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
         .unwrap()
@@ -278,6 +281,7 @@ pub(crate) fn observe<'a>(
         others: &[],
         blocked_by: None,
         results,
+        pending: &NONE_PENDING,
     }
 }
 
@@ -986,6 +990,108 @@ fn a_failed_pod_keeps_its_slot_while_no_replacement_exists() {
     assert!(r.status.unhealthy.is_empty());
 }
 
+/// Steps a run of `pol` over `w` as a shell whose answers are `res` and requests in flight
+/// `pending`.
+fn step_with(
+    w: &World,
+    pol: &ValidPolicy,
+    status: &ArmorRefreshRunStatus,
+    res: &HashMap<String, Outcome>,
+    pending: &HashSet<String>,
+) -> Step {
+    let spec = run_spec();
+    let obs = Observations {
+        pending,
+        ..observe(&spec, PolicyView::Valid(pol), &w.facts, res, None)
+    };
+    step(status, &obs, w.now)
+}
+
+/// Steps (letting time pass) until the first eviction is asked for: the status that asked
+/// and the pod's UID.
+fn first_eviction(w: &mut World, pol: &ValidPolicy) -> (ArmorRefreshRunStatus, String) {
+    let mut status = ArmorRefreshRunStatus::default();
+    for _ in 0..50 {
+        let st = step_with(w, pol, &status, &HashMap::new(), &NONE_PENDING);
+        status = st.status.clone();
+        if let Some(Action::Evict { uid, .. }) = st.disruptions().next() {
+            return (status, uid.clone());
+        }
+        w.advance(st.requeue_after.unwrap_or(POLL).max(Duration::from_secs(1)));
+    }
+    panic!("no eviction within 50 steps: {}", status.message);
+}
+
+fn state_of(s: &ArmorRefreshRunStatus, uid: &str) -> Option<PodState> {
+    let b = s.current_batch.as_ref()?;
+    b.pods.iter().find(|p| p.uid == uid).map(|p| p.state)
+}
+
+#[test]
+fn an_unanswered_eviction_keeps_its_pod_evicting_until_the_answer_comes() {
+    let mut w = World::new(&[("web", 3)]);
+    let pol = policy("rollout: {batchSize: 1}");
+    let (mut status, uid) = first_eviction(&mut w, &pol);
+    // The request is out, its pod still there (the API server has not got to it): steps
+    // meanwhile, even much later, neither guess its outcome nor ask again.
+    let pending: HashSet<String> = [uid.clone()].into();
+    for _ in 0..3 {
+        let st = step_with(&w, &pol, &status, &HashMap::new(), &pending);
+        status = st.status.clone();
+        assert_eq!(st.disruptions().count(), 0, "asked again before the answer");
+        assert_eq!(state_of(&status, &uid), Some(PodState::Evicting));
+        w.advance(Duration::from_secs(30));
+    }
+    // The answer: a PodDisruptionBudget refused it. The pod waits out its backoff, and its
+    // slot goes to another pod.
+    let refused: HashMap<String, Outcome> =
+        [(uid.clone(), Outcome::Refused("budget".into()))].into();
+    let st = step_with(&w, &pol, &status, &refused, &NONE_PENDING);
+    assert_eq!(state_of(&st.status, &uid), Some(PodState::Deferred));
+    let again = st
+        .disruptions()
+        .any(|a| matches!(a, Action::Evict { uid: u, .. } if *u == uid));
+    assert!(!again, "evicted again within its backoff");
+}
+
+#[test]
+fn a_pod_gone_before_its_eviction_is_answered_waits_for_the_answer() {
+    let mut w = World::new(&[("web", 3)]);
+    let pol = policy("rollout: {batchSize: 1}");
+    let (mut status, uid) = first_eviction(&mut w, &pol);
+    let pending: HashSet<String> = [uid.clone()].into();
+    // Evicted by the API server, answer still on its way: not yet counted as evicted.
+    w.evict(&uid);
+    let st = step_with(&w, &pol, &status, &HashMap::new(), &pending);
+    status = st.status.clone();
+    assert_eq!(state_of(&status, &uid), Some(PodState::Evicting));
+    assert_eq!(st.disruptions().count(), 0, "its slot is still taken");
+    // Not sent after all would say nothing happened: here the answer is that it was done.
+    let done: HashMap<String, Outcome> = [(uid.clone(), Outcome::Done)].into();
+    let st = step_with(&w, &pol, &status, &done, &NONE_PENDING);
+    assert_eq!(state_of(&st.status, &uid), Some(PodState::Evicted));
+    assert_eq!(st.status.progress.gone, 0);
+}
+
+#[test]
+fn an_eviction_not_sent_is_planned_again() {
+    let mut w = World::new(&[("web", 3)]);
+    let pol = policy("rollout: {batchSize: 1}");
+    let (status, uid) = first_eviction(&mut w, &pol);
+    let not_sent: HashMap<String, Outcome> = [(uid.clone(), Outcome::NotSent)].into();
+    let st = step_with(&w, &pol, &status, &not_sent, &NONE_PENDING);
+    assert_ne!(state_of(&st.status, &uid), Some(PodState::Failed));
+    // Planned again and, the slot being free, asked for again.
+    let asked = st
+        .disruptions()
+        .any(|a| matches!(a, Action::Evict { uid: u, .. } if *u == uid))
+        || step_with(&w, &pol, &st.status, &HashMap::new(), &NONE_PENDING)
+            .disruptions()
+            .any(|a| matches!(a, Action::Evict { uid: u, .. } if *u == uid));
+    assert!(asked, "{:?}", st.status.current_batch);
+    assert_eq!((st.status.progress.failed, st.status.progress.gone), (0, 0));
+}
+
 #[test]
 fn another_active_run_of_the_policy_keeps_it_pending() {
     let w = World::new(&[("web", 2)]);
@@ -1001,6 +1107,7 @@ fn another_active_run_of_the_policy_keeps_it_pending() {
         others: &[],
         blocked_by: Some("first"),
         results: &res,
+        pending: &NONE_PENDING,
     };
     let st = step(&ArmorRefreshRunStatus::default(), &obs, w.now);
     assert_eq!(
@@ -1037,6 +1144,7 @@ fn pods_in_another_runs_batch_are_not_taken_and_limit_zones() {
         others: &others,
         blocked_by: None,
         results: &res,
+        pending: &NONE_PENDING,
     };
     let st = step(&ArmorRefreshRunStatus::default(), &obs, w.now);
     let b = st.status.current_batch.unwrap();
@@ -1229,6 +1337,7 @@ fn replacements_are_matched_first_come_first_served_across_time() {
         others: &[],
         blocked_by: None,
         results: &res,
+        pending: &NONE_PENDING,
     };
     let st = step(&status, &obs, w.now);
     let p = &st.status.progress;
@@ -1686,6 +1795,12 @@ enum Crash {
     LostAnswers,
     /// The API server failed every request of the step (5xx): nothing done.
     ServerErrors,
+    /// Evicted, but the answers come back only after the next step (the shell evicts
+    /// beside its passes): meanwhile the pods are pending.
+    Late,
+    /// The step's evictions were not sent after all (the term ended or the run was paused
+    /// before their turn came).
+    NotSent,
 }
 
 fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
@@ -1696,6 +1811,8 @@ fn arb_events() -> impl proptest::strategy::Strategy<Value = Vec<Ev>> {
         1 => Just(Crash::AfterActing),
         1 => Just(Crash::LostAnswers),
         1 => Just(Crash::ServerErrors),
+        2 => Just(Crash::Late),
+        1 => Just(Crash::NotSent),
     ];
     let ev = prop_oneof![
         4 => (1u8..20).prop_map(Ev::Tick),
@@ -1721,16 +1838,28 @@ proptest! {
         let mut written = ArmorRefreshRunStatus::default();
         let mut lazy = 0;
         let mut results: HashMap<String, Outcome> = HashMap::new();
+        // Evictions of a `Late` step: sent, reaching the API server only after the next step.
+        let mut late: Vec<String> = vec![];
         for ev in events {
+            let pending: HashSet<String> = late.iter().cloned().collect();
             match ev {
                 Ev::Tick(s) => { w.advance(Duration::from_secs(s.into())); results.clear(); }
                 Ev::Pause(p) => r.spec.paused = p,
                 Ev::Break(b) => { if b { w.broken.insert("bad".into()); } else { w.broken.clear(); } }
                 Ev::Step(crash) => {
-                    let obs = Observations { selection: None, generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results };
+                    let obs = Observations { selection: None, generation: Some(1), spec: &r.spec, policy: PolicyView::Valid(&pol), facts: &w.facts, others: &[], blocked_by: None, results: &results, pending: &pending };
                     let st = step(&r.status, &obs, w.now);
+                    // The requests in flight reach the API server now, whatever this process
+                    // does next: their answers come with this step's, or are lost with it.
+                    let mut answered = HashMap::new();
+                    for uid in std::mem::take(&mut late) {
+                        let o = w.evict(&uid);
+                        answered.insert(uid, o);
+                        prop_assert!(w.disrupted() as u32 <= batch, "{} disrupted > batch {} (late)", w.disrupted(), batch);
+                    }
                     if matches!(crash, Crash::BeforePersist) {
-                        // The process dies: a new one starts from what was written.
+                        // The process dies: a new one starts from what was written, and
+                        // knows of no request in flight.
                         r.status = written.clone();
                         results.clear();
                         continue;
@@ -1752,10 +1881,16 @@ proptest! {
                         prop_assert!(!r.spec.paused, "evicted while paused");
                         prop_assert!(pol.schedule.is_open(w.now), "evicted outside the window at {}", w.now);
                         prop_assert!(!w.evictions.contains(uid), "{} evicted twice", uid);
+                        prop_assert!(!pending.contains(uid), "{} evicted again before its eviction was answered", uid);
                         // Write-ahead: the pod is Evicting in the written status before it is evicted.
                         prop_assert!(written.current_batch.iter().flat_map(|b| &b.pods).any(|p| &p.uid == uid && p.state == PodState::Evicting));
                         let o = match crash {
+                            Crash::Late => {
+                                late.push(uid.clone());
+                                continue;
+                            }
                             Crash::ServerErrors => Outcome::Retry("503".into()),
+                            Crash::NotSent => Outcome::NotSent,
                             Crash::LostAnswers => match w.evict(uid) {
                                 Outcome::Done => Outcome::Unknown("timeout".into()),
                                 o => o,
@@ -1769,8 +1904,10 @@ proptest! {
                     if matches!(crash, Crash::AfterActing) {
                         r.status = written.clone();
                         results = HashMap::new();
+                        late.clear();
                     } else {
                         results = out;
+                        results.extend(answered);
                     }
                 }
             }
