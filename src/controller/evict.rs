@@ -135,10 +135,10 @@ impl Evictor {
         self.in_flight.get(run_uid).cloned().unwrap_or_default()
     }
 
-    /// Answers of this term that came back since the last call (older terms' only end
-    /// their pods' pending).
+    /// Answers that came back since the last call. An answer sent in an earlier term is
+    /// still a fact about its pod, but the run was read afresh since: the caller takes it
+    /// as uncertain.
     pub fn answered(&mut self) -> Vec<Answered> {
-        let term = self.term();
         let mut out = vec![];
         while let Ok(a) = self.rx.try_recv() {
             if let (Some(keys), Action::Evict { uid, .. }) =
@@ -149,11 +149,16 @@ impl Evictor {
                     self.in_flight.remove(&a.run_uid);
                 }
             }
-            if a.term == term {
-                out.push(a);
-            }
+            out.push(a);
         }
         out
+    }
+
+    /// Waits (at most `limit`) for the requests being sent to be answered: at shutdown,
+    /// before the Lease is released, so the next leader does not send them again.
+    pub async fn drain(&self, limit: Duration) {
+        let all = u32::try_from(CONCURRENCY).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(limit, self.slots.acquire_many(all)).await;
     }
 
     /// Sends the step's evictions, one task per workload; returns how many.
@@ -183,12 +188,13 @@ impl Evictor {
             (Arc::new(who.run_ref), who.policy.into());
         let term = self.term();
         let mut sent = 0;
-        for (key, group) in groups {
+        for (key, mut group) in groups {
             let keys = self.in_flight.entry(who.run_uid.to_string()).or_default();
-            for a in &group {
-                if let Action::Evict { uid, .. } = a {
-                    keys.insert(uid.clone());
-                }
+            // A pod still in flight (sent in an earlier term, say) is not sent again: the
+            // answer to that request is its answer.
+            group.retain(|a| matches!(a, Action::Evict { uid, .. } if keys.insert(uid.clone())));
+            if group.is_empty() {
+                continue;
             }
             sent += group.len();
             let task = Task {
@@ -203,6 +209,7 @@ impl Evictor {
                 turn: self.turns.entry(key).or_default().clone(),
                 unanswered: Unanswered {
                     left: group,
+                    current: None,
                     term,
                     run_uid: who.run_uid.to_string(),
                     run_ref: run_ref.clone(),
@@ -222,6 +229,8 @@ impl Evictor {
 /// no pod stays pending for ever.
 struct Unanswered {
     left: VecDeque<Action>,
+    /// The eviction being sent: if the task ends before its answer, it may have happened.
+    current: Option<Action>,
     term: u64,
     run_uid: String,
     run_ref: Arc<ObjectReference>,
@@ -247,6 +256,10 @@ impl Unanswered {
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
+        if let Some(a) = self.current.take() {
+            let lost = kube::Error::Service("the eviction task ended before its answer".into());
+            self.answer(a, Some(Err(lost)));
+        }
         while let Some(a) = self.left.pop_front() {
             self.answer(a, None);
         }
@@ -288,6 +301,7 @@ impl Task {
         let _turn = self.turn.clone().lock_owned().await;
         let _slot = self.slots.clone().acquire_owned().await;
         while let Some(a) = self.unanswered.left.pop_front() {
+            self.unanswered.current = Some(a.clone());
             let result = match &a {
                 Action::Evict {
                     namespace,
@@ -297,6 +311,7 @@ impl Task {
                 } => self.evict(namespace, name, uid).await,
                 _ => None,
             };
+            self.unanswered.current = None;
             self.unanswered.answer(a, result);
         }
     }
@@ -340,5 +355,91 @@ impl Task {
                 )),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::{Quota, RateLimiter};
+
+    fn evict(uid: &str) -> Action {
+        Action::Evict {
+            namespace: "ns".into(),
+            name: format!("pod-{uid}"),
+            uid: uid.into(),
+            owner: "Deployment/web".into(),
+        }
+    }
+
+    /// An evictor whose API server refuses connections (a closed port on loopback): every
+    /// request sent is answered with an error at once.
+    fn evictor() -> Evictor {
+        let url = "http://127.0.0.1:1".parse().expect("a URL");
+        let client = Client::try_from(kube::Config::new(url)).expect("a client");
+        let quota = Quota::per_second(std::num::NonZeroU32::new(100).expect("not zero"));
+        Evictor::new(
+            client,
+            Arc::new(RateLimiter::direct(quota)),
+            Duration::from_secs(2),
+            false,
+            Arc::new(Notify::new()),
+        )
+    }
+
+    fn sender(run_uid: &str) -> Sender<'_> {
+        Sender {
+            run_uid,
+            run_ref: ObjectReference::default(),
+            policy: "pol",
+            overload: Duration::ZERO,
+        }
+    }
+
+    async fn answers(e: &mut Evictor, n: usize) -> Vec<Answered> {
+        let mut out = vec![];
+        for _ in 0..200 {
+            out.extend(e.answered());
+            if out.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pod_in_flight_is_not_sent_again_even_in_a_new_term() {
+        let mut e = evictor();
+        assert_eq!(e.send(sender("run"), &[evict("a"), evict("b")]), 2);
+        assert_eq!(e.pending("run"), ["a".to_string(), "b".to_string()].into());
+        // Leadership lost and regained before the answers: the new term plans "a" again.
+        e.new_term();
+        assert_eq!(e.send(sender("run"), &[evict("a")]), 0, "sent twice");
+        let got = answers(&mut e, 2).await;
+        assert_eq!(got.len(), 2);
+        assert!(e.pending("run").is_empty());
+        // Sent in the first term (the caller takes such answers as uncertain).
+        assert!(got.iter().all(|a| a.term == 0 && e.term() == 1));
+    }
+
+    #[tokio::test]
+    async fn a_paused_runs_queued_evictions_are_not_sent() {
+        let mut e = evictor();
+        // The run is no longer acting (paused) before its task gets to the request.
+        e.acting(HashSet::new());
+        let turn = e
+            .turns
+            .entry(("ns".into(), "Deployment/web".into()))
+            .or_default()
+            .clone();
+        let held = turn.lock().await;
+        e.send(sender("run"), &[evict("a")]);
+        e.acting(HashSet::new());
+        drop(held);
+        let got = answers(&mut e, 1).await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].result.is_none(), "sent for a paused run");
+        assert!(e.pending("run").is_empty());
     }
 }

@@ -380,8 +380,10 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
-    // Evictions still queued are not sent.
+    // Evictions still queued are not sent; those being sent are answered before the
+    // Lease goes.
     op.evictor.new_term();
+    op.evictor.drain(op.cfg.eviction_timeout).await;
     drop(op); // closes the lease channel: the manager releases the Lease
     if let Some(t) = lease_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -997,6 +999,7 @@ impl Operator {
             HashMap<String, Outcome>,
         );
         let mut by_run: BTreeMap<String, Answers> = BTreeMap::new();
+        let term = self.evictor.term();
         for a in self.evictor.answered() {
             let Action::Evict {
                 namespace,
@@ -1008,6 +1011,11 @@ impl Operator {
                 continue;
             };
             let outcome = match &a.result {
+                // Sent in an earlier term: it may or may not have happened by now as far as
+                // the run read afresh knows; the cluster tells (uncertain, retried).
+                Some(_) if a.term != term => {
+                    Outcome::Unknown("answered after this replica's term changed".into())
+                }
                 Some(r) => {
                     self.note_overload(r);
                     let outcome = classify_eviction(r);
