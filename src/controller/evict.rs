@@ -266,6 +266,19 @@ impl Drop for Unanswered {
     }
 }
 
+/// Logged and counted when the answer comes, not when a pass reads it: a log of evictions
+/// is a log of when they happened.
+fn log_answer(namespace: &str, name: &str, r: &Result<(), kube::Error>) {
+    let label = super::eviction_label(&super::classify_eviction(r));
+    tracing::info!(pod = %format!("{namespace}/{name}"), result = label, "eviction");
+    METRICS
+        .evictions
+        .get_or_create(&crate::metrics::ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+}
+
 struct Task {
     client: Client,
     limiter: Arc<DefaultDirectRateLimiter>,
@@ -312,6 +325,15 @@ impl Task {
                 _ => None,
             };
             self.unanswered.current = None;
+            if let (
+                Some(r),
+                Action::Evict {
+                    namespace, name, ..
+                },
+            ) = (&result, &a)
+            {
+                log_answer(namespace, name, r);
+            }
             self.unanswered.answer(a, result);
         }
     }

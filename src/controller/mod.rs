@@ -32,7 +32,7 @@ use crate::api::{
     Condition, FIELD_MANAGER, Phase, TargetCounts, Trigger, set_condition,
 };
 use crate::clock::ServerClock;
-use crate::metrics::{Health, METRICS, ResultLabel};
+use crate::metrics::{Health, METRICS};
 use crate::policy::{SpecError, ValidPolicy, validate};
 use crate::run::{self, Action, Observations, Outcome, PolicyView};
 use crate::select::{self, Selection};
@@ -78,7 +78,7 @@ const LAZY_WRITE: Duration = Duration::from_secs(5);
 /// Finished runs deleted per policy per pass (retention).
 const RETIRE_PER_PASS: usize = 20;
 
-fn eviction_label(o: &Outcome) -> &'static str {
+pub(super) fn eviction_label(o: &Outcome) -> &'static str {
     match o {
         Outcome::Done => "ok",
         Outcome::Refused(_) => "refused",
@@ -1016,18 +1016,10 @@ impl Operator {
                 Some(_) if a.term != term => {
                     Outcome::Unknown("answered after this replica's term changed".into())
                 }
+                // Logged and counted by the task as it came.
                 Some(r) => {
                     self.note_overload(r);
-                    let outcome = classify_eviction(r);
-                    let label = eviction_label(&outcome);
-                    tracing::info!(pod = %format!("{namespace}/{name}"), result = label, "eviction");
-                    METRICS
-                        .evictions
-                        .get_or_create(&ResultLabel {
-                            result: label.into(),
-                        })
-                        .inc();
-                    outcome
+                    classify_eviction(r)
                 }
                 None => {
                     tracing::debug!(pod = %format!("{namespace}/{name}"), "eviction not sent: the term or the run stopped first");
