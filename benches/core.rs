@@ -7,11 +7,11 @@ use std::sync::Arc;
 use armor_refresh::cluster::ClusterFacts;
 use armor_refresh::compliance::{check, owner_of};
 use armor_refresh::plan::{InFlight, Limits, next_batch, plan_all};
+use armor_refresh::pod::LeanPod;
 use armor_refresh::policy::validate;
 use armor_refresh::select::select;
 use armor_refresh::webhook::{Lookup, handle};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 /// A cluster of `n` pods: Deployments of 10 and StatefulSets of 3 across 20 namespaces,
@@ -54,7 +54,7 @@ fn cluster(n: usize) -> ClusterFacts {
                 json!({"app": format!("web-{d}"), "pod-template-hash": "5d8f7c9b6d"}),
             )
         };
-        let pod: Pod = serde_json::from_value(json!({
+        let pod: LeanPod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{i}"), "labels": labels,
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "o", "controller": true}]},
             "spec": {"nodeName": format!("node-{}", i % 60), "containers": [{"name": "app"}, {"name": "sidecar"}]},
@@ -133,7 +133,7 @@ impl Lookup for NoLookup {
     fn agent_on(&self, _: &str) -> bool {
         false
     }
-    fn pod(&self, _: &str, _: &str) -> Option<Pod> {
+    fn pod(&self, _: &str, _: &str) -> Option<LeanPod> {
         None
     }
 }

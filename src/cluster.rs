@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::core::{Expression, Selector, SelectorExt};
 use serde::de::DeserializeOwned;
 
+use crate::pod::LeanPod;
 use crate::policy::ValidPolicy;
 
 pub type Labels = BTreeMap<String, String>;
@@ -25,7 +26,7 @@ pub fn object_key<K: ResourceExt>(o: &K) -> (String, String) {
 /// Everything the pure core reads about the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterFacts {
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<LeanPod>>,
     /// Node name → labels.
     pub nodes: BTreeMap<String, Labels>,
     /// Namespace name → labels. Namespaces not listed get the label Kubernetes always sets
@@ -81,7 +82,7 @@ pub fn parse_agent_selector(s: &str) -> Result<Selector, String> {
 /// Is this pod a live KubeArmor agent: matching `selector`, Running and Ready, not being
 /// deleted? (KubeArmor's controller accepts any matching pod; a Pending or crash-looping agent
 /// loads nothing.)
-pub fn is_running_agent(pod: &Pod, selector: &Selector) -> bool {
+pub fn is_running_agent(pod: &LeanPod, selector: &Selector) -> bool {
     selector.matches(pod.labels())
         && pod.metadata.deletion_timestamp.is_none()
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -310,7 +311,7 @@ metadata: {name: shop, labels: {team: a}}
             assert!(parse_agent_selector(bad).is_err(), "{bad:?}");
         }
         let sel = parse_agent_selector(DEFAULT_AGENT_SELECTOR).unwrap();
-        let agent = |ready: &str, phase: &str| -> Pod {
+        let agent = |ready: &str, phase: &str| -> LeanPod {
             serde_saphyr::from_str(&format!(
                 "metadata: {{name: a, labels: {{kubearmor-app: kubearmor}}}}\nspec: {{nodeName: n, containers: [{{name: c}}]}}\nstatus: {{phase: {phase}, conditions: [{{type: Ready, status: '{ready}'}}]}}"
             ))

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{AppArmorProfile, Container, Pod};
+use k8s_openapi::api::core::v1::AppArmorProfile;
 use kube::ResourceExt;
 use kube::core::SelectorExt;
 
 use crate::api::ProfileFormat;
 use crate::cluster::ClusterFacts;
+use crate::pod::{LeanContainer, LeanPod};
 use crate::policy::ValidPolicy;
 
 /// Annotation prefix of the (beta, still honoured) annotation form.
@@ -125,7 +126,7 @@ impl std::fmt::Display for Owner {
 /// The controlling workload of a pod. A ReplicaSet is resolved to its Deployment: through
 /// the ReplicaSet object when `facts` has it, else by trimming the `pod-template-hash`
 /// suffix (what KubeArmor does). A pod without a controller owns itself.
-pub fn owner_of(pod: &Pod, facts: Option<&ClusterFacts>) -> Owner {
+pub fn owner_of(pod: &LeanPod, facts: Option<&ClusterFacts>) -> Owner {
     let ctrl = pod
         .owner_references()
         .iter()
@@ -207,7 +208,7 @@ pub struct Desired {
     pub profile: Profile,
 }
 
-fn all_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
+fn all_containers(pod: &LeanPod) -> impl Iterator<Item = (&LeanContainer, bool)> {
     let spec = pod.spec.as_ref();
     let init = spec
         .and_then(|s| s.init_containers.as_ref())
@@ -226,7 +227,7 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
 /// containers when the policy includes them.
 pub fn desired_profiles(
     policy: &ValidPolicy,
-    pod: &Pod,
+    pod: &LeanPod,
     owner: &Owner,
     ns_labels: &Labels,
 ) -> Vec<Desired> {
@@ -270,7 +271,7 @@ pub struct Current {
 
 /// Reads a container's current profile: the annotation, and the field (the container's own,
 /// else the pod's).
-pub fn current_profile(pod: &Pod, container: &str) -> Current {
+pub fn current_profile(pod: &LeanPod, container: &str) -> Current {
     let annotation = pod
         .annotations()
         .get(&format!("{ANNOTATION_PREFIX}{container}"))
@@ -347,7 +348,7 @@ impl Compliance {
 }
 
 /// Which containers the webhook wrote profiles for.
-pub fn injected_containers(pod: &Pod) -> Vec<String> {
+pub fn injected_containers(pod: &LeanPod) -> Vec<String> {
     pod.annotations()
         .get(INJECTED_ANNOTATION)
         .map(|v| {
@@ -390,7 +391,7 @@ pub fn forbids_unconfined(ns_labels: &Labels) -> bool {
 
 /// A pod for Windows (`spec.os.name: windows`): AppArmor does not exist there, and the API
 /// server refuses an AppArmor field on it.
-pub fn is_windows(pod: &Pod) -> bool {
+pub fn is_windows(pod: &LeanPod) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return false;
     };
@@ -421,7 +422,7 @@ pub fn node_enforces(policy: &ValidPolicy, node_labels: Option<&Labels>, agent: 
 }
 
 /// Is this pod compliant with `policy`? The single source of truth for webhook and controller.
-pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels) -> Compliance {
+pub fn check(policy: &ValidPolicy, pod: &LeanPod, owner: &Owner, ns_labels: &Labels) -> Compliance {
     check_desired(
         policy,
         pod,
@@ -434,7 +435,7 @@ pub fn check(policy: &ValidPolicy, pod: &Pod, owner: &Owner, ns_labels: &Labels)
 /// both, and computes them once).
 pub fn check_desired(
     policy: &ValidPolicy,
-    pod: &Pod,
+    pod: &LeanPod,
     desired: &[Desired],
     ns_labels: &Labels,
 ) -> Compliance {
@@ -467,7 +468,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::policy::validate;
 
-    pub fn pod(yaml: &str) -> Pod {
+    pub fn pod(yaml: &str) -> LeanPod {
         serde_saphyr::from_str(yaml).unwrap()
     }
 

@@ -14,6 +14,7 @@ pub mod crdgen;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
+pub mod pod;
 pub mod policy;
 pub mod report;
 pub mod retention;

@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::{InjectAt, KUBEARMOR_APP_LABEL, Strategy};
 use crate::cluster::{ClusterFacts, Labels};
 use crate::compliance::{self, OPT_OUT_LABEL, Owner};
+use crate::pod::LeanPod;
 use crate::policy::ValidPolicy;
 
 /// Why a pod is not a target. The names are stable: they appear in status, metrics and `plan -o json`.
@@ -175,30 +175,30 @@ impl Selection {
     }
 }
 
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &LeanPod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub fn is_terminating(pod: &Pod) -> bool {
+pub fn is_terminating(pod: &LeanPod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
-fn phase(pod: &Pod) -> &str {
+fn phase(pod: &LeanPod) -> &str {
     pod.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("Pending")
 }
 
-pub fn is_mirror(pod: &Pod) -> bool {
+pub fn is_mirror(pod: &LeanPod) -> bool {
     pod.annotations()
         .contains_key("kubernetes.io/config.mirror")
 }
 
-fn mounts_claims(pod: &Pod) -> bool {
+fn mounts_claims(pod: &LeanPod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
@@ -208,7 +208,7 @@ fn mounts_claims(pod: &Pod) -> bool {
         })
 }
 
-fn ordinal(pod: &Pod, owner: &Owner) -> Option<u32> {
+fn ordinal(pod: &LeanPod, owner: &Owner) -> Option<u32> {
     if owner.kind != "StatefulSet" {
         return None;
     }
@@ -294,7 +294,7 @@ impl<'a> Index<'a> {
     }
 
     /// PDBs (indexes into `facts.pdbs`) that select this pod.
-    fn pdbs_of(&self, ns: &str, pod: &Pod) -> Vec<usize> {
+    fn pdbs_of(&self, ns: &str, pod: &LeanPod) -> Vec<usize> {
         let labels = pod.labels();
         let keyed = labels
             .iter()
@@ -321,7 +321,7 @@ impl<'a> Index<'a> {
 /// its state, node or profile)? The one answer for the controller and the webhook.
 pub fn governs(
     policy: &ValidPolicy,
-    pod: &Pod,
+    pod: &LeanPod,
     owner: &Owner,
     ns: &str,
     ns_labels: &BTreeMap<String, String>,
@@ -365,7 +365,7 @@ pub fn governs(
 pub fn classify(
     policy: &ValidPolicy,
     facts: &ClusterFacts,
-    pod: &Pod,
+    pod: &LeanPod,
 ) -> Result<Target, SkipReason> {
     let all = with_others(policy, facts);
     classify_indexed(policy, facts, &all, &mut Index::new(facts), pod)
@@ -388,7 +388,7 @@ fn classify_indexed(
     facts: &ClusterFacts,
     all: &[ValidPolicy],
     index: &mut Index,
-    pod: &Pod,
+    pod: &LeanPod,
 ) -> Result<Target, SkipReason> {
     let ns = pod.namespace().unwrap_or_default();
     let spec = &policy.spec;
@@ -490,7 +490,7 @@ fn classify_indexed(
 /// its Ready condition last changed, or its creation) is broken, not starting: skipped
 /// (`NotReady`). One still starting stays a target, evicted once Ready. Without a clock
 /// (facts that carry no time) every unready pod is taken for broken.
-fn broken(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
+fn broken(policy: &ValidPolicy, facts: &ClusterFacts, pod: &LeanPod) -> bool {
     let Some(now) = facts.now else { return true };
     let since = pod
         .status
@@ -509,7 +509,7 @@ fn broken(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
 /// `status.updateRevision`; DaemonSets: its `pod-template-generation` against the
 /// `deprecated.daemonset.template.generation` annotation the API server keeps on the
 /// DaemonSet (the DaemonSet controller labels pods with it).
-fn staged_revision(facts: &ClusterFacts, pod: &Pod, ns: &str, owner: &Owner) -> bool {
+fn staged_revision(facts: &ClusterFacts, pod: &LeanPod, ns: &str, owner: &Owner) -> bool {
     let key = (ns.to_string(), owner.name.clone());
     match owner.kind.as_str() {
         "StatefulSet" => facts.statefulsets.get(&key).is_some_and(|sts| {
@@ -584,7 +584,7 @@ fn restartable(facts: &ClusterFacts, ns: &str, owner: &Owner) -> bool {
 fn governs_first(
     policy: &ValidPolicy,
     facts: &ClusterFacts,
-    pod: &Pod,
+    pod: &LeanPod,
     ns: &str,
     ns_labels: &Labels,
 ) -> bool {
@@ -601,7 +601,7 @@ fn governs_first(
 fn shape(
     all: &[ValidPolicy],
     facts: &ClusterFacts,
-    pod: &Pod,
+    pod: &LeanPod,
     owner: &Owner,
     ns: &str,
     node: &str,
@@ -617,7 +617,7 @@ fn shape(
         })
         .for_each(|kv| kv.hash(&mut h));
     if let Some(spec) = pod.spec.as_ref() {
-        let profile = |c: &k8s_openapi::api::core::v1::Container| {
+        let profile = |c: &crate::pod::LeanContainer| {
             c.security_context
                 .as_ref()
                 .and_then(|s| s.app_armor_profile.as_ref())
@@ -657,7 +657,7 @@ fn replacement_converges(
     policy: &ValidPolicy,
     facts: &ClusterFacts,
     policies: &[ValidPolicy],
-    pod: &Pod,
+    pod: &LeanPod,
     owner: &Owner,
     ns: &str,
     ns_labels: &Labels,
@@ -1214,6 +1214,38 @@ mod tests {
             "unready for the whole readyTimeout: broken"
         );
         assert_eq!(sel.skipped_counts()["NotReady"], 1);
+    }
+
+    /// A pod long Running that turned unready a moment ago is starting again, not broken: the
+    /// clock runs from its Ready condition's last transition, which the cache keeps.
+    #[test]
+    fn a_pod_that_just_turned_unready_is_not_broken_as_the_cache_keeps_it() {
+        let unready = p(", creationTimestamp: '2026-03-02T09:00:00Z'", "").replace(
+            "{type: Ready, status: 'True'}",
+            "{type: Ready, status: 'False', lastTransitionTime: '2026-03-02T10:00:00Z'}",
+        );
+        let mut f = facts(&[unready.as_str()]);
+        f.pods = f
+            .pods
+            .iter()
+            .map(|p| {
+                let mut p = (**p).clone();
+                p.strip();
+                std::sync::Arc::new(p)
+            })
+            .collect();
+        f.now = Some(
+            chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:30Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+        );
+        let sel = select(&policy("rollout: {readyTimeout: 60s}"), &f);
+        assert_eq!(
+            sel.targets.len(),
+            1,
+            "unready for 30 s of 60: still a target"
+        );
+        assert!(!sel.targets[0].ready);
     }
 
     #[test]

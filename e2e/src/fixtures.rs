@@ -22,7 +22,7 @@ pub async fn all_ready(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
                 let ready: Vec<Pod> = l
                     .into_iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(armor_refresh::select::is_ready)
+                    .filter(crate::is_ready)
                     .collect();
                 Ok((ready.len() == n).then_some(ready))
             }

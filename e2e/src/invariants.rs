@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
+use crate::is_ready;
 use armor_refresh::compliance::owner_of;
-use armor_refresh::select::is_ready;
 
 /// One pod deletion as witnessed.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl Witness {
                     let workload = format!(
                         "{}/{}",
                         p.namespace().unwrap_or_default(),
-                        owner_of(p, None)
+                        owner_of(&armor_refresh::pod::LeanPod::from(p), None)
                     );
                     let zone = p
                         .spec

@@ -16,6 +16,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The directory of the local control plane e2e/run-tests.sh started (its kubeconfigs,
 /// audit log and settings).
+/// Is the pod's Ready condition True? Read here, not through the operator's code, so the
+/// tests' witnesses stay independent of what they check.
+pub fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 pub fn cluster_dir() -> Result<PathBuf> {
     std::env::var("ARMOR_REFRESH_CLUSTER_DIR")
         .map(PathBuf::from)

@@ -78,7 +78,7 @@ fn active_nodes(nodes: &[Node], pods: &[Pod], running_only: bool) -> BTreeSet<St
             !running_only
                 || (p.metadata.deletion_timestamp.is_none()
                     && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && armor_refresh::select::is_ready(p))
+                    && crate::is_ready(p))
         })
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
@@ -250,7 +250,7 @@ async fn pass(c: &Client, state: &Mutex<State>) -> Result<()> {
                     profile: profile.clone(),
                 });
                 let has_ip = p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
-                if has_ip && armor_refresh::select::is_ready(p) {
+                if has_ip && crate::is_ready(p) {
                     to_block.push((p.clone(), container, profile));
                 }
             }

@@ -545,7 +545,7 @@ async fn creation_time_injection_on_the_mixed_fleet_leaves_pods_stuck_as_on_a_re
         }))
     })
     .await?;
-    assert!(!armor_refresh::select::is_ready(&blocked));
+    assert!(!armor_refresh_e2e::is_ready(&blocked));
     println!(
         "FIGURES kubearmor ka-create (injectAt: Create, a user's explicit choice): stuck={}",
         standin.stuck_in(&[ns]).len()

@@ -225,7 +225,7 @@ async fn helm_install_runs_the_operator_on_the_real_node_and_a_run_completes() -
     let ops = pods_on(&c, RELEASE_NS, "app.kubernetes.io/name=armor-refresh").await?;
     let running: Vec<&Pod> = ops
         .iter()
-        .filter(|p| armor_refresh::select::is_ready(p))
+        .filter(|p| armor_refresh_e2e::is_ready(p))
         .collect();
     assert_eq!(
         running.len(),

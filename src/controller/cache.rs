@@ -7,9 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Container, Namespace, Node, Pod, PodSpec, PodStatus, SecurityContext, Volume,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
@@ -20,12 +18,12 @@ use tokio::sync::Notify;
 
 use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
 use crate::cluster::{ClusterFacts, object_key};
-use crate::compliance::{ANNOTATION_PREFIX, INJECTED_ANNOTATION};
+use crate::pod::LeanPod;
 
 /// The stores the operator reconciles from.
 #[derive(Clone)]
 pub struct Caches {
-    pub pods: Store<Pod>,
+    pub pods: Store<LeanPod>,
     pub nodes: Store<Node>,
     pub namespaces: Store<Namespace>,
     pub pdbs: Store<PodDisruptionBudget>,
@@ -43,78 +41,6 @@ fn strip_meta<K: Resource>(o: &mut K) {
     m.managed_fields = None;
     if let Some(a) = m.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// Keeps of a pod only what compliance, selection and planning read.
-pub fn strip_pod(p: &mut Pod) {
-    strip_meta(p);
-    if let Some(a) = p.metadata.annotations.as_mut() {
-        a.retain(|k, _| {
-            k.starts_with(ANNOTATION_PREFIX)
-                || k == INJECTED_ANNOTATION
-                || k == "kubernetes.io/config.mirror"
-        });
-    }
-    let slim = |c: &Container| Container {
-        name: c.name.clone(),
-        security_context: c
-            .security_context
-            .as_ref()
-            .and_then(|s| s.app_armor_profile.clone())
-            .map(|a| SecurityContext {
-                app_armor_profile: Some(a),
-                ..Default::default()
-            }),
-        ..Default::default()
-    };
-    if let Some(s) = p.spec.take() {
-        p.spec = Some(PodSpec {
-            node_name: s.node_name,
-            // Windows pods get no AppArmor profile.
-            os: s.os,
-            node_selector: s.node_selector.map(|m| {
-                m.into_iter()
-                    .filter(|(k, _)| k == crate::compliance::OS_LABEL)
-                    .collect()
-            }),
-            containers: s.containers.iter().map(slim).collect(),
-            init_containers: s.init_containers.map(|cs| cs.iter().map(slim).collect()),
-            security_context: s
-                .security_context
-                .and_then(|sc| sc.app_armor_profile)
-                .map(|a| k8s_openapi::api::core::v1::PodSecurityContext {
-                    app_armor_profile: Some(a),
-                    ..Default::default()
-                }),
-            volumes: s.volumes.map(|vs| {
-                vs.into_iter()
-                    .filter(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
-                    .map(|v| Volume {
-                        name: v.name,
-                        persistent_volume_claim: v.persistent_volume_claim,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
-    }
-    if let Some(s) = p.status.take() {
-        p.status = Some(PodStatus {
-            phase: s.phase,
-            conditions: s.conditions.map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready")
-                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
     }
 }
 
@@ -198,7 +124,12 @@ impl Caches {
         let c = client.clone();
         let all = watcher::Config::default();
         Caches {
-            pods: reflect(Api::all(c.clone()), all.clone(), strip_pod, wake.clone()),
+            pods: reflect(
+                Api::all(c.clone()),
+                all.clone(),
+                LeanPod::strip,
+                wake.clone(),
+            ),
             nodes: reflect(Api::all(c.clone()), all.clone(), strip_node, wake.clone()),
             namespaces: reflect(
                 Api::all(c.clone()),
@@ -320,7 +251,7 @@ mod tests {
 
     #[test]
     fn stripping_keeps_what_the_core_reads() {
-        let full: Pod = serde_saphyr::from_str(
+        let full: k8s_openapi::api::core::v1::Pod = serde_saphyr::from_str(
             r#"
 metadata:
   name: web-abc-1
@@ -357,9 +288,12 @@ status:
 "#,
         )
         .unwrap();
-        let mut slim = full.clone();
-        strip_pod(&mut slim);
-        let size = |p: &Pod| serde_json::to_string(p).unwrap().len();
+        let mut slim: LeanPod =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        slim.strip();
+        fn size(p: &impl serde::Serialize) -> usize {
+            serde_json::to_string(p).unwrap().len()
+        }
         assert!(
             size(&slim) * 2 < size(&full),
             "{} vs {}",
@@ -374,6 +308,7 @@ status:
         );
         assert!(crate::select::is_ready(&slim));
         // The core answers the same on both.
+        let full = LeanPod::from(&full);
         let pol = policy("{}");
         let l = BTreeMap::new();
         assert_eq!(

@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
 use crate::cluster::ClusterFacts;
+use crate::pod::LeanPod;
 
 /// The configuration for `--kubeconfig` (else KUBECONFIG, ~/.kube/config or the in-cluster
 /// config) and `--context` (else the current one), as kubectl picks them.
@@ -194,7 +195,7 @@ where
 /// What `plan` reads from a snapshot, read from the cluster instead.
 pub async fn live_facts(client: &Client, now: DateTime<Utc>) -> Result<ClusterFacts, String> {
     let mut facts = ClusterFacts::default();
-    list::<Pod>(client, &mut facts).await?;
+    list::<LeanPod>(client, &mut facts).await?;
     list::<Node>(client, &mut facts).await?;
     list::<Namespace>(client, &mut facts).await?;
     list::<PodDisruptionBudget>(client, &mut facts).await?;

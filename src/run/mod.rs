@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::api::{
@@ -24,6 +23,7 @@ use crate::api::{
 use crate::cluster::ClusterFacts;
 use crate::compliance::{self, Owner};
 use crate::plan::{self, Context, InFlight, Limits};
+use crate::pod::LeanPod;
 use crate::policy::{SpecError, ValidPolicy};
 use crate::select::{self, Selection, Target};
 
@@ -245,7 +245,7 @@ pub fn step(status: &ArmorRefreshRunStatus, obs: &Observations, now: DateTime<Ut
         PolicyView::Valid(p) => Some(p),
         _ => None,
     };
-    let pods: HashMap<&str, &Pod> = obs
+    let pods: HashMap<&str, &LeanPod> = obs
         .facts
         .pods
         .iter()

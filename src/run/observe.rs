@@ -6,7 +6,7 @@ use super::*;
 /// first: built once per step, so matching a batch costs one pass over the pods instead
 /// of one pass per evicted pod (10,000 × 100,000 at scale).
 pub(super) struct Candidates<'a> {
-    by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>>,
+    by_owner: HashMap<(String, String), Vec<(i64, &'a LeanPod)>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -14,7 +14,7 @@ impl<'a> Candidates<'a> {
         facts: &'a ClusterFacts,
         wanted: &BTreeSet<(String, String)>,
     ) -> Candidates<'a> {
-        let mut by_owner: HashMap<(String, String), Vec<(i64, &'a Pod)>> = HashMap::new();
+        let mut by_owner: HashMap<(String, String), Vec<(i64, &'a LeanPod)>> = HashMap::new();
         let namespaces: BTreeSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
         for cand in facts.pods.iter().map(|p| p.as_ref()) {
             let Some(ns) = cand.metadata.namespace.as_deref() else {
@@ -59,10 +59,10 @@ impl<'a> Candidates<'a> {
         facts: &ClusterFacts,
         taken: &BTreeSet<String>,
         run_started: Option<DateTime<Utc>>,
-    ) -> Option<(&'a Pod, bool, bool)> {
+    ) -> Option<(&'a LeanPod, bool, bool)> {
         // creationTimestamp has one-second resolution.
         let since = since.timestamp() - 1;
-        let compliant = |cand: &Pod| match policy {
+        let compliant = |cand: &LeanPod| match policy {
             Some(pol) => {
                 let owner = compliance::owner_of(cand, Some(facts));
                 compliance::check(pol, cand, &owner, &facts.namespace_labels(&p.namespace))
@@ -73,7 +73,7 @@ impl<'a> Candidates<'a> {
         let list = self.by_owner.get(&(p.namespace.clone(), p.owner.clone()))?;
         // A DaemonSet's replacement is the one on the evicted pod's node.
         let daemon = p.owner.starts_with("DaemonSet/");
-        let on_node = |cand: &Pod| {
+        let on_node = |cand: &LeanPod| {
             !daemon || cand.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&p.node)
         };
         list.iter()
@@ -92,7 +92,7 @@ impl<'a> Candidates<'a> {
 
 /// A replacement bound to a node where the policy injects nothing (not an AppArmor node with
 /// an agent): it carries no profile, and needs none.
-pub(super) fn lands_unprofiled(policy: &ValidPolicy, facts: &ClusterFacts, pod: &Pod) -> bool {
+pub(super) fn lands_unprofiled(policy: &ValidPolicy, facts: &ClusterFacts, pod: &LeanPod) -> bool {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
         return false;
     };
@@ -246,7 +246,7 @@ struct Follow<'a> {
     facts: &'a ClusterFacts,
     policy: Option<&'a ValidPolicy>,
     selection: Option<&'a Selection>,
-    pods: &'a HashMap<&'a str, &'a Pod>,
+    pods: &'a HashMap<&'a str, &'a LeanPod>,
     /// The policy's targets by UID (`None` without a valid policy).
     targets: Option<HashMap<&'a str, &'a Target>>,
     candidates: Candidates<'a>,
@@ -266,7 +266,7 @@ pub(super) fn observe_batch(
     s: &mut ArmorRefreshRunStatus,
     cx: &mut Ctx,
     policy: Option<&ValidPolicy>,
-    pods: &HashMap<&str, &Pod>,
+    pods: &HashMap<&str, &LeanPod>,
     selection: Option<&Selection>,
 ) {
     let Some(mut batch) = s.current_batch.take() else {
@@ -321,7 +321,7 @@ pub(super) fn observe_batch(
 }
 
 /// The pod itself: `None` when it is gone or being deleted (never for a workload entry).
-fn live<'a>(p: &BatchPod, f: &Follow<'a>) -> Option<Option<&'a Pod>> {
+fn live<'a>(p: &BatchPod, f: &Follow<'a>) -> Option<Option<&'a LeanPod>> {
     if p.uid.is_empty() {
         return None;
     }

@@ -316,7 +316,7 @@ pub(super) fn advance(
     cx: &mut Ctx,
     policy: &ValidPolicy,
     sel: &Selection,
-    pods: &HashMap<&str, &Pod>,
+    pods: &HashMap<&str, &LeanPod>,
 ) {
     start(s, cx, policy, sel);
     set_phase(s, Phase::Batching, "Refreshing", String::new());
@@ -397,7 +397,7 @@ fn leave_window(
     s: &mut ArmorRefreshRunStatus,
     cx: &mut Ctx,
     policy: &ValidPolicy,
-    pods: &HashMap<&str, &Pod>,
+    pods: &HashMap<&str, &LeanPod>,
 ) {
     let now = cx.now;
     s.next_batch_at = None;
@@ -511,7 +511,7 @@ fn refill(
     cx: &mut Ctx,
     policy: &ValidPolicy,
     sel: &Selection,
-    pods: &HashMap<&str, &Pod>,
+    pods: &HashMap<&str, &LeanPod>,
     window: bool,
 ) -> Refill {
     let now = cx.now;
@@ -600,7 +600,7 @@ fn refill(
 fn unseen_evictions(
     s: &ArmorRefreshRunStatus,
     sel: &Selection,
-    pods: &HashMap<&str, &Pod>,
+    pods: &HashMap<&str, &LeanPod>,
     ctx: &mut Context,
 ) {
     let unseen: BTreeSet<&str> = s

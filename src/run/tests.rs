@@ -130,7 +130,7 @@ impl World {
             );
             annotations.insert("refresh.armor.dev/injected".into(), json!("app"));
         }
-        let pod: Pod = serde_json::from_value(json!({
+        let pod: LeanPod = serde_json::from_value(json!({
             "metadata": {
                 "name": format!("{deploy}-h{}-{}", deploy.len(), self.next_uid),
                 "namespace": "shop",
@@ -148,7 +148,7 @@ impl World {
         uid
     }
 
-    fn pod(&self, uid: &str) -> Option<&Pod> {
+    fn pod(&self, uid: &str) -> Option<&LeanPod> {
         self.facts
             .pods
             .iter()
@@ -837,7 +837,7 @@ fn a_daemonsets_replacement_is_the_one_on_its_node() {
               created: &str,
               ready: bool,
               profiled: bool|
-     -> Arc<Pod> {
+     -> Arc<LeanPod> {
         let mut annotations = serde_json::Map::new();
         if profiled {
             annotations.insert(
@@ -1967,7 +1967,7 @@ impl BigWorld {
         w
     }
 
-    fn pod(&mut self, deploy: usize, compliant: bool) -> Pod {
+    fn pod(&mut self, deploy: usize, compliant: bool) -> LeanPod {
         self.next += 1;
         let i = self.next;
         let ns = format!("team-{:02}", deploy % 20);

@@ -13,7 +13,6 @@ pub mod server;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -21,6 +20,7 @@ use serde_json::Value;
 
 use crate::api::{InjectAt, ProfileFormat};
 use crate::compliance::{self, ContainerVerdict, INJECTED_ANNOTATION, Owner};
+use crate::pod::LeanPod;
 use crate::policy::ValidPolicy;
 use crate::select;
 
@@ -31,7 +31,7 @@ type Labels = BTreeMap<String, String>;
 /// policies never fight over one pod.
 pub fn governing<'a>(
     policies: &'a [ValidPolicy],
-    pod: &Pod,
+    pod: &LeanPod,
     owner: &Owner,
     ns: &str,
     ns_labels: &Labels,
@@ -68,7 +68,7 @@ pub struct NodeView<'a> {
 /// created on (`spec.nodeName`); `None` at creation of an unbound pod.
 pub fn injection(
     policies: &[ValidPolicy],
-    pod: &Pod,
+    pod: &LeanPod,
     ns: &str,
     ns_labels: &Labels,
     at: InjectAt,
@@ -152,7 +152,7 @@ fn names_depend_on_pod(policy: &ValidPolicy, bare: bool) -> bool {
 }
 
 /// Writes the profiles of `inj` into a copy of `pod` in the policy's format.
-pub fn apply_injection(policies: &[ValidPolicy], pod: &Pod, inj: &Injection) -> Pod {
+pub fn apply_injection(policies: &[ValidPolicy], pod: &LeanPod, inj: &Injection) -> LeanPod {
     let format = policies
         .iter()
         .find(|p| p.name == inj.policy)
@@ -212,7 +212,7 @@ pub trait Lookup {
     /// Does a Running KubeArmor agent pod run on the node?
     fn agent_on(&self, node: &str) -> bool;
     /// The pod a `pods/binding` request binds (from a cache, or the API).
-    fn pod(&self, ns: &str, name: &str) -> Option<Pod>;
+    fn pod(&self, ns: &str, name: &str) -> Option<LeanPod>;
 }
 
 /// The outcome, for metrics: `patched`, `unchanged`, `skipped` or `error`.
@@ -287,7 +287,7 @@ pub fn review(
     };
     match (req.resource.resource.as_str(), req.sub_resource.as_deref()) {
         ("pods", None) => {
-            let pod: Pod = match serde_json::from_value(raw.clone()) {
+            let pod: LeanPod = match serde_json::from_value(raw.clone()) {
                 Ok(p) => p,
                 Err(e) => {
                     return (

@@ -19,7 +19,9 @@ use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+
+use crate::pod::LeanPod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
@@ -174,7 +176,7 @@ struct Shared {
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
     /// KubeArmor agent pods only (watched by label).
-    agents: Store<Pod>,
+    agents: Store<LeanPod>,
     agent_selector: kube::core::Selector,
     client: Client,
     certs: Arc<Certs>,
@@ -183,7 +185,7 @@ struct Shared {
 
 struct StoreLookup<'a> {
     shared: &'a Shared,
-    pod: Option<Pod>,
+    pod: Option<LeanPod>,
 }
 
 impl Lookup for StoreLookup<'_> {
@@ -206,7 +208,7 @@ impl Lookup for StoreLookup<'_> {
                 && crate::cluster::is_running_agent(p, &self.shared.agent_selector)
         })
     }
-    fn pod(&self, _ns: &str, _name: &str) -> Option<Pod> {
+    fn pod(&self, _ns: &str, _name: &str) -> Option<LeanPod> {
         self.pod.clone()
     }
 }
@@ -227,7 +229,7 @@ async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResp
         if let Ok(req) = super::parse_review(&body) {
             if req.sub_resource.as_deref() == Some("binding") {
                 let ns = req.namespace.clone().unwrap_or_default();
-                let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+                let api: Api<LeanPod> = Api::namespaced(shared.client.clone(), &ns);
                 pod = tokio::time::timeout(Duration::from_secs(2), api.get_opt(&req.name))
                     .await
                     .ok()

@@ -1,5 +1,6 @@
 use super::*;
 use crate::compliance::tests::policy;
+use crate::pod::LeanPod;
 use proptest::prelude::{ProptestConfig, any, prop_assert, prop_assert_eq, proptest};
 use proptest::strategy::Strategy as _;
 use serde_json::json;
@@ -7,7 +8,7 @@ use serde_json::json;
 struct Fixed {
     ns: BTreeMap<String, Labels>,
     nodes: BTreeMap<String, Labels>,
-    pods: Vec<Pod>,
+    pods: Vec<LeanPod>,
     /// Nodes with a Running KubeArmor agent.
     agents: Vec<String>,
 }
@@ -22,7 +23,7 @@ impl Lookup for Fixed {
     fn agent_on(&self, node: &str) -> bool {
         self.agents.iter().any(|n| n == node)
     }
-    fn pod(&self, ns: &str, name: &str) -> Option<Pod> {
+    fn pod(&self, ns: &str, name: &str) -> Option<LeanPod> {
         self.pods
             .iter()
             .find(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
@@ -213,7 +214,9 @@ fn field_and_both_formats() {
             ann
         );
         assert!(field);
-        let pod: Pod = serde_json::from_value(p).unwrap();
+        // The patched object is a valid Pod of the full type.
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).unwrap();
+        let pod = LeanPod::from(&pod);
         let o = compliance::owner_of(&pod, None);
         let mut pod_ns = pod.clone();
         pod_ns.metadata.namespace = Some("shop".into());
@@ -693,7 +696,8 @@ proptest! {
         let (code, body, _, _) = handle(&review_json("pods", None, "ns1", "", pod.clone()), &pols, &lookup());
         prop_assert_eq!(code, 200);
         let (patched, _) = apply(&body, &pod);
-        let typed: Pod = serde_json::from_value(patched.clone()).unwrap();
+        let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched.clone()).unwrap();
+        let typed = LeanPod::from(&typed);
         let mut with_ns = typed.clone();
         with_ns.metadata.namespace = Some("ns1".into());
         let o = compliance::owner_of(&typed, None);
