@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod controller;
 pub mod crdcheck;
 pub mod crdgen;
+pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod plan;

@@ -124,9 +124,10 @@ impl Caches {
         let c = client.clone();
         let all = watcher::Config::default();
         Caches {
+            // Pages of 100: a page is decoded whole, and a page of 500 pods is megabytes.
             pods: reflect(
                 Api::all(c.clone()),
-                all.clone(),
+                all.clone().page_size(100),
                 LeanPod::strip,
                 wake.clone(),
             ),

@@ -276,6 +276,8 @@ pub async fn run(
     }
     health.caches_synced.store(true, Ordering::Relaxed);
     tracing::info!("caches synced");
+    // The initial lists left their pages' holes in the heap: give them back, and keep doing so.
+    let _trimmer = crate::memory::spawn_trimmer();
 
     let (leader, lease_task) = if cfg.leader_election {
         let manager =

@@ -286,7 +286,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn reflect_with<K>(api: Api<K>, cfg: watcher::Config, wake: Option<Arc<Notify>>) -> Store<K>
+fn labels_only(m: &mut kube::core::ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+}
+
+fn reflect_with<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    strip: impl FnMut(&mut K) + Send + 'static,
+    wake: Option<Arc<Notify>>,
+) -> Store<K>
 where
     K: kube::Resource
         + Clone
@@ -298,7 +308,10 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().reflect(writer);
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
     tokio::spawn(async move {
         let mut s = std::pin::pin!(stream);
         while let Some(ev) = s.next().await {
@@ -552,15 +565,35 @@ pub async fn serve(
     let policies_store: Store<DeserializeGuard<ArmorRefreshPolicy>> = reflect_with(
         Api::all(client.clone()),
         watcher::Config::default(),
+        |_| {},
         Some(wake.clone()),
     );
     let shared = Arc::new(Shared {
         policies: RwLock::new(Arc::new(vec![])),
-        namespaces: reflect_with(Api::all(client.clone()), watcher::Config::default(), None),
-        nodes: reflect_with(Api::all(client.clone()), watcher::Config::default(), None),
+        // Labels are all the webhook reads of namespaces and nodes; a node's status (its
+        // images, conditions) is the bulk of it.
+        namespaces: reflect_with(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            |n: &mut Namespace| {
+                labels_only(&mut n.metadata);
+                (n.spec, n.status) = (None, None);
+            },
+            None,
+        ),
+        nodes: reflect_with(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            |n: &mut Node| {
+                labels_only(&mut n.metadata);
+                (n.spec, n.status) = (None, None);
+            },
+            None,
+        ),
         agents: reflect_with(
             Api::all(client.clone()),
             watcher::Config::default().labels(&cfg.agent_selector.to_string()),
+            LeanPod::strip,
             None,
         ),
         agent_selector: cfg.agent_selector.clone(),
