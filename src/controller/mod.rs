@@ -465,8 +465,9 @@ impl Operator {
 
     /// Is the Lease held by this replica with a renewal that is still fresh, read from the
     /// API server now? kube-lease-manager keeps reporting leadership while its renewals
-    /// fail, so every step that evicts asks first: a replica whose renewals fail stops
-    /// acting before its Lease expires and another may take it.
+    /// fail, so a step that acts needs a read that vouches for now (see
+    /// [`Operator::fenced_recently`]): a replica whose renewals fail stops acting before its
+    /// Lease expires and another may take it.
     async fn fenced(&mut self) -> bool {
         if !self.cfg.leader_election {
             return true;
@@ -503,12 +504,16 @@ impl Operator {
         false
     }
 
-    /// [`Operator::fenced`], without a new read while the last one still vouches.
+    /// [`Operator::fenced`], without a new read while the last one still vouches for a
+    /// third of the Lease's duration or more. Every eviction task checks the vouch again
+    /// right before its request, so a step need not read the Lease itself; reading ahead of
+    /// the vouch's end keeps queued evictions from finding it expired.
     async fn fenced_recently(&mut self) -> bool {
+        let ahead = self.cfg.lease_duration.div_ceil(3).max(1);
         if self
             .evictor
             .fenced_until()
-            .is_some_and(|t| Instant::now() < t)
+            .is_some_and(|t| Instant::now() + Duration::from_secs(ahead) < t)
         {
             return true;
         }
@@ -800,7 +805,7 @@ impl Operator {
                     return Duration::from_secs(1);
                 }
                 let at = Instant::now();
-                if st.disruptions().next().is_some() && !self.fenced().await {
+                if st.disruptions().next().is_some() && !self.fenced_recently().await {
                     // Written ahead, not done: whoever leads next finds them Evicting, with
                     // their pods still there, and evicts them then.
                     return Duration::from_secs(1);
