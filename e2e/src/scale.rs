@@ -46,6 +46,9 @@ pub struct Config {
     pub batch_size: Option<String>,
     /// Only our run: no pod-creation latency rounds, no baselines (the large-scale check).
     pub ours_only: bool,
+    /// Only the operator's memory with the pods in the cluster and no run: started, caches
+    /// synced, idle for a few seconds (the lean-cache measurement at 1k, 5k and 10k pods).
+    pub rss_only: bool,
     /// The pause of the annotateExisting baseline between workloads (KubeArmor: 5 s).
     pub baseline_pause: Duration,
     /// Pods created per mode for the pod-creation latency, in rounds of 25 alternating modes.
@@ -66,6 +69,7 @@ impl Config {
             batch: 50,
             batch_size: None,
             ours_only: false,
+            rss_only: false,
             baseline_pause: Duration::from_secs(5),
             create_samples: 200,
             write_qps: 200,
@@ -664,6 +668,21 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
     )
     .await?;
     let pid = op.child.id().unwrap_or(0);
+    if cfg.rss_only {
+        // Started means caches synced (/readyz); a few idle passes later the heap is steady.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (rss, hwm) = rss_kib(pid);
+        report.operator_rss_mib = rss as f64 / 1024.0;
+        report.operator_peak_rss_mib = hwm as f64 / 1024.0;
+        report.rss_kib_per_pod = hwm as f64 / expected as f64;
+        log(&format!(
+            "operator with {expected} pods, idle: RSS {:.1} MiB, peak {:.1} MiB",
+            report.operator_rss_mib, report.operator_peak_rss_mib
+        ));
+        let _ = op.terminate().await;
+        crate::clean(c, chart::RELEASE).await?;
+        return Ok(report);
+    }
 
     let result = async {
         // Our run: the window, then (besides the large-scale check) the same pods by waves.

@@ -15,7 +15,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: scale --size N --out FILE [--batch 50] [--per-deployment 50] [--pause-ms 5000] [--create-samples 200] [--batch-size 10%] [--ours-only] [--timeout-s 1800]";
+    let usage = "usage: scale --size N --out FILE [--batch 50] [--per-deployment 50] [--pause-ms 5000] [--create-samples 200] [--batch-size 10%] [--ours-only] [--rss-only] [--timeout-s 1800]";
     let (Some(size), Some(out)) = (
         arg(&args, "--size").and_then(|s| s.parse::<usize>().ok()),
         arg(&args, "--out"),
@@ -41,6 +41,7 @@ async fn main() {
         cfg.batch_size = Some(b);
     }
     cfg.ours_only = args.iter().any(|a| a == "--ours-only");
+    cfg.rss_only = args.iter().any(|a| a == "--rss-only");
     // Every wait's bound: settling 20,000 pods or refreshing them can outlast 30 minutes.
     if let Some(t) = num("--timeout-s") {
         cfg.timeout = Duration::from_secs(t);
