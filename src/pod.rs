@@ -39,7 +39,7 @@ pub struct LeanPodSpec {
     /// Only `kubernetes.io/os` is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub containers: Vec<LeanContainer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_containers: Option<Vec<LeanContainer>>,
@@ -53,6 +53,7 @@ pub struct LeanPodSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeanContainer {
+    #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<LeanSecurityContext>,
@@ -69,6 +70,7 @@ pub struct LeanSecurityContext {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeanVolume {
+    #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
@@ -94,12 +96,23 @@ pub struct LeanPodStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeanCondition {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "null_default")]
     pub type_: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub status: String,
     /// When a pod turned unready: it is broken only after the policy's `readyTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
+}
+
+/// `null` or missing reads as empty, as k8s_openapi reads its required fields: a pod created
+/// without containers reaches a mutating webhook, before validation, as `"containers": null`.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl k8s_openapi::Resource for LeanPod {
@@ -322,12 +335,18 @@ mod tests {
             r#"{"metadata": {}}"#,
             r#"{"spec": {}}"#,
             r#"{"spec": {"containers": []}, "status": {}}"#,
+            // Before validation, a pod without containers reaches a mutating webhook so.
+            r#"{"spec": {"containers": null, "initContainers": null, "volumes": null}}"#,
+            r#"{"spec": {"containers": [{"name": null}]}, "status": {"conditions": [{"type": "Ready"}]}}"#,
         ] {
-            serde_json::from_str::<LeanPod>(doc).unwrap();
+            let p = serde_json::from_str::<LeanPod>(doc).unwrap();
+            // Decoded as the full type decodes it.
+            let full: Pod = serde_json::from_str(doc).unwrap();
+            assert_eq!(p, LeanPod::from(&full), "{doc}");
         }
         for doc in [
             r#"{"spec": {"containers": 7}}"#,
-            r#"{"status": {"conditions": [{"type": "Ready"}]}}"#,
+            r#"{"spec": {"containers": [{"name": 7}]}}"#,
             r#""pod""#,
         ] {
             assert!(serde_json::from_str::<LeanPod>(doc).is_err(), "{doc}");

@@ -172,6 +172,33 @@ fn a_deployment_pod_gets_annotations_for_every_container() {
     assert!(!apply(&body2, &patched).1);
 }
 
+/// A pod without containers reaches a mutating webhook before validation, as
+/// `"containers": null`: nothing to inject, and not an error of ours (the API server refuses
+/// the pod next).
+#[test]
+fn a_pod_without_containers_is_unchanged_not_an_error() {
+    let pols = vec![create("{}")];
+    let mut obj = deploy_pod();
+    obj["spec"]["containers"] = Value::Null;
+    // Its init container is still injected, and the patch leaves `containers` alone.
+    let (code, body, verdict, _) = handle(
+        &review_json("pods", None, "shop", "", obj.clone()),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!((code, verdict), (200, Verdict::Patched));
+    let (patched, changed) = apply(&body, &obj);
+    assert!(changed);
+    assert_eq!(patched["spec"]["containers"], Value::Null);
+    obj["spec"]["initContainers"] = Value::Null;
+    let (code, _, verdict, _) = handle(
+        &review_json("pods", None, "shop", "", obj),
+        &pols,
+        &lookup(),
+    );
+    assert_eq!((code, verdict), (200, Verdict::Unchanged));
+}
+
 #[test]
 fn a_profile_name_no_agent_can_load_is_never_injected() {
     // The expanded name (250 x's, the owner and the container) is over 255 bytes: the container
