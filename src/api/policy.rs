@@ -531,7 +531,8 @@ pub struct StatefulSpec {
     /// pod of the set is Ready.
     #[serde(default = "default_true")]
     pub stateful_set_one_at_a_time: bool,
-    /// Refresh at most one pod that mounts PersistentVolumeClaims per workload at a time.
+    /// Refresh at most one pod that mounts PersistentVolumeClaims (its own, or generic
+    /// ephemeral volumes, which are claims too) per workload at a time.
     #[serde(default = "default_true")]
     pub serialize_volume_pods: bool,
     /// Ready timeout for pods that mount PersistentVolumeClaims (volumes take longer to
