@@ -114,6 +114,7 @@ impl WebhookArgs {
             skip_namespaces: self.webhook_skip_namespaces.clone(),
             agent_selector: armor_refresh::cluster::parse_agent_selector(&self.agent_selector)
                 .map_err(|e| format!("--agent-selector: {e}"))?,
+            pods: Default::default(),
         })
     }
 }
@@ -425,6 +426,8 @@ fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(
             }
             let _ = stop_tx.send(true);
         });
+        // The webhook in this process reads bound pods from the operator's cache.
+        let pod_slot = webhook_cfg.as_ref().map(|wc| wc.pods.clone());
         let webhook_task = webhook_cfg.map(|wc| {
             let (client, ready, stop) = (
                 client.clone(),
@@ -458,6 +461,7 @@ fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(
             )
             .map_err(|e| format!("--agent-selector: {e}"))?,
             webhook_skip_namespaces: args.webhook.webhook_skip_namespaces.clone(),
+            share_pods: pod_slot,
         };
         let stopping = stop_rx.clone();
         let operator = armor_refresh::controller::run(client, cfg, health.clone(), stop_rx);

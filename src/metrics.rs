@@ -60,6 +60,8 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabel, Counter>,
     pub admission_requests: Family<AdmissionLabel, Counter>,
     pub admission_latency: Histogram,
+    /// Bindings whose pod the webhook read from the API server, not the operator's cache.
+    pub webhook_pod_reads: Counter,
     pub object_events: Family<ResultLabel, Counter>,
     /// Runs and policies that have series, so those of deleted ones can be removed
     /// (a Family cannot list its labels).
@@ -134,6 +136,7 @@ impl Metrics {
             api_writes: Family::default(),
             admission_requests: Family::default(),
             admission_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            webhook_pod_reads: Counter::default(),
             object_events: Family::default(),
             exported: Mutex::new(Exported::default()),
         };
@@ -228,6 +231,11 @@ impl Metrics {
                 "admission_duration_seconds",
                 "Time to answer an admission request",
                 m.admission_latency.clone(),
+            );
+            r.register(
+                "webhook_pod_reads",
+                "Bindings whose pod the webhook read from the API server, not found in the operator's cache",
+                m.webhook_pod_reads.clone(),
             );
             r.register(
                 "object_events",

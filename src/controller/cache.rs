@@ -20,6 +20,10 @@ use crate::api::{ArmorRefreshPolicy, ArmorRefreshRun};
 use crate::cluster::{ClusterFacts, object_key};
 use crate::pod::LeanPod;
 
+/// Where the operator hands its pod store to the webhook of the same process, once started:
+/// one pod cache for both, so a binding needs no read of its pod from the API server.
+pub type PodSlot = Arc<std::sync::OnceLock<Store<LeanPod>>>;
+
 /// The stores the operator reconciles from.
 #[derive(Clone)]
 pub struct Caches {

@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-pub use cache::Caches;
+pub use cache::{Caches, PodSlot};
 
 use crate::api::{
     ArmorRefreshPolicy, ArmorRefreshPolicyStatus, ArmorRefreshRun, ArmorRefreshRunStatus, BatchPod,
@@ -67,6 +67,8 @@ pub struct Config {
     pub agent_selector: kube::core::Selector,
     /// Namespaces the webhook configuration skips (`--webhook-skip-namespaces`).
     pub webhook_skip_namespaces: Vec<String>,
+    /// Filled with the pod cache for the webhook in the same process.
+    pub share_pods: Option<cache::PodSlot>,
 }
 
 /// Longest note of an Event in bytes (events.k8s.io refuses notes over 1 KiB).
@@ -270,6 +272,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     let wake = Arc::new(Notify::new());
     let caches = Caches::start(&client, wake.clone());
+    if let Some(slot) = &cfg.share_pods {
+        // Unsynced at first: the webhook reads the API server for a pod it does not find.
+        let _ = slot.set(caches.pods.clone());
+    }
     tokio::select! {
         r = caches.ready() => r.map_err(|_| Error::CacheStopped)?,
         _ = shutdown.wait_for(|s| *s) => return Ok(()),

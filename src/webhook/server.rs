@@ -21,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 
+use crate::controller::PodSlot;
 use crate::pod::LeanPod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
@@ -79,6 +80,8 @@ pub struct Config {
     pub skip_namespaces: Vec<String>,
     /// What a KubeArmor agent pod looks like.
     pub agent_selector: kube::core::Selector,
+    /// The operator's pod cache, when it runs in this process (see [`PodSlot`]).
+    pub pods: PodSlot,
 }
 
 /// Hot-swappable serving certificate.
@@ -178,6 +181,7 @@ struct Shared {
     /// KubeArmor agent pods only (watched by label).
     agents: Store<LeanPod>,
     agent_selector: kube::core::Selector,
+    pods: PodSlot,
     client: Client,
     certs: Arc<Certs>,
     synced: AtomicBool,
@@ -213,6 +217,17 @@ impl Lookup for StoreLookup<'_> {
     }
 }
 
+/// The pod a binding binds, from the operator's cache: only the very pod the scheduler bound
+/// (the binding carries its uid), so a StatefulSet pod recreated under its name is never
+/// mistaken for the one before it. `None` sends the webhook to the API server: not cached
+/// yet (the watch is behind the scheduler), or no operator in this process.
+fn cached_pod(slot: &PodSlot, ns: &str, name: &str, uid: Option<&str>) -> Option<LeanPod> {
+    let pod = slot
+        .get()?
+        .get(&reflector::ObjectRef::new(name).within(ns))?;
+    (uid.is_some() && pod.metadata.uid.as_deref() == uid).then(|| (*pod).clone())
+}
+
 async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResponse {
     let start = Instant::now();
     let policies = shared
@@ -229,12 +244,17 @@ async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResp
         if let Ok(req) = super::parse_review(&body) {
             if req.sub_resource.as_deref() == Some("binding") {
                 let ns = req.namespace.clone().unwrap_or_default();
-                let api: Api<LeanPod> = Api::namespaced(shared.client.clone(), &ns);
-                pod = tokio::time::timeout(Duration::from_secs(2), api.get_opt(&req.name))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten();
+                let uid = req.object.as_ref().and_then(|b| b.metadata.uid.clone());
+                pod = cached_pod(&shared.pods, &ns, &req.name, uid.as_deref());
+                if pod.is_none() {
+                    METRICS.webhook_pod_reads.inc();
+                    let api: Api<LeanPod> = Api::namespaced(shared.client.clone(), &ns);
+                    pod = tokio::time::timeout(Duration::from_secs(2), api.get_opt(&req.name))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
+                }
             }
         }
     }
@@ -597,6 +617,7 @@ pub async fn serve(
             None,
         ),
         agent_selector: cfg.agent_selector.clone(),
+        pods: cfg.pods.clone(),
         client: client.clone(),
         certs: certs.clone(),
         synced: AtomicBool::new(false),
@@ -802,6 +823,7 @@ mod tests {
             nodes: reflector::store().0,
             agents: reflector::store().0,
             agent_selector: Default::default(),
+            pods: Default::default(),
             client,
             certs,
             synced: AtomicBool::new(false),
@@ -930,6 +952,56 @@ mod tests {
             200
         );
         assert_eq!(call(router(s), "GET", "/healthz", vec![]).await.0, 200);
+    }
+
+    /// A binding's pod comes from the operator's cache when it holds that very pod (same uid);
+    /// otherwise from the API server (here unreachable: the pod is then "not found").
+    #[tokio::test]
+    async fn a_binding_reads_its_pod_from_the_operators_cache_by_uid() {
+        let pol = crate::policy::validate(
+            "p",
+            &serde_saphyr::from_str("profile: {injectAt: Binding}").unwrap(),
+        )
+        .unwrap();
+        let binding = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-2", "kind": {"group": "", "version": "v1", "kind": "Binding"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": "binding", "name": "db-0",
+                "namespace": "shop", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "v1", "kind": "Binding",
+                           "metadata": {"name": "db-0", "namespace": "shop", "uid": "uid-new"},
+                           "target": {"kind": "Node", "name": "n1"}}
+            }
+        }))
+        .unwrap();
+        let pod = |uid: &str| -> LeanPod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "db-0", "namespace": "shop", "uid": uid},
+                "spec": {"containers": [{"name": "c"}]}
+            }))
+            .unwrap()
+        };
+        let not_found = |body: &[u8]| String::from_utf8_lossy(body).contains("not found");
+        // No operator in the process: read from the API server.
+        let s = shared(vec![pol.clone()]);
+        let reads = METRICS.webhook_pod_reads.get();
+        let (code, body) = call(router(s.clone()), "POST", "/mutate", binding.clone()).await;
+        assert_eq!(code, 200);
+        assert!(not_found(&body));
+        assert!(METRICS.webhook_pod_reads.get() > reads);
+        // The cache holds the pod before it under the same name (a StatefulSet's): not used.
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(pod("uid-old")));
+        let _ = s.pods.set(store);
+        let (_, body) = call(router(s.clone()), "POST", "/mutate", binding.clone()).await;
+        assert!(not_found(&body));
+        // The very pod: found without the API server.
+        writer.apply_watcher_event(&watcher::Event::Apply(pod("uid-new")));
+        let (code, body) = call(router(s), "POST", "/mutate", binding).await;
+        assert_eq!(code, 200);
+        assert!(!not_found(&body), "{}", String::from_utf8_lossy(&body));
     }
 
     #[test]
