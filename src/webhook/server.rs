@@ -274,7 +274,16 @@ async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResp
         .admission_latency
         .observe(start.elapsed().as_secs_f64());
     if verdict == Verdict::Error {
-        tracing::warn!(code, body = %String::from_utf8_lossy(&out).chars().take(300).collect::<String>(), "admission request not understood");
+        // Say why (the warning the API server relays), not merely that: a pod not found at
+        // its binding is not a request that was not understood.
+        let why = serde_json::from_slice::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| {
+                let ws = v.pointer("/response/warnings")?.as_array()?.iter();
+                Some(ws.filter_map(|w| w.as_str()).collect::<Vec<_>>().join("; "))
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&out).chars().take(300).collect());
+        tracing::warn!(code, why = %why, "admission request not handled; allowed unchanged or refused as malformed");
     }
     (
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
