@@ -512,6 +512,14 @@ async fn settle(c: &Client, w: &Witness, expected: usize, timeout: Duration) -> 
     .await
 }
 
+/// The operator's RSS now and at its peak, into the report.
+fn record_rss(report: &mut Report, pid: u32, pods: usize) {
+    let (rss, hwm) = rss_kib(pid);
+    report.operator_rss_mib = rss as f64 / 1024.0;
+    report.operator_peak_rss_mib = hwm as f64 / 1024.0;
+    report.rss_kib_per_pod = hwm as f64 / pods as f64;
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -671,10 +679,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
     if cfg.rss_only {
         // Started means caches synced (/readyz); a few idle passes later the heap is steady.
         tokio::time::sleep(Duration::from_secs(15)).await;
-        let (rss, hwm) = rss_kib(pid);
-        report.operator_rss_mib = rss as f64 / 1024.0;
-        report.operator_peak_rss_mib = hwm as f64 / 1024.0;
-        report.rss_kib_per_pod = hwm as f64 / expected as f64;
+        record_rss(&mut report, pid, expected);
         log(&format!(
             "operator with {expected} pods, idle: RSS {:.1} MiB, peak {:.1} MiB",
             report.operator_rss_mib, report.operator_peak_rss_mib
@@ -714,10 +719,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
         let took = window.scenario.duration_s;
         let peak = window.scenario.peak_disrupted;
         report.ours = window.scenario;
-        let (rss, hwm) = rss_kib(pid);
-        report.operator_rss_mib = rss as f64 / 1024.0;
-        report.operator_peak_rss_mib = hwm as f64 / 1024.0;
-        report.rss_kib_per_pod = hwm as f64 / expected as f64;
+        record_rss(&mut report, pid, expected);
         log(&format!(
             "our run: {} refreshed in {took:.1}s (minimum {:.1}s), peak disrupted {peak}",
             report.refreshed, report.minimum_s
