@@ -5,9 +5,10 @@
 //! another 2.1 KB, even when nearly every field is `None`; a cache of tens of thousands of
 //! them was most of the operator's memory. [`LeanPod`] keeps the same field names and JSON
 //! shape (so fixtures and `Api<LeanPod>` read the same documents), and nothing else: a list
-//! or watch of pods decodes into it directly, the fields it lacks skipped by serde.
-//! The webhook, which must patch the whole object, converts the pod it admits with
-//! [`LeanPod::from`].
+//! or watch of pods decodes into it directly, the fields it lacks skipped by serde. The
+//! webhook decodes the pod it admits into it too: every object on a path it patches keeps
+//! its presence (annotations whole, every container in order, a security context without a
+//! profile), so its diff before and after injection is the full type's.
 
 use std::collections::BTreeMap;
 
@@ -168,7 +169,8 @@ fn lean_sc(profile: Option<&AppArmorProfile>) -> LeanSecurityContext {
     }
 }
 
-/// The lean view of a full pod (the webhook's admitted object, an e2e check's pod).
+/// The lean view of a full pod (an e2e check's pod, tests). The tests check it against
+/// decoding the same JSON, so the two cannot drift apart.
 impl From<&Pod> for LeanPod {
     fn from(p: &Pod) -> LeanPod {
         let container = |c: &k8s_openapi::api::core::v1::Container| LeanContainer {

@@ -48,9 +48,18 @@ fn strip_meta<K: Resource>(o: &mut K) {
     }
 }
 
-fn strip_node(n: &mut Node) {
+/// Labels and name: all the operator and the webhook read of a node (its status, with the
+/// images it holds, is most of it).
+pub fn strip_node(n: &mut Node) {
     strip_meta(n);
     n.metadata.annotations = None;
+    n.spec = None;
+    n.status = None;
+}
+
+/// Labels and annotations: all the operator and the webhook read of a namespace.
+pub fn strip_namespace(n: &mut Namespace) {
+    strip_meta(n);
     n.spec = None;
     n.status = None;
 }
@@ -139,11 +148,7 @@ impl Caches {
             namespaces: reflect(
                 Api::all(c.clone()),
                 all.clone(),
-                |n: &mut Namespace| {
-                    strip_meta(n);
-                    n.spec = None;
-                    n.status = None;
-                },
+                strip_namespace,
                 wake.clone(),
             ),
             pdbs: reflect(

@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-pub use cache::{Caches, PodSlot};
+pub use cache::{Caches, PodSlot, strip_namespace, strip_node};
 
 use crate::api::{
     ArmorRefreshPolicy, ArmorRefreshPolicyStatus, ArmorRefreshRun, ArmorRefreshRunStatus, BatchPod,
@@ -187,8 +187,8 @@ struct Operator {
     /// When the API server's clock was last asked (whatever the answer): once a minute.
     clock_asked: Option<Instant>,
     /// Evictions sent beside the passes, and until when the last read of the Lease vouches
-    /// for this replica's term (status writes need no new read before then; a step that
-    /// evicts always reads it again).
+    /// for this replica's term (no step reads it again before then, less a third of the
+    /// Lease's duration: see `Operator::fenced_recently`).
     evictor: evict::Evictor,
 }
 

@@ -315,11 +315,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn labels_only(m: &mut kube::core::ObjectMeta) {
-    m.managed_fields = None;
-    m.annotations = None;
-}
-
 fn reflect_with<K>(
     api: Api<K>,
     cfg: watcher::Config,
@@ -599,24 +594,17 @@ pub async fn serve(
     );
     let shared = Arc::new(Shared {
         policies: RwLock::new(Arc::new(vec![])),
-        // Labels are all the webhook reads of namespaces and nodes; a node's status (its
-        // images, conditions) is the bulk of it.
+        // Stripped as the operator's caches are: labels are all the webhook reads.
         namespaces: reflect_with(
             Api::all(client.clone()),
             watcher::Config::default(),
-            |n: &mut Namespace| {
-                labels_only(&mut n.metadata);
-                (n.spec, n.status) = (None, None);
-            },
+            crate::controller::strip_namespace,
             None,
         ),
         nodes: reflect_with(
             Api::all(client.clone()),
             watcher::Config::default(),
-            |n: &mut Node| {
-                labels_only(&mut n.metadata);
-                (n.spec, n.status) = (None, None);
-            },
+            crate::controller::strip_node,
             None,
         ),
         agents: reflect_with(
