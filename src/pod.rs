@@ -49,6 +49,9 @@ pub struct LeanPodSpec {
     /// Only claims (persistent or ephemeral) are kept: they tie a pod to its storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<LeanVolume>>,
+    /// Whether gates hold the pod back from scheduling; their names are not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_gates: Option<Vec<Present>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -202,6 +205,10 @@ impl From<&Pod> for LeanPod {
                     })
                     .collect()
             }),
+            scheduling_gates: s
+                .scheduling_gates
+                .as_ref()
+                .map(|gs| gs.iter().map(|_| Present {}).collect()),
         });
         let status = p.status.as_ref().map(|s| LeanPodStatus {
             phase: s.phase.clone(),
@@ -237,6 +244,7 @@ mod tests {
                         "kubectl.kubernetes.io/last-applied-configuration": "{}"},
         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
       "spec": {"nodeName": "n-a", "nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"},
+        "schedulingGates": [{"name": "example.com/queue"}],
         "securityContext": {"runAsUser": 1000, "appArmorProfile": {"type": "RuntimeDefault"}},
         "containers": [{"name": "c", "image": "nginx", "securityContext": {"runAsNonRoot": true}},
                        {"name": "d", "image": "x", "securityContext": {"appArmorProfile": {"type": "Localhost", "localhostProfile": "p"}}}],
@@ -300,6 +308,7 @@ mod tests {
             Some("p")
         );
         assert_eq!(spec.init_containers.as_ref().unwrap()[0].name, "i");
+        assert_eq!(spec.scheduling_gates.as_ref().map(Vec::len), Some(1));
         assert_eq!(
             spec.security_context
                 .as_ref()

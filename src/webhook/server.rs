@@ -219,13 +219,21 @@ impl Lookup for StoreLookup<'_> {
 
 /// The pod a binding binds, from the operator's cache: only the very pod the scheduler bound
 /// (the binding carries its uid), so a StatefulSet pod recreated under its name is never
-/// mistaken for the one before it. `None` sends the webhook to the API server: not cached
-/// yet (the watch is behind the scheduler), or no operator in this process.
+/// mistaken for the one before it, and not a copy that still has scheduling gates: the API
+/// server binds no gated pod, so that copy is older than the one being bound (a queueing
+/// controller may have changed its labels as it lifted the gates). `None` sends the webhook
+/// to the API server: not cached yet (the watch is behind the scheduler), a binding without
+/// a uid, or no operator in this process.
 fn cached_pod(slot: &PodSlot, ns: &str, name: &str, uid: Option<&str>) -> Option<LeanPod> {
     let pod = slot
         .get()?
         .get(&reflector::ObjectRef::new(name).within(ns))?;
-    (uid.is_some() && pod.metadata.uid.as_deref() == uid).then(|| (*pod).clone())
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    (uid.is_some() && pod.metadata.uid.as_deref() == uid && !gated).then(|| (*pod).clone())
 }
 
 async fn mutate(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResponse {
@@ -992,6 +1000,15 @@ mod tests {
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(pod("uid-old")));
         let _ = s.pods.set(store);
+        let (_, body) = call(router(s.clone()), "POST", "/mutate", binding.clone()).await;
+        assert!(not_found(&body));
+        // The very pod, but a copy from before its scheduling gates were lifted: older than
+        // the pod bound, so not used.
+        let mut gated = pod("uid-new");
+        if let Some(spec) = gated.spec.as_mut() {
+            spec.scheduling_gates = Some(vec![crate::pod::Present {}]);
+        }
+        writer.apply_watcher_event(&watcher::Event::Apply(gated));
         let (_, body) = call(router(s.clone()), "POST", "/mutate", binding.clone()).await;
         assert!(not_found(&body));
         // The very pod: found without the API server.
