@@ -291,6 +291,20 @@ spec: {policyRef: {name: a-restart}, paused: true}
         }
         wait_completed(&c, "a-restart", Duration::from_secs(120)).await?;
         wait_completed(&c, "b-evict", Duration::from_secs(120)).await?;
+        // A binding without the pod's uid (a binder other than kube-scheduler's): the
+        // webhook cannot trust its cache and reads the pod (the `get pods` rule).
+        apply("apiVersion: v1\nkind: Pod\nmetadata: {name: hand-bound, namespace: rbac-evict}\nspec: {schedulerName: none, containers: [{name: c, image: i}]}\n").await?;
+        let node = kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"], None).await?.1;
+        let binding = format!(r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"hand-bound","namespace":"rbac-evict"}},"target":{{"kind":"Node","name":"{node}"}}}}"#);
+        let (ok, _, err) = kubectl(
+            &["create", "--raw", "/api/v1/namespaces/rbac-evict/pods/hand-bound/binding", "-f", "-"],
+            Some(&binding),
+        )
+        .await?;
+        assert!(ok, "{err}");
+        // Not a replacement of the run: out of the profile check below.
+        let (ok, _, err) = kubectl(&["delete", "pod", "hand-bound", "-n", "rbac-evict", "--grace-period=0", "--force", "--wait=true"], None).await?;
+        assert!(ok, "{err}");
         retention_deletes_finished_runs().await?;
         Result::<()>::Ok(())
     }
