@@ -165,6 +165,8 @@ pub struct Report {
     pub busy_s: f64,
     pub idle_s: f64,
     pub batches_seen: u32,
+    /// Where a slot's time went in our window run.
+    pub cycle: CycleBreakdown,
     /// Our run, pacing Window (the default).
     pub ours: Scenario,
     /// The same pods again with pacing Waves (not with `--ours-only`).
@@ -199,6 +201,190 @@ pub struct Report {
 struct Witness {
     store: reflector::Store<Pod>,
     task: tokio::task::JoinHandle<()>,
+    /// Every pod's transitions as this watch saw them, for the slot-cycle breakdown.
+    timeline: Arc<Mutex<Vec<Transition>>>,
+}
+
+/// A pod's step through a slot's cycle, timed by the witness's own clock (so the watch lag
+/// is common to all the steps and cancels out of the gaps between them).
+#[derive(Debug, Clone)]
+struct Transition {
+    at: Instant,
+    /// The same moment by the wall clock, to line the timeline up with the operator's log.
+    wall: f64,
+    step: Step,
+    /// The pod's controller (ReplicaSet or StatefulSet): replacements are matched to the
+    /// evictions of the same controller, in order.
+    owner: String,
+    uid: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Created,
+    Bound,
+    Ready,
+    Deleting,
+}
+
+/// Where a slot's time goes, from the witness's timeline of one run: p50 and p90 in
+/// milliseconds of each step of a slot's cycle. A replacement is matched to its
+/// controller's evictions in order; the k-th replacement to turn Ready frees the slot the
+/// (batch + k)-th eviction takes, so their gap is the operator's share.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CycleBreakdown {
+    pub evictions: usize,
+    /// Eviction seen (deletionTimestamp) until the controller's replacement is seen.
+    pub evicted_to_created_ms: [f64; 2],
+    /// Replacement created until bound to a node (scheduler, binding webhook).
+    pub created_to_bound_ms: [f64; 2],
+    /// Bound until Ready (kwok's ready delay and its reaction).
+    pub bound_to_ready_ms: [f64; 2],
+    /// A replacement Ready until the eviction that refills its slot is seen (the operator:
+    /// noticing, planning, the write ahead, the eviction call).
+    pub ready_to_refill_ms: [f64; 2],
+    /// One eviction until the next one in the same slot.
+    pub slot_cycle_ms: [f64; 2],
+}
+
+/// The run's timeline as JSON lines beside the operator's log (wall clock, step, pod), to
+/// read against the operator's own timings.
+fn dump_timeline(timeline: &[Transition], from: Instant, pacing: &str) {
+    let dir = std::env::temp_dir().join("armor-refresh-e2e-logs");
+    let path = dir.join(format!("timeline-{pacing}.jsonl"));
+    let lines: String = timeline
+        .iter()
+        .filter(|t| t.at >= from)
+        .map(|t| {
+            let row = json!({"wall": t.wall, "step": format!("{:?}", t.step), "owner": t.owner, "pod": t.name, "uid": t.uid});
+            format!("{row}\n")
+        })
+        .collect();
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, lines)) {
+        Ok(()) => log(&format!("timeline: {}", path.display())),
+        Err(e) => log(&format!("timeline not written ({}): {e}", path.display())),
+    }
+}
+
+fn p50_p90(mut v: Vec<f64>) -> [f64; 2] {
+    if v.is_empty() {
+        return [0.0; 2];
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    [at(0.5), at(0.9)]
+}
+
+fn breakdown(timeline: &[Transition], from: Instant, batch: usize) -> CycleBreakdown {
+    let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+    let mut t: Vec<&Transition> = timeline.iter().filter(|t| t.at >= from).collect();
+    t.sort_by_key(|t| t.at);
+    let of = |step| t.iter().filter(move |t| t.step == step).copied();
+    let evictions: Vec<&Transition> = of(Step::Deleting).collect();
+    let created: std::collections::HashMap<&str, Instant> =
+        of(Step::Created).map(|t| (t.uid.as_str(), t.at)).collect();
+    let bound: std::collections::HashMap<&str, Instant> =
+        of(Step::Bound).map(|t| (t.uid.as_str(), t.at)).collect();
+    let mut by_owner: BTreeMap<&str, (Vec<Instant>, Vec<Instant>)> = BTreeMap::new();
+    for e in &evictions {
+        by_owner.entry(&e.owner).or_default().0.push(e.at);
+    }
+    for c in of(Step::Created) {
+        by_owner.entry(&c.owner).or_default().1.push(c.at);
+    }
+    let evicted_to_created = by_owner
+        .values()
+        .flat_map(|(e, c)| e.iter().zip(c).map(|(e, c)| ms(*e, *c)))
+        .collect();
+    let created_to_bound = bound
+        .iter()
+        .filter_map(|(uid, b)| created.get(uid).map(|c| ms(*c, *b)))
+        .collect();
+    let readies: Vec<Instant> = of(Step::Ready)
+        .filter(|r| created.contains_key(r.uid.as_str()))
+        .map(|r| r.at)
+        .collect();
+    let bound_to_ready = of(Step::Ready)
+        .filter_map(|r| bound.get(r.uid.as_str()).map(|b| ms(*b, r.at)))
+        .collect();
+    let ready_to_refill = readies
+        .iter()
+        .zip(evictions.iter().skip(batch))
+        .map(|(r, e)| ms(*r, e.at))
+        .collect();
+    let slot_cycle = evictions
+        .iter()
+        .zip(evictions.iter().skip(batch))
+        .map(|(a, b)| ms(a.at, b.at))
+        .collect();
+    CycleBreakdown {
+        evictions: evictions.len(),
+        evicted_to_created_ms: p50_p90(evicted_to_created),
+        created_to_bound_ms: p50_p90(created_to_bound),
+        bound_to_ready_ms: p50_p90(bound_to_ready),
+        ready_to_refill_ms: p50_p90(ready_to_refill),
+        slot_cycle_ms: p50_p90(slot_cycle),
+    }
+}
+
+/// What the witness last knew of one pod: the steps it has seen.
+#[derive(Default)]
+struct Seen {
+    bound: bool,
+    ready: bool,
+    deleting: bool,
+}
+
+fn transitions(
+    seen: &mut std::collections::HashMap<String, Seen>,
+    p: &Pod,
+    at: Instant,
+) -> Vec<Transition> {
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let owner = p
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut push = |step| {
+        out.push(Transition {
+            at,
+            wall,
+            step,
+            owner: owner.clone(),
+            uid: uid.clone(),
+            name: name.clone(),
+        })
+    };
+    let s = seen.entry(uid.clone()).or_insert_with(|| {
+        push(Step::Created);
+        Seen::default()
+    });
+    let bound = p.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+    let deleting = p.metadata.deletion_timestamp.is_some();
+    let ready = !deleting && is_ready(p);
+    if bound && !s.bound {
+        s.bound = true;
+        push(Step::Bound);
+    }
+    if ready && !s.ready {
+        s.ready = true;
+        push(Step::Ready);
+    }
+    if deleting && !s.deleting {
+        s.deleting = true;
+        push(Step::Deleting);
+    }
+    out
 }
 
 impl Witness {
@@ -215,14 +401,26 @@ impl Witness {
             .default_backoff()
             .reflect(writer)
             .applied_objects();
+        let timeline = Arc::new(Mutex::new(Vec::new()));
+        let out = timeline.clone();
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);
-            while stream.next().await.is_some() {}
+            let mut seen = std::collections::HashMap::new();
+            while let Some(p) = stream.next().await {
+                if let Ok(p) = p {
+                    let t = transitions(&mut seen, &p, Instant::now());
+                    out.lock().expect("not poisoned").extend(t);
+                }
+            }
         });
         tokio::time::timeout(Duration::from_secs(300), store.wait_until_ready())
             .await
             .map_err(|_| "the pod witness did not sync in 300s")??;
-        Ok(Witness { store, task })
+        Ok(Witness {
+            store,
+            task,
+            timeline,
+        })
     }
 
     fn ready(&self) -> usize {
@@ -602,6 +800,17 @@ fn downsample(curve: Vec<(f64, u32)>, max: usize) -> Vec<(f64, u32)> {
         .collect()
 }
 
+/// The batch the policy's `batchSize` gives for `total` targets.
+fn effective_batch(cfg: &Config, total: u32) -> u32 {
+    match cfg.batch_size.as_deref().and_then(|b| b.strip_suffix('%')) {
+        Some(pct) => {
+            let pct: f64 = pct.parse().unwrap_or(100.0);
+            (total as f64 * pct / 100.0).ceil() as u32
+        }
+        None => cfg.batch,
+    }
+}
+
 /// Runs the whole scenario on the cluster KUBECONFIG names.
 pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
     let expected = cfg.size + cfg.sts_replicas;
@@ -696,10 +905,8 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
         report.targets = status.progress.total;
         report.refreshed = status.progress.refreshed;
         report.failed = status.progress.failed;
-        if let Some(pct) = cfg.batch_size.as_deref().and_then(|b| b.strip_suffix('%')) {
-            let pct: f64 = pct.parse().unwrap_or(100.0);
-            report.batch = (status.progress.total as f64 * pct / 100.0).ceil() as u32;
-        }
+        report.batch = effective_batch(cfg, status.progress.total);
+        report.cycle = window.cycle.clone();
         report.largest_status_bytes = window.largest;
         let batches = (status.progress.total as f64 / report.batch.max(1) as f64).ceil();
         report.minimum_s = batches * cfg.ready_delay.as_secs_f64();
@@ -850,6 +1057,7 @@ pub async fn run(c: &Client, cfg: &Config) -> Result<Report> {
 
 /// One run of ours, measured.
 struct Ours {
+    cycle: CycleBreakdown,
     status: armor_refresh::api::ArmorRefreshRunStatus,
     scenario: Scenario,
     largest: usize,
@@ -946,7 +1154,13 @@ spec:
         cfg.batch_size.clone().unwrap_or(cfg.batch.to_string())
     );
     let scenario = Scenario::measured(name, took, (curve, peak), writes, &before, &after);
+    let batch = effective_batch(cfg, status.progress.total) as usize;
+    let timeline = witness.timeline.lock().expect("not poisoned").clone();
+    let cycle = breakdown(&timeline, start, batch);
+    log(&format!("slot cycle ({pacing}), p50/p90 ms: {cycle:?}"));
+    dump_timeline(&timeline, start, pacing);
     Ok(Ours {
+        cycle,
         status,
         scenario,
         largest: largest.load(std::sync::atomic::Ordering::Relaxed),

@@ -268,9 +268,23 @@ impl Drop for Unanswered {
 
 /// Logged and counted when the answer comes, not when a pass reads it: a log of evictions
 /// is a log of when they happened.
-fn log_answer(namespace: &str, name: &str, r: &Result<(), kube::Error>) {
+/// `queued`: from the step's send until this request's turn (its workload's earlier
+/// evictions go first); `took`: the request, with the write limiter's wait.
+fn log_answer(
+    namespace: &str,
+    name: &str,
+    r: &Result<(), kube::Error>,
+    queued: Duration,
+    took: Duration,
+) {
     let label = super::eviction_label(&super::classify_eviction(r));
-    tracing::info!(pod = %format!("{namespace}/{name}"), result = label, "eviction");
+    tracing::info!(
+        pod = %format!("{namespace}/{name}"),
+        result = label,
+        queued_ms = queued.as_millis() as u64,
+        took_ms = took.as_millis() as u64,
+        "eviction"
+    );
     METRICS
         .evictions
         .get_or_create(&crate::metrics::ResultLabel {
@@ -310,11 +324,13 @@ impl Task {
     }
 
     async fn run(mut self) {
+        let sent = Instant::now();
         // The workload's turn first: a task waiting for it holds no slot.
         let _turn = self.turn.clone().lock_owned().await;
         let _slot = self.slots.clone().acquire_owned().await;
         while let Some(a) = self.unanswered.left.pop_front() {
             self.unanswered.current = Some(a.clone());
+            let asked = Instant::now();
             let result = match &a {
                 Action::Evict {
                     namespace,
@@ -332,7 +348,7 @@ impl Task {
                 },
             ) = (&result, &a)
             {
-                log_answer(namespace, name, r);
+                log_answer(namespace, name, r, asked - sent, asked.elapsed());
             }
             self.unanswered.answer(a, result);
         }

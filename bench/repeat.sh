@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The window's run time, repeated: COUNT runs of armor-refresh alone (pacing Window, no
+# waves or baselines) at SIZE pods, each on a control plane of its own, with the fixed 2 s
+# ready delay. The spread matters as much as the best run. Each result has the slot-cycle
+# breakdown from the independent pod watch (where a slot's time goes: eviction, the
+# ReplicaSet's replacement, scheduling, kwok's ready delay, the operator's refill).
+# About 4 minutes per run at 1,000 pods, 12 at 5,000, on 2 cores.
+#
+# Usage: bench/repeat.sh SIZE [COUNT]     default COUNT 3
+# Results: bench/results/repeat-SIZE-I.json (git-ignored); bench/report.py puts them in
+# docs/benchmarks.md; beside each, the operator's log (repeat-SIZE-I.operator.log) and the
+# watch's timeline (repeat-SIZE-I.timeline.jsonl).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+n="${1:?usage: bench/repeat.sh SIZE [COUNT]}"; count="${2:-3}"
+[[ "$n" =~ ^[0-9]+$ && "$count" =~ ^[0-9]+$ ]] || { echo "SIZE and COUNT are numbers" >&2; exit 2; }
+log() { echo "[bench] $*" >&2; }
+
+log "building (release) and the tools"
+cargo build -q --release --bin armor-refresh
+cargo build -q --release -p armor-refresh-e2e --bin scale
+e2e/cluster/build.sh >/dev/null
+export ARMOR_REFRESH_TOOLS; ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
+export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
+export ARMOR_REFRESH_OPERATOR_LOG="${ARMOR_REFRESH_OPERATOR_LOG:-info,armor_refresh::controller=debug}"
+export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-repeat-$n"
+mkdir -p bench/results
+nodes=$(( n / 80 + 10 ))
+for i in $(seq 1 "$count"); do
+  log "size $n, run $i of $count: a control plane with $nodes nodes"
+  e2e/cluster.sh up --nodes "$nodes" --ready-delay 2s --terminate-delay 1s
+  (
+    eval "$(e2e/cluster.sh env)"
+    target/release/scale --size "$n" --ours-only --out "bench/results/repeat-$n-$i.json"
+  ) || { e2e/cluster.sh down; exit 1; }
+  e2e/cluster.sh down
+  # Kept beside the result, for reading the run again (the next run overwrites them).
+  logs="${TMPDIR:-/tmp}/armor-refresh-e2e-logs"
+  cp "$logs/timeline-Window.jsonl" "bench/results/repeat-$n-$i.timeline.jsonl"
+  cp "$(ls -t "$logs"/scale-*.log | head -1)" "bench/results/repeat-$n-$i.operator.log"
+done
