@@ -4,16 +4,17 @@
 # ready delay. The spread matters as much as the best run. Each result has the slot-cycle
 # breakdown from the independent pod watch (where a slot's time goes: eviction, the
 # ReplicaSet's replacement, scheduling, kwok's ready delay, the operator's refill).
-# About 4 minutes per run at 1,000 pods, 12 at 5,000, on 2 cores.
+# About 2 minutes per run at 1,000 pods and 10 at 5,000, on 2 cores.
 #
-# Usage: bench/repeat.sh SIZE [COUNT]     default COUNT 3
+# Usage: bench/repeat.sh SIZE [COUNT] [FIRST]   COUNT runs (default 3), numbered from FIRST
+#        (default 1: resuming a series adds runs without overwriting the first ones)
 # Results: bench/results/repeat-SIZE-I.json (git-ignored); bench/report.py puts them in
 # docs/benchmarks.md; beside each, the operator's log (repeat-SIZE-I.operator.log) and the
 # watch's timeline (repeat-SIZE-I.timeline.jsonl).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-n="${1:?usage: bench/repeat.sh SIZE [COUNT]}"; count="${2:-3}"
-[[ "$n" =~ ^[0-9]+$ && "$count" =~ ^[0-9]+$ ]] || { echo "SIZE and COUNT are numbers" >&2; exit 2; }
+n="${1:?usage: bench/repeat.sh SIZE [COUNT] [FIRST]}"; count="${2:-3}"; first="${3:-1}"
+[[ "$n" =~ ^[0-9]+$ && "$count" =~ ^[0-9]+$ && "$first" =~ ^[0-9]+$ ]] || { echo "SIZE, COUNT and FIRST are numbers" >&2; exit 2; }
 log() { echo "[bench] $*" >&2; }
 
 log "building (release) and the tools"
@@ -26,8 +27,8 @@ export ARMOR_REFRESH_OPERATOR_LOG="${ARMOR_REFRESH_OPERATOR_LOG:-info,armor_refr
 export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-repeat-$n"
 mkdir -p bench/results
 nodes=$(( n / 80 + 10 ))
-for i in $(seq 1 "$count"); do
-  log "size $n, run $i of $count: a control plane with $nodes nodes"
+for i in $(seq "$first" $((first + count - 1))); do
+  log "size $n, run $i: a control plane with $nodes nodes"
   e2e/cluster.sh up --nodes "$nodes" --ready-delay 2s --terminate-delay 1s
   (
     eval "$(e2e/cluster.sh env)"

@@ -1272,3 +1272,90 @@ async fn baseline(
         &after,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64, step: Step, owner: &str, uid: &str) -> Transition {
+        Transition {
+            at: t0 + Duration::from_millis(ms),
+            wall: 0.0,
+            step,
+            owner: owner.into(),
+            uid: uid.into(),
+            name: uid.into(),
+        }
+    }
+
+    /// Two slots, two evictions each: every step's gap comes out of the timeline, and the
+    /// refill pairs the k-th Ready replacement with the (batch + k)-th eviction.
+    #[test]
+    fn the_slot_cycle_is_broken_down_from_the_timeline() {
+        let t0 = Instant::now();
+        let a = "rs-a";
+        let tl = vec![
+            // Before the run: not counted.
+            at(t0, 0, Step::Created, a, "old"),
+            // Slot 1: evict p1 at 100, replacement r1 created 200, bound 250, Ready 2250;
+            // the refill evicts p3 at 2550.
+            at(t0, 100, Step::Deleting, a, "p1"),
+            at(t0, 200, Step::Created, a, "r1"),
+            at(t0, 250, Step::Bound, a, "r1"),
+            at(t0, 2250, Step::Ready, a, "r1"),
+            // Slot 2: evict p2 at 110 (another owner), r2 created 150, bound 190, Ready 2190.
+            at(t0, 110, Step::Deleting, "rs-b", "p2"),
+            at(t0, 150, Step::Created, "rs-b", "r2"),
+            at(t0, 190, Step::Bound, "rs-b", "r2"),
+            at(t0, 2190, Step::Ready, "rs-b", "r2"),
+            // Refills: r2 (the first Ready) frees the slot of the third eviction, r1 the
+            // fourth's.
+            at(t0, 2490, Step::Deleting, "rs-b", "p4"),
+            at(t0, 2550, Step::Deleting, a, "p3"),
+        ];
+        let c = breakdown(&tl, t0 + Duration::from_millis(50), 2);
+        assert_eq!(c.evictions, 4);
+        let close = |got: [f64; 2], want: [f64; 2]| {
+            assert!(
+                (got[0] - want[0]).abs() < 1.0 && (got[1] - want[1]).abs() < 1.0,
+                "{got:?} != {want:?}"
+            )
+        };
+        // Matched per owner, in order: p1 → r1 (100 ms), p2 → r2 (40 ms).
+        close(c.evicted_to_created_ms, [100.0, 100.0]);
+        close(c.created_to_bound_ms, [50.0, 50.0]);
+        close(c.bound_to_ready_ms, [2000.0, 2000.0]);
+        // r2 Ready 2190 → third eviction 2490 (300); r1 Ready 2250 → fourth 2550 (300).
+        close(c.ready_to_refill_ms, [300.0, 300.0]);
+        // 100 → 2490 and 110 → 2550.
+        close(c.slot_cycle_ms, [2440.0, 2440.0]);
+    }
+
+    #[test]
+    fn a_pod_seen_again_adds_only_its_new_steps() {
+        let mut seen = std::collections::HashMap::new();
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "uid": "u", "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "x", "controller": true}]},
+            "spec": {"containers": []}
+        }))
+        .expect("a pod");
+        let steps = |t: Vec<Transition>| t.into_iter().map(|t| t.step).collect::<Vec<_>>();
+        assert_eq!(
+            steps(transitions(&mut seen, &p, Instant::now())),
+            [Step::Created]
+        );
+        p.spec.as_mut().expect("spec").node_name = Some("n".into());
+        assert_eq!(
+            steps(transitions(&mut seen, &p, Instant::now())),
+            [Step::Bound]
+        );
+        assert!(transitions(&mut seen, &p, Instant::now()).is_empty());
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        let t = transitions(&mut seen, &p, Instant::now());
+        assert_eq!(steps(t.clone()), [Step::Deleting]);
+        assert_eq!(t[0].owner, "rs");
+    }
+}

@@ -66,6 +66,17 @@ async fn the_scale_scenario_measures_every_figure_at_a_tiny_size() -> Result<()>
         r.writes_by_kind
     );
     assert!(r.writes_by_kind.contains_key("core/pods/eviction create"));
+    // The slot cycle, from the witness's timeline: every eviction seen, and every step of a
+    // slot timed (kwok's ready delay is the floor of binding to Ready).
+    let c = &r.cycle;
+    assert_eq!(c.evictions as u32, r.refreshed, "{c:?}");
+    assert!(
+        c.bound_to_ready_ms[0] >= 1000.0 * r.ready_delay_s * 0.9
+            && c.slot_cycle_ms[0] >= c.bound_to_ready_ms[0]
+            && c.evicted_to_created_ms[0] > 0.0
+            && c.created_to_bound_ms[0] > 0.0,
+        "{c:?}"
+    );
     assert!(r.operator_peak_rss_mib > 1.0);
     assert!(r.create_with_p50_ms > 0.0 && r.create_without_p50_ms > 0.0);
     assert!(
