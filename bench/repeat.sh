@@ -26,17 +26,22 @@ export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
 export ARMOR_REFRESH_OPERATOR_LOG="${ARMOR_REFRESH_OPERATOR_LOG:-info,armor_refresh::controller=debug}"
 export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-repeat-$n"
 mkdir -p bench/results
+logs="${TMPDIR:-/tmp}/armor-refresh-e2e-logs"
+# A run that fails or is stopped leaves no control plane behind.
+trap 'e2e/cluster.sh down >/dev/null 2>&1 || true' EXIT
 nodes=$(( n / 80 + 10 ))
 for i in $(seq "$first" $((first + count - 1))); do
   log "size $n, run $i: a control plane with $nodes nodes"
+  # The run writes its own; an older one must not pass for it.
+  rm -f "$logs/timeline-Window.jsonl"
   e2e/cluster.sh up --nodes "$nodes" --ready-delay 2s --terminate-delay 1s
+  env_lines="$(e2e/cluster.sh env)"
   (
-    eval "$(e2e/cluster.sh env)"
+    eval "$env_lines"
     target/release/scale --size "$n" --ours-only --out "bench/results/repeat-$n-$i.json"
-  ) || { e2e/cluster.sh down; exit 1; }
+  )
   e2e/cluster.sh down
   # Kept beside the result, for reading the run again (the next run overwrites them).
-  logs="${TMPDIR:-/tmp}/armor-refresh-e2e-logs"
   cp "$logs/timeline-Window.jsonl" "bench/results/repeat-$n-$i.timeline.jsonl"
   cp "$(ls -t "$logs"/scale-*.log | head -1)" "bench/results/repeat-$n-$i.operator.log"
 done

@@ -17,7 +17,7 @@ secs="${1:-10}"; pods="${2:-200}"; background="${3:-0}"; process="${4:-webhook}"
 [[ "$secs" =~ ^[0-9]+$ && "$pods" =~ ^[0-9]+$ && "$background" =~ ^[0-9]+$ && "$process" =~ ^(webhook|run)$ ]] ||
   { echo "usage: bench/webhook.sh [DURATION_SECONDS] [PODS] [BACKGROUND] [webhook|run], numbers but the last" >&2; exit 2; }
 result=bench/results/webhook.json
-((background == 0)) || result="bench/results/webhook-$background-$process.json"
+[[ "$background" == 0 && "$process" == webhook ]] || result="bench/results/webhook-$background-$process.json"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 cargo build -q --release --bin armor-refresh
 AR="$PWD/target/release/armor-refresh"

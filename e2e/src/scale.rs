@@ -397,20 +397,30 @@ impl Witness {
         let cfg = watcher::Config::default()
             .labels(POD_LABEL)
             .streaming_lists();
-        let stream = watcher(api, cfg)
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
+        let stream = watcher(api, cfg).default_backoff().reflect(writer);
         let timeline = Arc::new(Mutex::new(Vec::new()));
         let out = timeline.clone();
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             let mut seen = std::collections::HashMap::new();
-            while let Some(p) = stream.next().await {
-                if let Ok(p) = p {
-                    let t = transitions(&mut seen, &p, Instant::now());
-                    out.lock().expect("not poisoned").extend(t);
-                }
+            while let Some(e) = stream.next().await {
+                let t = match e {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        transitions(&mut seen, &p, Instant::now())
+                    }
+                    // A pod gone without an update showing it terminating (deleted while
+                    // the watch was re-listing, or with no grace): its deletion still counts.
+                    Ok(watcher::Event::Delete(mut p)) => {
+                        p.metadata.deletion_timestamp.get_or_insert_with(|| {
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                k8s_openapi::jiff::Timestamp::now(),
+                            )
+                        });
+                        transitions(&mut seen, &p, Instant::now())
+                    }
+                    _ => continue,
+                };
+                out.lock().expect("not poisoned").extend(t);
             }
         });
         tokio::time::timeout(Duration::from_secs(300), store.wait_until_ready())
@@ -802,12 +812,15 @@ fn downsample(curve: Vec<(f64, u32)>, max: usize) -> Vec<(f64, u32)> {
 
 /// The batch the policy's `batchSize` gives for `total` targets.
 fn effective_batch(cfg: &Config, total: u32) -> u32 {
-    match cfg.batch_size.as_deref().and_then(|b| b.strip_suffix('%')) {
+    let Some(b) = cfg.batch_size.as_deref() else {
+        return cfg.batch;
+    };
+    match b.strip_suffix('%') {
         Some(pct) => {
             let pct: f64 = pct.parse().unwrap_or(100.0);
             (total as f64 * pct / 100.0).ceil() as u32
         }
-        None => cfg.batch,
+        None => b.parse().unwrap_or(cfg.batch),
     }
 }
 
