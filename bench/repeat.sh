@@ -18,11 +18,7 @@ n="${1:?usage: bench/repeat.sh SIZE [COUNT] [FIRST]}"; count="${2:-3}"; first="$
 log() { echo "[bench] $*" >&2; }
 
 log "building (release) and the tools"
-cargo build -q --release --bin armor-refresh
-cargo build -q --release -p armor-refresh-e2e --bin scale
-e2e/cluster/build.sh >/dev/null
-export ARMOR_REFRESH_TOOLS; ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
-export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
+source bench/tools.sh
 export ARMOR_REFRESH_OPERATOR_LOG="${ARMOR_REFRESH_OPERATOR_LOG:-info,armor_refresh::controller=debug}"
 export ARMOR_REFRESH_CLUSTER_DIR="${TMPDIR:-/tmp}/armor-refresh-repeat-$n"
 mkdir -p bench/results

@@ -10,11 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 sizes=("$@"); ((${#sizes[@]})) || sizes=(1000 5000 10000)
 log() { echo "[rss] $*" >&2; }
 
-cargo build -q --release --bin armor-refresh
-cargo build -q --release -p armor-refresh-e2e --bin scale
-e2e/cluster/build.sh >/dev/null
-export ARMOR_REFRESH_TOOLS; ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
-export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
+source bench/tools.sh
 mkdir -p bench/results
 for n in "${sizes[@]}"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "sizes are numbers of pods, not $n" >&2; exit 2; }

@@ -20,11 +20,7 @@ CACHE="${ARMOR_REFRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/armor-refresh}"
 log() { echo "[bench] $*" >&2; }
 
 log "building (release) and the tools"
-cargo build -q --release --bin armor-refresh
-cargo build -q --release -p armor-refresh-e2e --bin scale
-e2e/cluster/build.sh >/dev/null
-export ARMOR_REFRESH_TOOLS; ARMOR_REFRESH_TOOLS="$(e2e/tools/build.sh)"
-export ARMOR_REFRESH_BIN="$PWD/target/release/armor-refresh"
+source bench/tools.sh
 venv="$CACHE/venv-matplotlib"
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   log "installing matplotlib into $venv (for the chart)"
