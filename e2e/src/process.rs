@@ -8,6 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Result, root, wait_for};
 
+/// Where the processes the tests start write their logs (and the bench its timelines).
+pub fn log_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("armor-refresh-e2e-logs")
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -120,7 +125,7 @@ impl Process {
         env: Vec<(String, String)>,
         metrics_port: u16,
     ) -> Result<Process> {
-        let dir = std::env::temp_dir().join("armor-refresh-e2e-logs");
+        let dir = log_dir();
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!(
             "{name}-{}.log",

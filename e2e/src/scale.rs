@@ -251,7 +251,7 @@ pub struct CycleBreakdown {
 /// The run's timeline as JSON lines beside the operator's log (wall clock, step, pod), to
 /// read against the operator's own timings.
 fn dump_timeline(timeline: &[Transition], from: Instant, pacing: &str) {
-    let dir = std::env::temp_dir().join("armor-refresh-e2e-logs");
+    let dir = crate::process::log_dir();
     let path = dir.join(format!("timeline-{pacing}.jsonl"));
     let lines: String = timeline
         .iter()
