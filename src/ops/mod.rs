@@ -141,30 +141,60 @@ impl Steer {
     }
 }
 
-/// Applies `steer` to run `name` and says what it did.
+/// Reads before a steer gives up on a run the operator keeps writing (its status moves
+/// the resourceVersion the patch is conditioned on).
+const STEER_TRIES: u32 = 3;
+
+/// Applies `steer` to run `name` and says what it did. A run changed between the read and
+/// the patch is read again, a few times: the operator writes its status often.
 pub async fn steer(client: &Client, name: &str, steer: &Steer) -> Result<String, String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match steer_once(client, name, steer).await {
+            Err(Conflict) if tries < STEER_TRIES => continue,
+            Err(Conflict) => {
+                return Err(format!(
+                    "armorrefreshrun {name:?} changed meanwhile, {STEER_TRIES} times; run the command again"
+                ));
+            }
+            Ok(r) => return r,
+        }
+    }
+}
+
+/// The run changed since it was read.
+struct Conflict;
+
+async fn steer_once(
+    client: &Client,
+    name: &str,
+    steer: &Steer,
+) -> Result<Result<String, String>, Conflict> {
     let api = Api::<ArmorRefreshRun>::all(client.clone());
-    let before = get_run(client, name).await?;
+    let before = match get_run(client, name).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
     let message = steer.outcome(&before);
     if before
         .status
         .as_ref()
         .is_some_and(|s| s.phase.is_terminal())
     {
-        return Err(message);
+        return Ok(Err(message));
     }
     // Only if the run is still as read, so the message describes what was changed.
     let mut patch = steer.patch();
     patch["metadata"] = serde_json::json!({"resourceVersion": before.metadata.resource_version});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => {
-                format!("armorrefreshrun {name:?} changed meanwhile; run the command again")
-            }
-            e => api_error(&format!("armorrefreshrun {name:?}"), e),
-        })?;
-    Ok(message)
+    {
+        Ok(_) => Ok(Ok(message)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Conflict),
+        Err(e) => Ok(Err(api_error(&format!("armorrefreshrun {name:?}"), e))),
+    }
 }
 
 async fn list<K>(client: &Client, facts: &mut ClusterFacts) -> Result<(), String>
