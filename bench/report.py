@@ -64,7 +64,8 @@ for p in sorted(results.glob("repeat-*-*.json"), key=repeat_index):
 # Pod creation and binding with N pods in the cluster (bench/webhook.sh ... N).
 hooks = sorted((json.loads(p.read_text()) for p in results.glob("webhook-*-*.json")),
                key=lambda r: (r.get("background_pods", 0), r.get("process") != "run"))
-PROCESS = {"run": "operator and webhook in one process (as the chart runs them)", "webhook": "the webhook alone"}
+PROCESS = {"run": "operator and webhook in one process (as the chart runs them)", "webhook": "the webhook alone",
+           "webhook-cache": "the webhook alone with --pod-cache"}
 APPROACHES = (("ours", "tab:green"), ("ours_waves", "tab:blue"), ("annotate_existing", "tab:orange"), ("restart_all", "tab:red"))
 
 

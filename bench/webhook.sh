@@ -9,13 +9,14 @@
 #   BACKGROUND: pods already running in the cluster while measuring (a Deployment in the
 #   namespace bench-bg, on nodes enough for it), e.g. 5000; default 0.
 #   PROCESS: `webhook` (default: the webhook alone, which reads each bound pod from the API
-#   server) or `run` (the operator and its webhook in one process, as the chart deploys
-#   them: a binding's pod comes from the operator's pod cache).
+#   server), `webhook-cache` (the webhook alone with --pod-cache: a binding's pod comes from
+#   its own watch of the pods) or `run` (the operator and its webhook in one process, as the
+#   chart deploys them: a binding's pod comes from the operator's pod cache).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs="${1:-10}"; pods="${2:-200}"; background="${3:-0}"; process="${4:-webhook}"
-[[ "$secs" =~ ^[0-9]+$ && "$pods" =~ ^[0-9]+$ && "$background" =~ ^[0-9]+$ && "$process" =~ ^(webhook|run)$ ]] ||
-  { echo "usage: bench/webhook.sh [DURATION_SECONDS] [PODS] [BACKGROUND] [webhook|run], numbers but the last" >&2; exit 2; }
+[[ "$secs" =~ ^[0-9]+$ && "$pods" =~ ^[0-9]+$ && "$background" =~ ^[0-9]+$ && "$process" =~ ^(webhook|webhook-cache|run)$ ]] ||
+  { echo "usage: bench/webhook.sh [DURATION_SECONDS] [PODS] [BACKGROUND] [webhook|webhook-cache|run], numbers but the last" >&2; exit 2; }
 result=bench/results/webhook.json
 [[ "$background" == 0 && "$process" == webhook ]] || result="bench/results/webhook-$background-$process.json"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
@@ -51,8 +52,10 @@ kubectl -n bench delete pods --all --wait=false >/dev/null
 
 # `run` also leads: the Lease in the default namespace (the bench policy is Manual, so it
 # refreshes nothing).
-extra=(); [[ "$process" == run ]] && extra=(--identity bench-0 --lease-namespace default)
-$AR "$process" "${extra[@]}" --self-signed --webhook-addr "127.0.0.1:$port" --metrics-addr "127.0.0.1:$mport" \
+command=(run --identity bench-0 --lease-namespace default)
+[[ "$process" == webhook ]] && command=(webhook)
+[[ "$process" == webhook-cache ]] && command=(webhook --pod-cache)
+$AR "${command[@]}" --self-signed --webhook-addr "127.0.0.1:$port" --metrics-addr "127.0.0.1:$mport" \
   --webhook-config armor-refresh-bench --webhook-url "https://127.0.0.1:$port/mutate" >"${TMPDIR:-/tmp}/armor-refresh-bench-webhook.log" 2>&1 &
 wh_pid=$!
 deadline=$((SECONDS + 60))

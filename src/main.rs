@@ -218,6 +218,12 @@ enum Command {
         metrics_addr: std::net::SocketAddr,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Watch every pod, as the operator does, so a binding (a policy with
+        /// `injectAt: Binding`) finds its pod in memory instead of reading it from the API
+        /// server. Costs the memory of the pods' lean copies; `run` always shares the
+        /// operator's.
+        #[arg(long)]
+        pod_cache: bool,
     },
     /// Print both CustomResourceDefinitions as YAML (or write them into a directory).
     #[command(after_help = "Examples:\n  armor-refresh crd | kubectl apply --server-side -f -")]
@@ -286,11 +292,16 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     let cli = parse();
     let result = match cli.command {
-        Command::Run(args) => operate(args, true, &cli_kube(&cli.kubeconfig, &cli.context)),
+        Command::Run(args) => operate(
+            args,
+            Mode::Operator,
+            &cli_kube(&cli.kubeconfig, &cli.context),
+        ),
         Command::Webhook {
             webhook,
             metrics_addr,
             log_format,
+            pod_cache,
         } => operate(
             RunArgs {
                 no_webhook: false,
@@ -306,7 +317,11 @@ fn main() -> ExitCode {
                 metrics_addr,
                 log_format,
             },
-            false,
+            if pod_cache {
+                Mode::WebhookCached
+            } else {
+                Mode::Webhook
+            },
             &cli_kube(&cli.kubeconfig, &cli.context),
         ),
         other => {
@@ -353,7 +368,19 @@ fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
-fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(), String> {
+/// What `operate` serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The operator, and its webhook unless `--no-webhook`.
+    Operator,
+    /// The webhook alone.
+    Webhook,
+    /// The webhook alone, with its own pod cache.
+    WebhookCached,
+}
+
+fn operate(args: RunArgs, mode: Mode, kube: &ops_cli::Kube) -> Result<(), String> {
+    let with_operator = mode == Mode::Operator;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_lease_manager=warn"));
@@ -426,8 +453,16 @@ fn operate(args: RunArgs, with_operator: bool, kube: &ops_cli::Kube) -> Result<(
             }
             let _ = stop_tx.send(true);
         });
-        // The webhook in this process reads bound pods from the operator's cache.
+        // The webhook in this process reads bound pods from the operator's cache, or its own.
         let pod_slot = webhook_cfg.as_ref().map(|wc| wc.pods.clone());
+        let _trimmer = (mode == Mode::WebhookCached).then(|| {
+            let store = armor_refresh::controller::pod_store(&client, Default::default());
+            if let Some(slot) = &pod_slot {
+                let _ = slot.set(store);
+            }
+            // The initial list's pages leave holes in the heap, as the operator's do.
+            armor_refresh::memory::spawn_trimmer()
+        });
         let webhook_task = webhook_cfg.map(|wc| {
             let (client, ready, stop) = (
                 client.clone(),

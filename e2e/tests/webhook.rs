@@ -23,6 +23,11 @@ async fn webhook(name: &str, port: u16) -> Result<Process> {
 /// `armor-refresh webhook` on `port`, registering the address `url_port` (a load balancer's,
 /// in front of several replicas).
 async fn webhook_behind(name: &str, port: u16, url_port: u16) -> Result<Process> {
+    webhook_with(name, port, url_port, &[]).await
+}
+
+/// `armor-refresh webhook` as [`webhook_behind`], with more arguments.
+async fn webhook_with(name: &str, port: u16, url_port: u16, extra: &[&str]) -> Result<Process> {
     let args: Vec<String> = [
         "webhook",
         "--self-signed",
@@ -34,9 +39,22 @@ async fn webhook_behind(name: &str, port: u16, url_port: u16) -> Result<Process>
         &format!("https://127.0.0.1:{url_port}/mutate"),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     Process::start(name, &args).await
+}
+
+/// Admission requests the webhook answered for one operation (`pods`, `pods/binding`).
+fn calls(metrics: &str, op: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("armor_refresh_admission_requests_total{")
+                && l.contains(&format!("operation=\"{op}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 async fn pods_of(c: &Client, ns: &str, n: usize) -> Result<Vec<Pod>> {
@@ -212,15 +230,6 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
     assert!(patched.is_some_and(|n| n >= 1.0), "{m}");
     // Binding policies only: the API server skipped the creation of every unbound pod (the
     // registration's CEL condition), so each pod cost one webhook call, not two.
-    let calls = |m: &str, op: &str| -> u64 {
-        m.lines()
-            .filter(|l| {
-                l.starts_with("armor_refresh_admission_requests_total{")
-                    && l.contains(&format!("operation=\"{op}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
     assert_eq!(calls(&m, "pods"), 0, "{m}");
     assert!(calls(&m, "pods/binding") >= 12, "{m}");
     // A pod created already bound has no binding: its creation is sent, and profiled.
@@ -268,6 +277,57 @@ async fn binding_time_injection_only_on_enforcing_nodes() -> Result<()> {
     );
     wh.terminate().await?;
     clean(&c, CONFIG).await?;
+    Ok(())
+}
+
+/// The webhook alone reads each bound pod from the API server (a binding carries only the
+/// pod's name); with `--pod-cache` it finds the pod in its own watch of the pods instead, as
+/// the webhook of `run` does in the operator's.
+#[tokio::test]
+async fn the_webhook_alone_finds_bound_pods_in_its_pod_cache() -> Result<()> {
+    let _s = SERIAL.lock().await;
+    let c = client().await?;
+    install_crds(&c).await?;
+    clean(&c, CONFIG).await?;
+    let ns = "e2e-wh-cache";
+    fresh_namespace(&c, ns).await?;
+    let mut scheduled = 0;
+    for (name, extra) in [("plain", &[][..]), ("cached", &["--pod-cache"][..])] {
+        apply(&format!("apiVersion: refresh.armor.dev/v1alpha1\nkind: ArmorRefreshPolicy\nmetadata: {{name: wh-cache}}\nspec:\n  selector: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}}}\n")).await?;
+        let port = free_port();
+        let mut wh = webhook_with(&format!("webhook-{name}"), port, port, extra).await?;
+        // The configuration is written and the cache has its first list.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        apply(&deployment(ns, name, 6)).await?;
+        scheduled += 6;
+        let pods = pods_of(&c, ns, scheduled).await?;
+        for p in pods.iter().filter(|p| p.name_any().starts_with(name)) {
+            assert!(
+                p.annotations().contains_key(&format!("{PREFIX}app")),
+                "{} got its profile at binding",
+                p.name_any()
+            );
+        }
+        let m = wh.metrics().await?;
+        let bindings = calls(&m, "pods/binding");
+        let reads = metric_value(&m, "armor_refresh_webhook_pod_reads_total").unwrap_or(0.0) as u64;
+        assert!(bindings >= 6, "{m}");
+        if extra.is_empty() {
+            assert_eq!(
+                reads, bindings,
+                "without a cache every binding reads its pod"
+            );
+        } else {
+            // The scheduler binds a pod once its own watch saw it; the webhook's watch is as
+            // fast, so only a pod its watch has not delivered yet is read.
+            assert!(
+                reads < bindings,
+                "{reads} of {bindings} bindings read their pod"
+            );
+        }
+        wh.terminate().await?;
+        clean(&c, CONFIG).await?;
+    }
     Ok(())
 }
 

@@ -131,19 +131,21 @@ where
     }
 }
 
+/// Every pod, stripped to what the core reads: the operator's cache, and the webhook's
+/// when it runs alone with `--pod-cache`.
+pub fn pod_store(client: &Client, wake: Arc<Notify>) -> Store<LeanPod> {
+    // Pages of 100: a page is decoded whole, and a page of 500 pods is megabytes.
+    let cfg = watcher::Config::default().page_size(100);
+    reflect(Api::all(client.clone()), cfg, LeanPod::strip, wake)
+}
+
 impl Caches {
     /// Starts every reflector.
     pub fn start(client: &Client, wake: Arc<Notify>) -> Caches {
         let c = client.clone();
         let all = watcher::Config::default();
         Caches {
-            // Pages of 100: a page is decoded whole, and a page of 500 pods is megabytes.
-            pods: reflect(
-                Api::all(c.clone()),
-                all.clone().page_size(100),
-                LeanPod::strip,
-                wake.clone(),
-            ),
+            pods: pod_store(&c, wake.clone()),
             nodes: reflect(Api::all(c.clone()), all.clone(), strip_node, wake.clone()),
             namespaces: reflect(
                 Api::all(c.clone()),

@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-pub use cache::{Caches, PodSlot, strip_namespace, strip_node};
+pub use cache::{Caches, PodSlot, pod_store, strip_namespace, strip_node};
 
 use crate::api::{
     ArmorRefreshPolicy, ArmorRefreshPolicyStatus, ArmorRefreshRun, ArmorRefreshRunStatus, BatchPod,
