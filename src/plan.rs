@@ -5,6 +5,7 @@
 //! calling the same [`next_batch`] until no target is left. Every decision about which pod
 //! goes when is made here.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::api::Strategy;
@@ -98,31 +99,30 @@ pub fn order(targets: &mut Vec<Target>) {
         .collect();
 }
 
-/// [`order`] as a permutation of indexes.
-pub fn order_indices(targets: &[Target]) -> Vec<usize> {
+/// [`order`] as a permutation of indexes (of targets or references to them).
+pub fn order_indices<T: Borrow<Target>>(targets: &[T]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..targets.len()).collect();
-    let key = |t: &Target| {
+    // Borrowed keys: this sorts every remaining target on every refill.
+    let key = |i: usize| {
+        let t = targets[i].borrow();
         (
-            t.namespace.clone(),
-            t.owner.clone(),
+            t.namespace.as_str(),
+            &t.owner,
             std::cmp::Reverse(t.ordinal),
             t.leader,
-            t.name.clone(),
+            t.name.as_str(),
         )
     };
-    idx.sort_by_cached_key(|&i| key(&targets[i]));
-    let mut rank: BTreeMap<(&str, &Owner), u32> = BTreeMap::new();
-    let ranks: Vec<u32> = idx
-        .iter()
-        .map(|&i| {
-            let r = rank
-                .entry((&targets[i].namespace, &targets[i].owner))
-                .or_default();
-            *r += 1;
-            *r
-        })
-        .collect();
-    let mut pos: Vec<(u32, usize)> = ranks.into_iter().zip(idx).collect();
+    idx.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
+    // Sorted by workload first, so a workload's pods are adjacent: each one's rank is its
+    // place in that run.
+    let mut pos: Vec<(u32, usize)> = Vec::with_capacity(idx.len());
+    for (k, &i) in idx.iter().enumerate() {
+        let same = k > 0
+            && workload_ref(targets[idx[k - 1]].borrow()) == workload_ref(targets[i].borrow());
+        let rank = if same { pos[k - 1].0 + 1 } else { 1 };
+        pos.push((rank, i));
+    }
     // Stable: within a rank, workloads keep their sorted order.
     pos.sort_by_key(|(r, _)| *r);
     pos.into_iter().map(|(_, i)| i).collect()
@@ -720,7 +720,49 @@ mod tests {
         })
     }
 
+    /// The order by its definition, plainly: workloads sorted, each workload's pods sorted
+    /// (highest ordinal first, the leader last), then round by round one pod per workload.
+    fn order_by_definition(ts: &[Target]) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..ts.len()).collect();
+        idx.sort_by_key(|&i| {
+            let t = &ts[i];
+            (
+                t.namespace.clone(),
+                t.owner.clone(),
+                std::cmp::Reverse(t.ordinal),
+                t.leader,
+                t.name.clone(),
+            )
+        });
+        let mut seen: BTreeMap<(String, Owner), u32> = BTreeMap::new();
+        let mut ranked: Vec<(u32, usize)> = idx
+            .into_iter()
+            .map(|i| {
+                let r = seen
+                    .entry((ts[i].namespace.clone(), ts[i].owner.clone()))
+                    .or_default();
+                *r += 1;
+                (*r, i)
+            })
+            .collect();
+        ranked.sort_by_key(|(r, _)| *r);
+        ranked.into_iter().map(|(_, i)| i).collect()
+    }
+
     proptest! {
+        #[test]
+        fn the_order_is_its_definition(mut ts in arb_targets(), dup in proptest::collection::vec(any::<bool>(), 40)) {
+            // Some pods share a name (another namespace's, or a copy): ties keep their order.
+            for (i, d) in dup.iter().enumerate().take(ts.len()) {
+                if *d && i > 0 {
+                    ts[i].name = ts[i - 1].name.clone();
+                }
+            }
+            prop_assert_eq!(order_indices(&ts), order_by_definition(&ts));
+            let refs: Vec<&Target> = ts.iter().collect();
+            prop_assert_eq!(order_indices(&refs), order_by_definition(&ts));
+        }
+
         #[test]
         fn plan_invariants(ts in arb_targets(), batch in 1u32..8, per_node in proptest::option::of(1u32..3), per_zone in proptest::option::of(1u32..3), allowed in proptest::collection::vec(0i32..3, 3)) {
             let mut l = limits(batch);

@@ -515,7 +515,7 @@ fn refill(
     window: bool,
 ) -> Refill {
     let now = cx.now;
-    let mut remaining = match remaining(s, cx, sel) {
+    let remaining = match remaining(s, cx, sel) {
         Ok(r) => r,
         Err(refill) => return refill,
     };
@@ -529,8 +529,10 @@ fn refill(
     if budget == 0 && s.unhealthy.is_empty() {
         return Refill::Full;
     }
-    plan::order(&mut remaining);
-    let mut refs: Vec<&Target> = remaining.iter().collect();
+    let mut refs: Vec<&Target> = plan::order_indices(&remaining)
+        .into_iter()
+        .map(|i| remaining[i])
+        .collect();
     if window {
         plan::spread_zones(&mut refs, &flight);
     }
@@ -640,11 +642,11 @@ fn next_index(s: &ArmorRefreshRunStatus) -> u32 {
 
 /// Targets that may be planned: in the run's scope, Ready, and not in flight here or in
 /// another run, nor given up. `Err` says why there are none.
-fn remaining(
+fn remaining<'s>(
     s: &ArmorRefreshRunStatus,
     cx: &mut Ctx,
-    sel: &Selection,
-) -> Result<Vec<Target>, Refill> {
+    sel: &'s Selection,
+) -> Result<Vec<&'s Target>, Refill> {
     let taken: BTreeSet<&str> = cx.obs.others.iter().map(|p| p.uid.as_str()).collect();
     let mine: BTreeSet<&str> = s
         .unhealthy
@@ -658,12 +660,11 @@ fn remaining(
                 .map(|p| p.uid.as_str()),
         )
         .collect();
-    let mut remaining: Vec<Target> = sel
+    let mut remaining: Vec<&Target> = sel
         .targets
         .iter()
         .filter(|t| in_scope(t, s.started_at))
         .filter(|t| !taken.contains(t.uid.as_str()) && !mine.contains(t.uid.as_str()))
-        .cloned()
         .collect();
     // Targets still starting are evicted once Ready, never before (that would only make
     // them start again); past the ready timeout they are skipped as broken.
