@@ -191,13 +191,30 @@ pub fn owner_of(pod: &LeanPod, facts: Option<&ClusterFacts>) -> Owner {
     }
 }
 
+/// Fills a template's placeholders in one pass: it runs for every container of every pod on
+/// every pass. Templates are validated (every `{` opens a known placeholder), and names never
+/// hold braces, so this is what replacing each placeholder in turn would give.
 fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
-    template
-        .replace("{namespace}", ns)
-        .replace("{ownerKind}", &owner.kind.to_lowercase())
-        .replace("{owner}", &owner.name)
-        .replace("{pod}", pod)
-        .replace("{container}", container)
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        let Some(close) = tail.find('}') else {
+            break;
+        };
+        match &tail[1..close] {
+            "namespace" => out.push_str(ns),
+            "ownerKind" => out.push_str(&owner.kind.to_lowercase()),
+            "owner" => out.push_str(&owner.name),
+            "pod" => out.push_str(pod),
+            "container" => out.push_str(container),
+            _ => out.push_str(&tail[..=close]),
+        }
+        rest = &tail[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A container and the profile it must carry.
@@ -734,5 +751,34 @@ spec: {containers: [{name: c}]}
         }
         assert_eq!(Profile::parse("localhost/"), None);
         assert_eq!(Profile::parse("docker-default"), None);
+    }
+
+    proptest::proptest! {
+        /// One pass gives what replacing each placeholder in turn gives, for every template
+        /// validation accepts and names as Kubernetes allows them (no braces).
+        #[test]
+        fn expanding_in_one_pass_is_replacing_in_turn(
+            parts in proptest::collection::vec((0usize..6, "[a-z0-9./_-]{0,6}"), 0..8),
+            ns in "[a-z0-9-]{0,12}",
+            kind in "[A-Z][a-zA-Z]{0,8}(\\.[a-z.]{1,8})?",
+            owner in "[a-z0-9.-]{0,12}",
+            pod in "[a-z0-9.-]{0,12}",
+            container in "[a-z0-9-]{1,12}",
+        ) {
+            let names = ["", "{namespace}", "{ownerKind}", "{owner}", "{pod}", "{container}"];
+            let template = format!(
+                "localhost/p{}",
+                parts.iter().map(|(i, lit)| format!("{}{lit}", names[*i])).collect::<String>()
+            );
+            proptest::prop_assume!(crate::policy::check_template("t", &template).is_ok());
+            let owner = Owner { kind, name: owner };
+            let in_turn = template
+                .replace("{namespace}", &ns)
+                .replace("{ownerKind}", &owner.kind.to_lowercase())
+                .replace("{owner}", &owner.name)
+                .replace("{pod}", &pod)
+                .replace("{container}", &container);
+            proptest::prop_assert_eq!(expand(&template, &ns, &owner, &pod, &container), in_turn);
+        }
     }
 }

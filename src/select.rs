@@ -141,8 +141,9 @@ impl Target {
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub targets: Vec<Target>,
-    /// Skipped pods as `namespace/name`, by reason.
-    pub skipped: BTreeMap<SkipReason, Vec<String>>,
+    /// How many pods were skipped, by reason (counts only: a name per pod per pass would
+    /// cost an allocation for each of tens of thousands of pods, and nothing reads them).
+    pub skipped: BTreeMap<SkipReason, u32>,
     /// Targets but for their readiness (skipped as `NotReady`): disruption that exists
     /// already, counted against the node and zone limits.
     pub unready: Vec<Target>,
@@ -152,11 +153,11 @@ impl Selection {
     pub fn skipped_counts(&self) -> BTreeMap<String, u32> {
         self.skipped
             .iter()
-            .map(|(r, v)| (r.to_string(), v.len() as u32))
+            .map(|(r, n)| (r.to_string(), *n))
             .collect()
     }
     fn count(&self, r: SkipReason) -> u32 {
-        self.skipped.get(&r).map_or(0, |v| v.len() as u32)
+        self.skipped.get(&r).copied().unwrap_or(0)
     }
     /// Pods the policy governs: targets plus those already carrying a profile.
     pub fn governed(&self) -> u32 {
@@ -170,7 +171,7 @@ impl Selection {
         self.skipped
             .iter()
             .filter(|(r, _)| **r != SkipReason::NotSelected)
-            .map(|(_, v)| v.len() as u32)
+            .map(|(_, n)| n)
             .sum()
     }
 }
@@ -749,18 +750,11 @@ pub fn select(policy: &ValidPolicy, facts: &ClusterFacts) -> Selection {
     for pod in &facts.pods {
         match classify_indexed(policy, facts, &all, &mut index, pod) {
             Ok(t) if !t.ready && broken(policy, facts, pod) => {
-                sel.skipped
-                    .entry(SkipReason::NotReady)
-                    .or_default()
-                    .push(t.key());
+                *sel.skipped.entry(SkipReason::NotReady).or_default() += 1;
                 sel.unready.push(t);
             }
             Ok(t) => sel.targets.push(t),
-            Err(r) => sel.skipped.entry(r).or_default().push(format!(
-                "{}/{}",
-                pod.namespace().unwrap_or_default(),
-                pod.name_any()
-            )),
+            Err(r) => *sel.skipped.entry(r).or_default() += 1,
         }
     }
     sel.targets

@@ -957,7 +957,7 @@ fn a_crash_looping_pod_is_not_evicted_and_does_not_hold_a_failed_slot() {
         "released once its own workload recovered"
     );
     let sel = select::select(&pol, &w.facts);
-    assert_eq!(sel.skipped[&select::SkipReason::NotReady].len(), 1);
+    assert_eq!(sel.skipped[&select::SkipReason::NotReady], 1);
 }
 
 #[test]
