@@ -191,17 +191,32 @@ pub fn owner_of(pod: &LeanPod, facts: Option<&ClusterFacts>) -> Owner {
     }
 }
 
-/// Fills a template's placeholders in one pass: it runs for every container of every pod on
-/// every pass. Templates are validated (every `{` opens a known placeholder), and names never
-/// hold braces, so this is what replacing each placeholder in turn would give.
+/// Fills a template's placeholders: each in turn, `{namespace}` first. It runs for every
+/// container of every pod on every pass, so it scans once when that gives the same: when
+/// every `{` opens a known placeholder (validation makes it so) and no value holds a brace
+/// (Kubernetes names never do, but an owner reference's kind and name are not checked).
 fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
+    let in_turn = || {
+        template
+            .replace("{namespace}", ns)
+            .replace("{ownerKind}", &owner.kind.to_lowercase())
+            .replace("{owner}", &owner.name)
+            .replace("{pod}", pod)
+            .replace("{container}", container)
+    };
+    if [ns, &owner.kind, &owner.name, pod, container]
+        .iter()
+        .any(|v| v.contains('{'))
+    {
+        return in_turn();
+    }
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let tail = &rest[open..];
         let Some(close) = tail.find('}') else {
-            break;
+            return in_turn();
         };
         match &tail[1..close] {
             "namespace" => out.push_str(ns),
@@ -209,7 +224,7 @@ fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -
             "owner" => out.push_str(&owner.name),
             "pod" => out.push_str(pod),
             "container" => out.push_str(container),
-            _ => out.push_str(&tail[..=close]),
+            _ => return in_turn(),
         }
         rest = &tail[close + 1..];
     }
@@ -753,32 +768,86 @@ spec: {containers: [{name: c}]}
         assert_eq!(Profile::parse("docker-default"), None);
     }
 
+    /// What the one-pass expansion must equal: each placeholder replaced in turn.
+    fn in_turn(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
+        template
+            .replace("{namespace}", ns)
+            .replace("{ownerKind}", &owner.kind.to_lowercase())
+            .replace("{owner}", &owner.name)
+            .replace("{pod}", pod)
+            .replace("{container}", container)
+    }
+
+    #[test]
+    fn templates_and_owners_past_validation_expand_as_before() {
+        let deploy = |kind: &str, name: &str| Owner {
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let cases = [
+            // An unclosed brace, alone and after a placeholder.
+            ("localhost/a{b", deploy("Deployment", "web")),
+            ("localhost/{pod}-x{y", deploy("Deployment", "web")),
+            // An unknown placeholder, and one nested in another.
+            ("localhost/{x}-{pod}", deploy("Deployment", "web")),
+            ("localhost/{{namespace}od}", deploy("Deployment", "web")),
+            // An owner reference's kind and name are not validated: braces that a later
+            // replacement expands.
+            ("localhost/p-{owner}", deploy("Deployment", "x{pod}")),
+            ("localhost/{ownerKind}", deploy("{Container}", "web")),
+        ];
+        for (t, owner) in cases {
+            assert_eq!(
+                expand(t, "p", &owner, "db-0", "app"),
+                in_turn(t, "p", &owner, "db-0", "app"),
+                "{t} with {owner}"
+            );
+        }
+        assert_eq!(
+            expand("localhost/a{b", "p", &deploy("D", "w"), "x", "c"),
+            "localhost/a{b"
+        );
+        assert_eq!(
+            expand(
+                "localhost/p-{owner}",
+                "p",
+                &deploy("D", "x{pod}"),
+                "db-0",
+                "c"
+            ),
+            "localhost/p-xdb-0"
+        );
+    }
+
     proptest::proptest! {
-        /// One pass gives what replacing each placeholder in turn gives, for every template
-        /// validation accepts and names as Kubernetes allows them (no braces).
+        /// One pass gives what replacing each placeholder in turn gives, for any template and
+        /// any values: validated templates with Kubernetes names take the one pass, and
+        /// anything else (braces anywhere) must still come out as before.
         #[test]
         fn expanding_in_one_pass_is_replacing_in_turn(
-            parts in proptest::collection::vec((0usize..6, "[a-z0-9./_-]{0,6}"), 0..8),
+            parts in proptest::collection::vec((0usize..6, "[a-z0-9./_{}-]{0,6}"), 0..8),
             ns in "[a-z0-9-]{0,12}",
-            kind in "[A-Z][a-zA-Z]{0,8}(\\.[a-z.]{1,8})?",
-            owner in "[a-z0-9.-]{0,12}",
+            kind in "[A-Z{][a-zA-Z{}]{0,8}(\\.[a-z.]{1,8})?",
+            owner in "[a-z0-9.{}-]{0,12}",
             pod in "[a-z0-9.-]{0,12}",
             container in "[a-z0-9-]{1,12}",
+            valid_only in proptest::prelude::any::<bool>(),
         ) {
             let names = ["", "{namespace}", "{ownerKind}", "{owner}", "{pod}", "{container}"];
             let template = format!(
                 "localhost/p{}",
                 parts.iter().map(|(i, lit)| format!("{}{lit}", names[*i])).collect::<String>()
             );
-            proptest::prop_assume!(crate::policy::check_template("t", &template).is_ok());
+            // Half the cases only what validation accepts, so the one pass is exercised.
+            let brace_free = !owner.contains(['{', '}']) && !kind.contains(['{', '}']);
+            proptest::prop_assume!(
+                !valid_only || (crate::policy::check_template("t", &template).is_ok() && brace_free)
+            );
             let owner = Owner { kind, name: owner };
-            let in_turn = template
-                .replace("{namespace}", &ns)
-                .replace("{ownerKind}", &owner.kind.to_lowercase())
-                .replace("{owner}", &owner.name)
-                .replace("{pod}", &pod)
-                .replace("{container}", &container);
-            proptest::prop_assert_eq!(expand(&template, &ns, &owner, &pod, &container), in_turn);
+            proptest::prop_assert_eq!(
+                expand(&template, &ns, &owner, &pod, &container),
+                in_turn(&template, &ns, &owner, &pod, &container)
+            );
         }
     }
 }

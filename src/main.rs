@@ -455,14 +455,22 @@ fn operate(args: RunArgs, mode: Mode, kube: &ops_cli::Kube) -> Result<(), String
         });
         // The webhook in this process reads bound pods from the operator's cache, or its own.
         let pod_slot = webhook_cfg.as_ref().map(|wc| wc.pods.clone());
-        let _trimmer = (mode == Mode::WebhookCached).then(|| {
+        if mode == Mode::WebhookCached {
             let store = armor_refresh::controller::pod_store(&client, Default::default());
             if let Some(slot) = &pod_slot {
-                let _ = slot.set(store);
+                let _ = slot.set(store.clone());
             }
-            // The initial list's pages leave holes in the heap, as the operator's do.
-            armor_refresh::memory::spawn_trimmer()
-        });
+            tokio::spawn(async move {
+                // Unsynced, the cache only sends more bindings to the API server.
+                if store.wait_until_ready().await.is_ok() {
+                    tracing::info!(pods = store.len(), "pod cache synced");
+                    // The initial list's pages left holes in the heap, as the operator's do:
+                    // give them back now (the first tick), and keep doing so.
+                    let _trimmer = armor_refresh::memory::spawn_trimmer();
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
         let webhook_task = webhook_cfg.map(|wc| {
             let (client, ready, stop) = (
                 client.clone(),

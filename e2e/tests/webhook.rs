@@ -312,6 +312,7 @@ async fn the_webhook_alone_finds_bound_pods_in_its_pod_cache() -> Result<()> {
         let bindings = calls(&m, "pods/binding");
         let reads = metric_value(&m, "armor_refresh_webhook_pod_reads_total").unwrap_or(0.0) as u64;
         assert!(bindings >= 6, "{m}");
+        eprintln!("{name}: {reads} of {bindings} bindings read their pod");
         if extra.is_empty() {
             assert_eq!(
                 reads, bindings,
