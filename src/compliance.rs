@@ -196,14 +196,7 @@ pub fn owner_of(pod: &LeanPod, facts: Option<&ClusterFacts>) -> Owner {
 /// every `{` opens a known placeholder (validation makes it so) and no value holds a brace
 /// (Kubernetes names never do, but an owner reference's kind and name are not checked).
 fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
-    let in_turn = || {
-        template
-            .replace("{namespace}", ns)
-            .replace("{ownerKind}", &owner.kind.to_lowercase())
-            .replace("{owner}", &owner.name)
-            .replace("{pod}", pod)
-            .replace("{container}", container)
-    };
+    let in_turn = || expand_in_turn(template, ns, owner, pod, container);
     if [ns, &owner.kind, &owner.name, pod, container]
         .iter()
         .any(|v| v.contains('{'))
@@ -230,6 +223,16 @@ fn expand(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -
     }
     out.push_str(rest);
     out
+}
+
+/// The definition of [`expand`]: each placeholder replaced in turn.
+fn expand_in_turn(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
+    template
+        .replace("{namespace}", ns)
+        .replace("{ownerKind}", &owner.kind.to_lowercase())
+        .replace("{owner}", &owner.name)
+        .replace("{pod}", pod)
+        .replace("{container}", container)
 }
 
 /// A container and the profile it must carry.
@@ -768,16 +771,6 @@ spec: {containers: [{name: c}]}
         assert_eq!(Profile::parse("docker-default"), None);
     }
 
-    /// What the one-pass expansion must equal: each placeholder replaced in turn.
-    fn in_turn(template: &str, ns: &str, owner: &Owner, pod: &str, container: &str) -> String {
-        template
-            .replace("{namespace}", ns)
-            .replace("{ownerKind}", &owner.kind.to_lowercase())
-            .replace("{owner}", &owner.name)
-            .replace("{pod}", pod)
-            .replace("{container}", container)
-    }
-
     #[test]
     fn templates_and_owners_past_validation_expand_as_before() {
         let deploy = |kind: &str, name: &str| Owner {
@@ -799,7 +792,7 @@ spec: {containers: [{name: c}]}
         for (t, owner) in cases {
             assert_eq!(
                 expand(t, "p", &owner, "db-0", "app"),
-                in_turn(t, "p", &owner, "db-0", "app"),
+                expand_in_turn(t, "p", &owner, "db-0", "app"),
                 "{t} with {owner}"
             );
         }
@@ -846,7 +839,7 @@ spec: {containers: [{name: c}]}
             let owner = Owner { kind, name: owner };
             proptest::prop_assert_eq!(
                 expand(&template, &ns, &owner, &pod, &container),
-                in_turn(&template, &ns, &owner, &pod, &container)
+                expand_in_turn(&template, &ns, &owner, &pod, &container)
             );
         }
     }
