@@ -88,18 +88,9 @@ pub struct Context {
     pub unready_sets: BTreeSet<(String, String)>,
 }
 
-/// Orders targets so batches spread over workloads: the first pod of every workload, then
-/// the second, ...; within a StatefulSet the highest ordinal first; deterministic.
-pub fn order(targets: &mut Vec<Target>) {
-    let idx = order_indices(targets);
-    let mut taken: Vec<Option<Target>> = std::mem::take(targets).into_iter().map(Some).collect();
-    *targets = idx
-        .into_iter()
-        .map(|i| taken[i].take().expect("a permutation"))
-        .collect();
-}
-
-/// [`order`] as a permutation of indexes (of targets or references to them).
+/// The order targets are planned in, as a permutation of indexes (of targets or references
+/// to them), so batches spread over workloads: the first pod of every workload, then the
+/// second, ...; within a StatefulSet the highest ordinal first; deterministic.
 pub fn order_indices<T: Borrow<Target>>(targets: &[T]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..targets.len()).collect();
     // Borrowed keys: this sorts every remaining target on every refill.
@@ -129,7 +120,7 @@ pub fn order_indices<T: Borrow<Target>>(targets: &[T]) -> Vec<usize> {
 }
 
 /// A window's refill order: zones take turns, the zones with the fewest pods in flight
-/// first, so one zone whose pods come first in [`order`] does not take every freed slot.
+/// first, so one zone whose pods come first in [`order_indices`] does not take every freed slot.
 /// Within a zone the order is kept, and within a StatefulSet too (highest ordinal first):
 /// each position the interleaving gives a StatefulSet's pod goes to that set's next pod
 /// in the original order.
@@ -182,7 +173,7 @@ pub enum Blocked {
     Budget,
 }
 
-/// Picks the next batch (indexes into `remaining`, which should be in [`order`]).
+/// Picks the next batch (indexes into `remaining`, which should be in [`order_indices`]'s order).
 /// `budget` is how many more units may be disrupted now (the batch size minus what is
 /// still disrupted). When PodDisruptionBudgets alone block every candidate and nothing is
 /// in flight or deferred, one pod per budget is still planned, so the eviction's refusal
@@ -718,6 +709,17 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    /// Targets in [`order_indices`]'s order.
+    fn order(targets: &mut Vec<Target>) {
+        let idx = order_indices(targets);
+        let mut taken: Vec<Option<Target>> =
+            std::mem::take(targets).into_iter().map(Some).collect();
+        *targets = idx
+            .into_iter()
+            .map(|i| taken[i].take().expect("a permutation"))
+            .collect();
     }
 
     /// The order by its definition, plainly: workloads sorted, each workload's pods sorted
